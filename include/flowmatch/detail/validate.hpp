@@ -1,0 +1,72 @@
+/// @file validate.hpp
+/// @brief Argument checks shared by the public functions (internal).
+#pragma once
+
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include "flowmatch/core/types.hpp"
+
+namespace flowmatch::detail {
+
+/// Formats a value for an error message with enough digits to be unambiguous.
+template <class T>
+std::string to_text(const T& value) {
+  std::ostringstream stream;
+  stream.precision(17);
+  stream << value;
+  return stream.str();
+}
+
+/// Index of the first column of @p matrix holding a non-finite entry, or -1 if all are finite.
+template <class Derived>
+Index first_nonfinite_column(const Eigen::DenseBase<Derived>& matrix) {
+  for (Index col = 0; col < matrix.cols(); ++col) {
+    if (!matrix.col(col).allFinite()) return col;
+  }
+  return -1;
+}
+
+/// Throws std::invalid_argument naming @p name unless @p matrix is rows×cols
+/// (a negative expected size is not checked).
+template <class Derived>
+void require_shape(const char* name, const Eigen::DenseBase<Derived>& matrix, Index rows,
+                   Index cols) {
+  if ((rows >= 0 && matrix.rows() != rows) || (cols >= 0 && matrix.cols() != cols)) {
+    throw std::invalid_argument(std::string(name) + " has shape " + to_text(matrix.rows()) + "x" +
+                                to_text(matrix.cols()) + ", expected " +
+                                (rows >= 0 ? to_text(rows) : std::string("any")) + "x" +
+                                (cols >= 0 ? to_text(cols) : std::string("any")));
+  }
+}
+
+/// Throws std::invalid_argument naming @p name and the first bad column unless every entry of
+/// @p matrix is finite.
+template <class Derived>
+void require_finite(const char* name, const Eigen::DenseBase<Derived>& matrix) {
+  const Index col = first_nonfinite_column(matrix);
+  if (col >= 0) {
+    throw std::invalid_argument(std::string(name) + " has a non-finite entry in column " +
+                                to_text(col));
+  }
+}
+
+/// Throws std::invalid_argument unless @p value is finite.
+template <class Scalar>
+void require_finite_value(const char* name, Scalar value) {
+  if (!std::isfinite(static_cast<double>(value))) {
+    throw std::invalid_argument(std::string(name) + " must be finite, got " + to_text(value));
+  }
+}
+
+/// Throws std::domain_error unless t is a finite time in [0, 1].
+template <class Scalar>
+void require_unit_time(const char* name, Scalar t) {
+  if (!(t >= Scalar(0) && t <= Scalar(1))) {
+    throw std::domain_error(std::string(name) + " must lie in [0, 1], got " + to_text(t));
+  }
+}
+
+}  // namespace flowmatch::detail

@@ -1,0 +1,78 @@
+// Tests of the core conventions: the field concept, evaluation adapters and argument checks.
+#include <catch2/catch.hpp>
+
+#include "flowmatch/core/errors.hpp"
+#include "flowmatch/detail/validate.hpp"
+#include "flowmatch/field/velocity_field.hpp"
+
+namespace {
+
+using flowmatch::ConstMatrixRef;
+using flowmatch::Matrix;
+using flowmatch::MatrixRef;
+
+// Rotation u(x) = A x with A = [[0, -1], [1, 0]], written in place.
+struct InPlaceRotation {
+  void operator()(double, const ConstMatrixRef<double>& x, MatrixRef<double> out) const {
+    out.row(0) = -x.row(1);
+    out.row(1) = x.row(0);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a plain lambda and an in-place functor are both velocity fields", "[field]") {
+  auto returning = [](double t, const auto& x) { return (t * x).eval(); };
+  static_assert(flowmatch::VelocityField<decltype(returning), double>);
+  static_assert(flowmatch::ReturningVelocityField<decltype(returning), double>);
+  static_assert(flowmatch::InPlaceVelocityField<InPlaceRotation, double>);
+  static_assert(!flowmatch::HasDivergence<InPlaceRotation, double>);
+  static_assert(!flowmatch::HasJvp<InPlaceRotation, double>);
+  auto not_a_field = [](int) { return 0; };
+  static_assert(!flowmatch::VelocityField<decltype(not_a_field), double>);
+
+  Matrix<double> x(2, 3);
+  x << 1, 2, 3, 4, 5, 6;
+  const Matrix<double> scaled = flowmatch::evaluate_velocity<double>(returning, 0.5, x);
+  CHECK(scaled.isApprox(0.5 * x));
+
+  Matrix<double> rotated(2, 3);
+  flowmatch::evaluate_velocity<double>(InPlaceRotation{}, 0.0, x, rotated);
+  // A rotation by 90 degrees is orthogonal to its argument and keeps its length.
+  CHECK((rotated.array() * x.array()).colwise().sum().abs().maxCoeff() == 0.0);
+  CHECK(rotated.colwise().norm().isApprox(x.colwise().norm()));
+}
+
+TEST_CASE("a column block of a batch is evaluated without touching other columns", "[field]") {
+  Matrix<double> x = Matrix<double>::Random(2, 4);
+  Matrix<double> out = Matrix<double>::Zero(2, 4);
+  flowmatch::evaluate_velocity<double>(InPlaceRotation{}, 0.0, x.middleCols(1, 2),
+                                       out.middleCols(1, 2));
+  CHECK(out.col(0).isZero(0.0));
+  CHECK(out.col(3).isZero(0.0));
+  CHECK(out(0, 1) == -x(1, 1));
+}
+
+TEST_CASE("a returning field of the wrong shape throws", "[field]") {
+  auto wrong = [](double, const auto& x) { return Matrix<double>::Zero(x.rows() + 1, x.cols()); };
+  Matrix<double> x = Matrix<double>::Zero(2, 3);
+  CHECK_THROWS_AS(flowmatch::evaluate_velocity<double>(wrong, 0.0, x), std::invalid_argument);
+  CHECK_THROWS_WITH(flowmatch::evaluate_velocity<double>(wrong, 0.0, x),
+                    Catch::Contains("3x3") && Catch::Contains("2x3"));
+}
+
+TEST_CASE("argument checks name the argument and the problem", "[core]") {
+  Matrix<double> x = Matrix<double>::Zero(2, 3);
+  CHECK_NOTHROW(flowmatch::detail::require_shape("x", x, 2, -1));
+  CHECK_THROWS_WITH(flowmatch::detail::require_shape("x", x, 3, 3),
+                    Catch::Contains("x has shape 2x3"));
+  x(1, 2) = std::numeric_limits<double>::quiet_NaN();
+  CHECK(flowmatch::detail::first_nonfinite_column(x) == 2);
+  CHECK_THROWS_WITH(flowmatch::detail::require_finite("x", x), Catch::Contains("column 2"));
+  CHECK_THROWS_AS(flowmatch::detail::require_unit_time("t", 1.5), std::domain_error);
+  CHECK_THROWS_AS(flowmatch::detail::require_unit_time("t", std::nan("")), std::domain_error);
+
+  const flowmatch::numerical_error error("blew up", 0.25, 7);
+  CHECK(error.time() == 0.25);
+  CHECK(error.sample() == 7);
+}
