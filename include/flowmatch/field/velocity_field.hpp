@@ -71,12 +71,7 @@ void evaluate_velocity(const F& field, Scalar t, const ConstMatrixRef<Scalar>& x
     field(t, x, out);
   } else {
     decltype(auto) velocity = field(t, x);
-    if (velocity.rows() != x.rows() || velocity.cols() != x.cols()) {
-      throw std::invalid_argument("velocity field returned shape " +
-                                  detail::to_text(velocity.rows()) + "x" +
-                                  detail::to_text(velocity.cols()) + " for a batch of shape " +
-                                  detail::to_text(x.rows()) + "x" + detail::to_text(x.cols()));
-    }
+    detail::require_shape("velocity field result", velocity, x.rows(), x.cols());
     out = velocity;
   }
 }

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <cmath>
-#include <limits>
 #include <stdexcept>
 
 #include "flowmatch/detail/validate.hpp"
@@ -34,14 +33,15 @@ class CondOT {
   }
   /// t = ρ/(1 + ρ), with ρ = +inf mapped to 1.
   Scalar snr_inverse(Scalar rho) const {
-    if (!(rho >= Scalar(0))) {
-      throw std::domain_error("CondOT::snr_inverse: rho must be >= 0, got " + detail::to_text(rho));
-    }
+    detail::require_snr("CondOT::snr_inverse: rho", rho);
     if (std::isinf(rho)) return Scalar(1);
     return rho / (Scalar(1) + rho);
   }
-  /// t = κ (α_t = κ).
-  Scalar kappa_inverse(Scalar kappa) const { return checked(kappa); }
+  /// t = κ (α_t = κ), for κ in [0, 1].
+  Scalar kappa_inverse(Scalar kappa) const {
+    detail::require_unit_time("CondOT::kappa_inverse: kappa", kappa);
+    return kappa;
+  }
 
  private:
   static Scalar checked(Scalar t) {

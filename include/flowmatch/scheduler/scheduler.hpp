@@ -20,6 +20,10 @@
 #pragma once
 
 #include <concepts>
+#include <stdexcept>
+#include <string>
+
+#include "flowmatch/detail/validate.hpp"
 
 namespace flowmatch {
 
@@ -56,5 +60,19 @@ SchedulerValues<typename S::scalar_type> scheduler_values(const S& scheduler,
                                                           typename S::scalar_type t) {
   return {scheduler.alpha(t), scheduler.sigma(t), scheduler.d_alpha(t), scheduler.d_sigma(t)};
 }
+
+namespace detail {
+
+/// Throws std::domain_error unless @p rho is a signal-to-noise ratio in [0, +inf]
+/// (the argument of snr_inverse).
+template <class Scalar>
+void require_snr(const char* name, Scalar rho) {
+  if (!(rho >= Scalar(0))) {
+    throw std::domain_error(std::string(name) + " must be >= 0 (+inf allowed), got " +
+                            to_text(rho));
+  }
+}
+
+}  // namespace detail
 
 }  // namespace flowmatch

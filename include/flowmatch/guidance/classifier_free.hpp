@@ -1,0 +1,282 @@
+/// @file classifier_free.hpp
+/// @brief Classifier-free guidance: a conditional field and its conditions as a VelocityField.
+///
+/// Given a conditional field u_t(x | c) (see conditional_field.hpp), per-sample conditions
+/// c_1, …, c_m (each k×N) and per-sample guidance weights w_1, …, w_m (each length N), the
+/// guided velocity of sample j is
+///
+///     u = u_null + Σ_i w_ij·(u_{c_i} − u_null) = (1 − Σ_i w_ij)·u_null + Σ_i w_ij·u_{c_i},
+///
+/// where u_null = u_t(x | ∅) uses the null condition (the all-zeros column unless configured).
+/// With one condition this is u = (1 − w)·u_null + w·u_cond: w = 0 is the unconditional field,
+/// w = 1 the conditional one, w > 1 extrapolates away from the unconditional prediction.
+/// The other common convention, u = u_cond + s·(u_cond − u_null), is the same with w = 1 + s;
+/// choose it with GuidanceConvention::scale and give s instead of w.
+///
+/// A guidance schedule λ(t) scales the guidance strength over time: the weight in force at time
+/// t is w(t) = 1 + λ(t)·(w − 1). The default λ ≡ 1 keeps w; guidance_interval(a, b) gives λ = 1
+/// on [a, b) and 0 elsewhere, where the field is then the plain conditional field (w = 1).
+///
+/// Evaluation: by default the conditional and null predictions of the whole batch come from a
+/// single call of the underlying field on a stacked batch [x, …, x, x_null] (one GEMM pass for a
+/// network); GuidanceEvaluation::separate makes one call per condition set plus one for the
+/// null condition instead. Samples whose null coefficient 1 − Σ_i w_ij is exactly 0 (for
+/// instance w = 1 with one condition) are left out of the null evaluation.
+///
+/// The wrapper keeps its stacking buffers between calls (no allocation per call once sized), so
+/// one wrapper must not be called from several threads at once; use one wrapper per thread.
+#pragma once
+
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "flowmatch/core/types.hpp"
+#include "flowmatch/detail/validate.hpp"
+#include "flowmatch/field/conditional_field.hpp"
+
+namespace flowmatch {
+
+/// How guidance weights are given.
+enum class GuidanceConvention {
+  weight,  ///< u = (1 − w)·u_null + w·u_cond (w = 1: conditional).
+  scale,   ///< u = u_cond + s·(u_cond − u_null), i.e. w = 1 + s (s = 0: conditional).
+};
+
+/// How the conditional and null predictions are computed.
+enum class GuidanceEvaluation {
+  stacked,   ///< One call of the field on all condition sets and the null condition side by side.
+  separate,  ///< One call per condition set and one for the null condition.
+};
+
+/// Options of a guided field.
+template <class Scalar>
+struct GuidanceOptions {
+  GuidanceConvention convention = GuidanceConvention::weight;
+  GuidanceEvaluation evaluation = GuidanceEvaluation::stacked;
+  /// The null condition (k entries); empty means the all-zeros column.
+  Vector<Scalar> null_condition;
+};
+
+/// The schedule λ(t) = 1 on [begin, end) and 0 elsewhere: guidance acts only inside the interval.
+///
+/// The guided field is discontinuous in t at both ends. Sampling with a grid that contains
+/// begin and end and a method whose stages lie in [t_n, t_n + h) of each step (euler, midpoint,
+/// heun3) gives exactly the result of switching fields at the interval's ends. Methods with a
+/// stage at the end of a step (heun2, rk4, rk38, the adaptive ones) evaluate the next interval's
+/// field at that one stage; integrate the three pieces separately to avoid it.
+template <class Scalar>
+std::function<Scalar(Scalar)> guidance_interval(Scalar begin, Scalar end) {
+  detail::require_unit_time("guidance_interval: begin", begin);
+  detail::require_unit_time("guidance_interval: end", end);
+  if (!(begin <= end)) {
+    throw std::invalid_argument("guidance_interval: begin " + detail::to_text(begin) +
+                                " must not exceed end " + detail::to_text(end));
+  }
+  return [begin, end](Scalar t) { return (t >= begin && t < end) ? Scalar(1) : Scalar(0); };
+}
+
+/// A conditional field guided by one or more condition sets: an ordinary in-place VelocityField.
+template <class Scalar, class Field>
+requires ConditionalVelocityField<Field, Scalar>
+class GuidedField {
+ public:
+  /// @param field the conditional field (held by value; pass std::cref(f) to hold a reference).
+  /// @param condition_dim k, the number of rows of every condition.
+  /// @param options convention, evaluation strategy and null condition.
+  GuidedField(Field field, Index condition_dim, GuidanceOptions<Scalar> options = {})
+      : field_(std::move(field)), options_(std::move(options)) {
+    if (condition_dim < 0) {
+      throw std::invalid_argument("GuidedField: condition_dim must be >= 0, got " +
+                                  detail::to_text(condition_dim));
+    }
+    if (options_.null_condition.size() == 0) {
+      options_.null_condition = Vector<Scalar>::Zero(condition_dim);
+    }
+    detail::require_shape("GuidedField: null_condition", options_.null_condition, condition_dim, 1);
+    detail::require_finite("GuidedField: null_condition", options_.null_condition);
+  }
+
+  /// Adds a condition set (k×N) guided with one weight for every sample; returns its index.
+  Index add_condition(Matrix<Scalar> condition, Scalar weight) {
+    const Index samples = condition.cols();
+    return add_condition(std::move(condition), Vector<Scalar>::Constant(samples, weight));
+  }
+
+  /// Adds a condition set (k×N) guided with per-sample weights (length N); returns its index.
+  /// All condition sets must have the same number of samples.
+  Index add_condition(Matrix<Scalar> condition, Vector<Scalar> weights) {
+    Term term;
+    terms_.push_back(std::move(term));
+    try {
+      set_condition(static_cast<Index>(terms_.size()) - 1, std::move(condition));
+      set_weights(static_cast<Index>(terms_.size()) - 1, std::move(weights));
+    } catch (...) {
+      terms_.pop_back();
+      throw;
+    }
+    return static_cast<Index>(terms_.size()) - 1;
+  }
+
+  /// Replaces the conditions of set @p term (same shape rules as add_condition).
+  void set_condition(Index term, Matrix<Scalar> condition) {
+    Term& target = checked_term(term);
+    detail::require_shape("GuidedField: condition", condition, condition_dim(), -1);
+    detail::require_finite("GuidedField: condition", condition);
+    if (terms_.size() > 1 && condition.cols() != other_term_samples(term)) {
+      throw std::invalid_argument(
+          "GuidedField: condition has " + detail::to_text(condition.cols()) +
+          " samples, the other condition sets have " + detail::to_text(other_term_samples(term)));
+    }
+    if (target.weights.size() != 0 && target.weights.size() != condition.cols()) {
+      throw std::invalid_argument("GuidedField: condition has " +
+                                  detail::to_text(condition.cols()) + " samples but " +
+                                  detail::to_text(target.weights.size()) + " weights");
+    }
+    target.condition = std::move(condition);
+  }
+
+  /// Replaces the per-sample weights of set @p term (given in the configured convention).
+  void set_weights(Index term, Vector<Scalar> weights) {
+    Term& target = checked_term(term);
+    detail::require_shape("GuidedField: weights", weights, target.condition.cols(), 1);
+    detail::require_finite("GuidedField: weights", weights);
+    if (options_.convention == GuidanceConvention::scale) weights.array() += Scalar(1);
+    target.weights = std::move(weights);
+  }
+
+  /// Sets the guidance schedule λ(t) (see the file comment); an empty function means λ ≡ 1.
+  void set_schedule(std::function<Scalar(Scalar)> schedule) { schedule_ = std::move(schedule); }
+
+  /// k, the number of rows of every condition.
+  [[nodiscard]] Index condition_dim() const { return options_.null_condition.size(); }
+
+  /// Number of condition sets.
+  [[nodiscard]] Index condition_sets() const { return static_cast<Index>(terms_.size()); }
+
+  /// Number of samples the conditions are for (0 before any condition set is added).
+  [[nodiscard]] Index samples() const {
+    return terms_.empty() ? 0 : terms_.front().condition.cols();
+  }
+
+  /// The guided velocity at (t, x) into @p out. x must have one column per conditioned sample.
+  void operator()(Scalar t, const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> out) const {
+    if (terms_.empty()) throw std::logic_error("GuidedField: no condition set was added");
+    const Index batch = x.cols();
+    if (batch != samples()) {
+      throw std::invalid_argument("GuidedField: batch has " + detail::to_text(batch) +
+                                  " samples, the conditions are for " + detail::to_text(samples()));
+    }
+    const Scalar strength = schedule_ ? schedule_(t) : Scalar(1);
+    detail::require_finite_value("GuidedField: schedule value", strength);
+    const Index sets = condition_sets();
+
+    // Weights in force, w(t) = 1 + λ(t)(w − 1), and the null coefficient 1 − Σ_i w_i(t).
+    effective_weights_.resize(batch, sets);
+    for (Index set = 0; set < sets; ++set) {
+      effective_weights_.col(set).array() =
+          Scalar(1) + strength * (terms_[set].weights.array() - Scalar(1));
+    }
+    null_coefficient_ = Vector<Scalar>::Ones(batch) - effective_weights_.rowwise().sum();
+    null_samples_.clear();
+    for (Index sample = 0; sample < batch; ++sample) {
+      if (null_coefficient_(sample) != Scalar(0)) null_samples_.push_back(sample);
+    }
+    const Index nulls = static_cast<Index>(null_samples_.size());
+    const Index total = sets * batch + nulls;
+
+    // Stack the inputs: condition set i occupies columns [i·N, (i+1)·N), the null rows follow.
+    ensure_capacity(x.rows(), total);
+    for (Index set = 0; set < sets; ++set) {
+      stacked_x_.middleCols(set * batch, batch) = x;
+      stacked_condition_.middleCols(set * batch, batch) = terms_[set].condition;
+    }
+    for (Index slot = 0; slot < nulls; ++slot) {
+      stacked_x_.col(sets * batch + slot) = x.col(null_samples_[slot]);
+      stacked_condition_.col(sets * batch + slot) = options_.null_condition;
+    }
+
+    if (options_.evaluation == GuidanceEvaluation::stacked) {
+      evaluate_block(t, 0, total);
+    } else {
+      for (Index set = 0; set < sets; ++set) evaluate_block(t, set * batch, batch);
+      if (nulls > 0) evaluate_block(t, sets * batch, nulls);
+    }
+
+    // u = Σ_i w_i u_{c_i} + (1 − Σ_i w_i) u_null, column by column through diagonal scalings.
+    out.noalias() = stacked_velocity_.leftCols(batch) * effective_weights_.col(0).asDiagonal();
+    for (Index set = 1; set < sets; ++set) {
+      out.noalias() += stacked_velocity_.middleCols(set * batch, batch) *
+                       effective_weights_.col(set).asDiagonal();
+    }
+    for (Index slot = 0; slot < nulls; ++slot) {
+      const Index sample = null_samples_[slot];
+      out.col(sample) += null_coefficient_(sample) * stacked_velocity_.col(sets * batch + slot);
+    }
+  }
+
+ private:
+  struct Term {
+    Matrix<Scalar> condition;
+    Vector<Scalar> weights;
+  };
+
+  Term& checked_term(Index term) {
+    if (term < 0 || term >= condition_sets()) {
+      throw std::out_of_range("GuidedField: no condition set " + detail::to_text(term));
+    }
+    return terms_[static_cast<std::size_t>(term)];
+  }
+
+  Index other_term_samples(Index term) const { return terms_[term == 0 ? 1 : 0].condition.cols(); }
+
+  void ensure_capacity(Index rows, Index columns) const {
+    if (stacked_x_.rows() != rows || stacked_x_.cols() < columns) {
+      const Index capacity = (condition_sets() + 1) * samples();
+      stacked_x_.resize(rows, capacity);
+      stacked_condition_.resize(condition_dim(), capacity);
+      stacked_velocity_.resize(rows, capacity);
+    }
+  }
+
+  void evaluate_block(Scalar t, Index begin, Index count) const {
+    evaluate_conditional_velocity<Scalar>(field_, t, stacked_x_.middleCols(begin, count),
+                                          stacked_condition_.middleCols(begin, count),
+                                          stacked_velocity_.middleCols(begin, count));
+  }
+
+  Field field_;
+  GuidanceOptions<Scalar> options_;
+  std::vector<Term> terms_;
+  std::function<Scalar(Scalar)> schedule_;
+  mutable Matrix<Scalar> effective_weights_;
+  mutable Vector<Scalar> null_coefficient_;
+  mutable std::vector<Index> null_samples_;
+  mutable Matrix<Scalar> stacked_x_;
+  mutable Matrix<Scalar> stacked_condition_;
+  mutable Matrix<Scalar> stacked_velocity_;
+};
+
+/// Guides @p field with one condition set and one weight for every sample.
+template <class Scalar, class Field>
+GuidedField<Scalar, Field> classifier_free_guidance(Field field, Matrix<Scalar> condition,
+                                                    Scalar weight,
+                                                    GuidanceOptions<Scalar> options = {}) {
+  GuidedField<Scalar, Field> guided(std::move(field), condition.rows(), std::move(options));
+  guided.add_condition(std::move(condition), weight);
+  return guided;
+}
+
+/// Guides @p field with one condition set and per-sample weights.
+template <class Scalar, class Field>
+GuidedField<Scalar, Field> classifier_free_guidance(Field field, Matrix<Scalar> condition,
+                                                    Vector<Scalar> weights,
+                                                    GuidanceOptions<Scalar> options = {}) {
+  GuidedField<Scalar, Field> guided(std::move(field), condition.rows(), std::move(options));
+  guided.add_condition(std::move(condition), std::move(weights));
+  return guided;
+}
+
+}  // namespace flowmatch

@@ -1,0 +1,353 @@
+// Tests of classifier-free guidance against a class-conditional Gaussian-mixture oracle: the
+// field of class k is the exact velocity of component k's path, the null field is the exact
+// velocity of the whole mixture.
+#include <catch2/catch.hpp>
+
+#include <array>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "flowmatch/field/velocity_field.hpp"
+#include "flowmatch/guidance/classifier_free.hpp"
+#include "flowmatch/oracle/gaussian_mixture_path.hpp"
+#include "flowmatch/scheduler/condot.hpp"
+#include "flowmatch/solver/integrate.hpp"
+
+namespace {
+
+using flowmatch::ConstMatrixRef;
+using flowmatch::Index;
+using flowmatch::Matrix;
+using flowmatch::MatrixRef;
+using flowmatch::Vector;
+using Path = flowmatch::GaussianMixturePath<flowmatch::CondOT<double>>;
+using Catch::Matchers::WithinAbs;
+
+// Two classes in the plane, at (±2, 0.5), with different full covariances.
+std::vector<Matrix<double>> class_covariances() {
+  Matrix<double> first(2, 2), second(2, 2);
+  first << 0.30, 0.10, 0.10, 0.20;
+  second << 0.25, -0.05, -0.05, 0.40;
+  return {first, second};
+}
+
+Matrix<double> class_means() {
+  Matrix<double> means(2, 2);
+  means << 2.0, -2.0, 0.5, 0.5;
+  return means;
+}
+
+flowmatch::GaussianMixture<double> class_distribution(Index k) {
+  return flowmatch::GaussianMixture<double>::with_covariances(
+      Vector<double>::Ones(1), class_means().col(k), {class_covariances()[k]});
+}
+
+// u_t(x | c): c is a one-hot column over the two classes, or all zeros for the null condition.
+class ClassConditionalOracle {
+ public:
+  ClassConditionalOracle()
+      : mixture_(flowmatch::GaussianMixture<double>::with_covariances(
+            Vector<double>::Constant(2, 0.5), class_means(), class_covariances())),
+        classes_{Path(class_distribution(0)), Path(class_distribution(1))} {}
+
+  void operator()(double t, const ConstMatrixRef<double>& x, const ConstMatrixRef<double>& c,
+                  MatrixRef<double> out) const {
+    ++calls_;
+    evaluated_columns_ += x.cols();
+    const Matrix<double> null_velocity = flowmatch::evaluate_velocity<double>(mixture_, t, x);
+    const std::array<Matrix<double>, 2> class_velocity{
+        flowmatch::evaluate_velocity<double>(classes_[0], t, x),
+        flowmatch::evaluate_velocity<double>(classes_[1], t, x)};
+    for (Index col = 0; col < x.cols(); ++col) {
+      if (c(0, col) == 1.0) {
+        out.col(col) = class_velocity[0].col(col);
+      } else if (c(1, col) == 1.0) {
+        out.col(col) = class_velocity[1].col(col);
+      } else {
+        out.col(col) = null_velocity.col(col);
+      }
+    }
+  }
+
+  const Path& mixture() const { return mixture_; }
+  const Path& component(Index k) const { return classes_[static_cast<std::size_t>(k)]; }
+  Index calls() const { return calls_; }
+  Index evaluated_columns() const { return evaluated_columns_; }
+
+ private:
+  Path mixture_;
+  std::array<Path, 2> classes_;
+  mutable Index calls_ = 0;
+  mutable Index evaluated_columns_ = 0;
+};
+
+Matrix<double> one_hot(const std::vector<int>& labels) {
+  Matrix<double> c = Matrix<double>::Zero(2, static_cast<Index>(labels.size()));
+  for (std::size_t i = 0; i < labels.size(); ++i) c(labels[i], static_cast<Index>(i)) = 1.0;
+  return c;
+}
+
+Matrix<double> standard_normal(Index rows, Index cols, std::uint64_t seed) {
+  std::mt19937_64 generator(seed);
+  std::normal_distribution<double> normal;
+  Matrix<double> x(rows, cols);
+  for (Index i = 0; i < x.size(); ++i) x.data()[i] = normal(generator);
+  return x;
+}
+
+flowmatch::SolverOptions<double> rk4_steps(double step) {
+  flowmatch::SolverOptions<double> options;
+  options.method = flowmatch::Method::rk4;
+  options.step_size = step;
+  return options;
+}
+
+}  // namespace
+
+TEST_CASE("w = 1 gives the conditional field and w = 0 the unconditional one", "[guidance]") {
+  const ClassConditionalOracle oracle;
+  const std::vector<int> labels{0, 1, 1, 0, 1};
+  const Matrix<double> x = standard_normal(2, 5, 1);
+  for (double t : {0.0, 0.3, 0.8, 1.0}) {
+    auto conditional =
+        flowmatch::classifier_free_guidance<double>(std::cref(oracle), one_hot(labels), 1.0);
+    auto unconditional =
+        flowmatch::classifier_free_guidance<double>(std::cref(oracle), one_hot(labels), 0.0);
+    const Matrix<double> guided_one = flowmatch::evaluate_velocity<double>(conditional, t, x);
+    const Matrix<double> guided_zero = flowmatch::evaluate_velocity<double>(unconditional, t, x);
+    const Matrix<double> null = flowmatch::evaluate_velocity<double>(oracle.mixture(), t, x);
+    for (Index col = 0; col < 5; ++col) {
+      const Matrix<double> own =
+          flowmatch::evaluate_velocity<double>(oracle.component(labels[col]), t, x.col(col));
+      CHECK((guided_one.col(col) - own).cwiseAbs().maxCoeff() <= 1e-15);
+    }
+    CHECK((guided_zero - null).cwiseAbs().maxCoeff() <= 1e-15);
+  }
+}
+
+TEST_CASE("guided velocity follows (1 - w) u_null + w u_cond and the scale convention",
+          "[guidance]") {
+  const ClassConditionalOracle oracle;
+  const std::vector<int> labels{0, 1, 0, 1};
+  const Matrix<double> x = standard_normal(2, 4, 2);
+  Vector<double> weights(4);
+  weights << 0.0, 1.0, 2.5, -0.5;
+  const double t = 0.45;
+  auto guided =
+      flowmatch::classifier_free_guidance<double>(std::cref(oracle), one_hot(labels), weights);
+  const Matrix<double> velocity = flowmatch::evaluate_velocity<double>(guided, t, x);
+
+  Matrix<double> conditional(2, 4);
+  oracle(t, x, one_hot(labels), conditional);
+  const Matrix<double> null = flowmatch::evaluate_velocity<double>(oracle.mixture(), t, x);
+  for (Index col = 0; col < 4; ++col) {
+    const Vector<double> expected =
+        (1.0 - weights(col)) * null.col(col) + weights(col) * conditional.col(col);
+    CHECK((velocity.col(col) - expected).cwiseAbs().maxCoeff() <= 1e-13);
+  }
+
+  flowmatch::GuidanceOptions<double> scale_options;
+  scale_options.convention = flowmatch::GuidanceConvention::scale;
+  const Vector<double> scales = weights.array() - 1.0;
+  auto scaled = flowmatch::classifier_free_guidance<double>(std::cref(oracle), one_hot(labels),
+                                                            scales, scale_options);
+  CHECK((flowmatch::evaluate_velocity<double>(scaled, t, x) - velocity).cwiseAbs().maxCoeff() <=
+        1e-15);
+}
+
+TEST_CASE("stacked and separate evaluation agree, and w = 1 skips the null evaluation",
+          "[guidance]") {
+  const std::vector<int> labels{1, 0, 0, 1, 1, 0};
+  const Matrix<double> x = standard_normal(2, 6, 3);
+  Vector<double> weights(6);
+  weights << 1.0, 3.0, 1.0, 0.5, 1.0, 2.0;
+
+  const ClassConditionalOracle stacked_oracle;
+  auto stacked = flowmatch::classifier_free_guidance<double>(std::cref(stacked_oracle),
+                                                             one_hot(labels), weights);
+  const Matrix<double> stacked_velocity = flowmatch::evaluate_velocity<double>(stacked, 0.6, x);
+  CHECK(stacked_oracle.calls() == 1);
+  // Six conditional columns and three null columns (the samples with w != 1).
+  CHECK(stacked_oracle.evaluated_columns() == 9);
+
+  const ClassConditionalOracle separate_oracle;
+  flowmatch::GuidanceOptions<double> options;
+  options.evaluation = flowmatch::GuidanceEvaluation::separate;
+  auto separate = flowmatch::classifier_free_guidance<double>(std::cref(separate_oracle),
+                                                              one_hot(labels), weights, options);
+  const Matrix<double> separate_velocity = flowmatch::evaluate_velocity<double>(separate, 0.6, x);
+  CHECK(separate_oracle.calls() == 2);
+  CHECK((stacked_velocity - separate_velocity).cwiseAbs().maxCoeff() <= 1e-14);
+
+  const ClassConditionalOracle conditional_oracle;
+  auto conditional = flowmatch::classifier_free_guidance<double>(std::cref(conditional_oracle),
+                                                                 one_hot(labels), 1.0);
+  flowmatch::evaluate_velocity<double>(conditional, 0.6, x);
+  CHECK(conditional_oracle.evaluated_columns() == 6);
+}
+
+TEST_CASE("several condition sets combine as u_null + sum_i w_i (u_ci - u_null)", "[guidance]") {
+  const ClassConditionalOracle oracle;
+  const Matrix<double> x = standard_normal(2, 3, 4);
+  const Matrix<double> first = one_hot({0, 0, 1});
+  const Matrix<double> second = one_hot({1, 1, 1});
+  Vector<double> first_weights(3), second_weights(3);
+  first_weights << 0.5, 2.0, 1.0;
+  second_weights << 0.25, -1.0, 0.0;
+  flowmatch::GuidedField<double, decltype(std::cref(oracle))> guided(std::cref(oracle), 2);
+  guided.add_condition(first, first_weights);
+  guided.add_condition(second, second_weights);
+  const double t = 0.7;
+  const Matrix<double> velocity = flowmatch::evaluate_velocity<double>(guided, t, x);
+
+  Matrix<double> first_velocity(2, 3), second_velocity(2, 3);
+  oracle(t, x, first, first_velocity);
+  oracle(t, x, second, second_velocity);
+  const Matrix<double> null = flowmatch::evaluate_velocity<double>(oracle.mixture(), t, x);
+  for (Index col = 0; col < 3; ++col) {
+    const Vector<double> expected =
+        null.col(col) + first_weights(col) * (first_velocity.col(col) - null.col(col)) +
+        second_weights(col) * (second_velocity.col(col) - null.col(col));
+    CHECK((velocity.col(col) - expected).cwiseAbs().maxCoeff() <= 1e-13);
+  }
+}
+
+TEST_CASE("sampling with w = 1 reproduces each class distribution", "[guidance][sampling]") {
+  const ClassConditionalOracle oracle;
+  const Index per_class = 4000;
+  std::vector<int> labels(2 * per_class);
+  for (Index i = 0; i < 2 * per_class; ++i) labels[static_cast<std::size_t>(i)] = i % 2;
+  auto guided =
+      flowmatch::classifier_free_guidance<double>(std::cref(oracle), one_hot(labels), 1.0);
+  flowmatch::SolverOptions<double> options;
+  options.rtol = options.atol = 1e-7;
+  const Matrix<double> x0 = standard_normal(2, 2 * per_class, 5);
+  const Matrix<double> samples = flowmatch::sample(guided, x0, options).state;
+
+  for (Index k = 0; k < 2; ++k) {
+    Matrix<double> own(2, per_class);
+    for (Index i = 0; i < per_class; ++i) own.col(i) = samples.col(2 * i + k);
+    const Vector<double> mean = own.rowwise().mean();
+    const Matrix<double> centred = own.colwise() - mean;
+    const Matrix<double> covariance = centred * centred.transpose() / double(per_class - 1);
+    const Matrix<double> exact = class_covariances()[static_cast<std::size_t>(k)];
+    // Four standard errors: sqrt(Σ_ii/n) for the mean, sqrt((Σ_ii Σ_jj + Σ_ij²)/n) for Σ_ij.
+    for (Index i = 0; i < 2; ++i) {
+      CHECK_THAT(mean(i), WithinAbs(class_means()(i, k), 4.0 * std::sqrt(exact(i, i) / per_class)));
+      for (Index j = 0; j < 2; ++j) {
+        const double standard_error =
+            std::sqrt((exact(i, i) * exact(j, j) + exact(i, j) * exact(i, j)) / per_class);
+        CHECK_THAT(covariance(i, j), WithinAbs(exact(i, j), 4.0 * standard_error));
+      }
+    }
+  }
+}
+
+TEST_CASE("a larger weight moves class samples further from the other class",
+          "[guidance][sampling]") {
+  const ClassConditionalOracle oracle;
+  const Index n = 2000;
+  const Matrix<double> x0 = standard_normal(2, n, 6);
+  const Vector<double> away = class_means().col(0) - class_means().col(1);
+  double previous = -std::numeric_limits<double>::infinity();
+  for (double weight : {0.0, 1.0, 2.0, 3.0, 4.0}) {
+    auto guided = flowmatch::classifier_free_guidance<double>(
+        std::cref(oracle), one_hot(std::vector<int>(n, 0)), weight);
+    const Matrix<double> samples = flowmatch::sample(guided, x0, rk4_steps(0.02)).state;
+    const double progress = away.dot(samples.rowwise().mean());
+    CHECK(progress > previous);
+    previous = progress;
+  }
+}
+
+TEST_CASE("per-sample weights equal separate runs per weight", "[guidance][sampling]") {
+  const ClassConditionalOracle oracle;
+  const std::vector<int> labels{0, 1, 0, 1};
+  const Matrix<double> x0 = standard_normal(2, 4, 7);
+  Vector<double> weights(4);
+  weights << 0.0, 1.5, 3.0, 1.0;
+  auto mixed =
+      flowmatch::classifier_free_guidance<double>(std::cref(oracle), one_hot(labels), weights);
+  const Matrix<double> together = flowmatch::sample(mixed, x0, rk4_steps(0.05)).state;
+  for (Index col = 0; col < 4; ++col) {
+    auto single = flowmatch::classifier_free_guidance<double>(
+        std::cref(oracle), one_hot({labels[static_cast<std::size_t>(col)]}), weights(col));
+    const Matrix<double> alone =
+        flowmatch::sample(single, Matrix<double>(x0.col(col)), rk4_steps(0.05)).state;
+    CHECK((alone - together.col(col)).cwiseAbs().maxCoeff() <= 1e-12);
+  }
+}
+
+TEST_CASE("a guidance interval equals switching fields at the interval's ends",
+          "[guidance][sampling]") {
+  const ClassConditionalOracle oracle;
+  const Matrix<double> labels = one_hot({0, 1, 1, 0});
+  const Matrix<double> x0 = standard_normal(2, 4, 8);
+  const double begin = 0.25, end = 0.625, weight = 2.5;
+  const std::vector<double> grid{0.0, begin, end, 1.0};
+  // Methods whose stages never fall on the end of a step see each piece's own field.
+  for (const flowmatch::Method method :
+       {flowmatch::Method::euler, flowmatch::Method::midpoint, flowmatch::Method::heun3}) {
+    auto options = rk4_steps(0.05);
+    options.method = method;
+    auto scheduled = flowmatch::classifier_free_guidance<double>(std::cref(oracle), labels, weight);
+    scheduled.set_schedule(flowmatch::guidance_interval(begin, end));
+    const Matrix<double> with_schedule =
+        flowmatch::integrate(scheduled, x0, std::span<const double>(grid), options).state;
+
+    auto conditional = flowmatch::classifier_free_guidance<double>(std::cref(oracle), labels, 1.0);
+    auto guided = flowmatch::classifier_free_guidance<double>(std::cref(oracle), labels, weight);
+    const std::vector<double> first{0.0, begin}, middle{begin, end}, last{end, 1.0};
+    Matrix<double> state =
+        flowmatch::integrate(conditional, x0, std::span<const double>(first), options).state;
+    state = flowmatch::integrate(guided, state, std::span<const double>(middle), options).state;
+    state = flowmatch::integrate(conditional, state, std::span<const double>(last), options).state;
+    CHECK((state - with_schedule).cwiseAbs().maxCoeff() <= 1e-13);
+    // Guidance inside the interval changed the result.
+    const Matrix<double> unguided =
+        flowmatch::integrate(conditional, x0, std::span<const double>(grid), options).state;
+    CHECK((unguided - with_schedule).cwiseAbs().maxCoeff() > 1e-3);
+  }
+}
+
+TEST_CASE("conditions can change without rebuilding the wrapper", "[guidance]") {
+  const ClassConditionalOracle oracle;
+  const Matrix<double> x = standard_normal(2, 3, 9);
+  auto guided =
+      flowmatch::classifier_free_guidance<double>(std::cref(oracle), one_hot({0, 0, 0}), 2.0);
+  guided.set_condition(0, one_hot({1, 1, 1}));
+  auto rebuilt =
+      flowmatch::classifier_free_guidance<double>(std::cref(oracle), one_hot({1, 1, 1}), 2.0);
+  CHECK(flowmatch::evaluate_velocity<double>(guided, 0.5, x) ==
+        flowmatch::evaluate_velocity<double>(rebuilt, 0.5, x));
+}
+
+TEST_CASE("bad guidance input throws", "[guidance][errors]") {
+  const ClassConditionalOracle oracle;
+  const Matrix<double> labels = one_hot({0, 1, 0});
+  auto guided = flowmatch::classifier_free_guidance<double>(std::cref(oracle), labels, 2.0);
+  Matrix<double> out(2, 4);
+  // Condition count differs from the batch size.
+  CHECK_THROWS_AS(guided(0.5, Matrix<double>::Zero(2, 4), out), std::invalid_argument);
+  // Condition dimension differs from the null condition's.
+  CHECK_THROWS_AS(guided.set_condition(0, Matrix<double>::Zero(3, 3)), std::invalid_argument);
+  // Per-sample weights of the wrong length, and non-finite weights.
+  CHECK_THROWS_AS(guided.set_weights(0, Vector<double>::Ones(2)), std::invalid_argument);
+  Vector<double> bad = Vector<double>::Ones(3);
+  bad(1) = std::numeric_limits<double>::quiet_NaN();
+  CHECK_THROWS_WITH(guided.set_weights(0, bad), Catch::Contains("weights"));
+  CHECK_THROWS_AS(flowmatch::classifier_free_guidance<double>(
+                      std::cref(oracle), labels, std::numeric_limits<double>::infinity()),
+                  std::invalid_argument);
+  // A second condition set for a different number of samples; a non-finite condition.
+  CHECK_THROWS_AS(guided.add_condition(one_hot({0, 1}), 1.0), std::invalid_argument);
+  CHECK(guided.condition_sets() == 1);
+  Matrix<double> nan_condition = labels;
+  nan_condition(0, 0) = std::numeric_limits<double>::quiet_NaN();
+  CHECK_THROWS_AS(guided.set_condition(0, nan_condition), std::invalid_argument);
+  CHECK_THROWS_AS(guided.set_condition(3, labels), std::out_of_range);
+  // An interval that is reversed or outside [0, 1].
+  CHECK_THROWS_AS(flowmatch::guidance_interval(0.6, 0.4), std::invalid_argument);
+  CHECK_THROWS_AS(flowmatch::guidance_interval(-0.1, 0.4), std::domain_error);
+}
