@@ -1,0 +1,423 @@
+/// @file integrate.hpp
+/// @brief Integration of velocity fields and general matrix-state systems over a time grid:
+/// sampling (noise → data, t from 0 to 1), encoding (data → noise, t from 1 to 0) and any
+/// monotone grid inside [0, 1] in either direction.
+///
+/// The core is integrate_system, for a system dx/dt = F(t, x) on a rows×N matrix state,
+/// evaluated in place as `system(t, x, dxdt)`. The state may be a batch of points or an
+/// augmented batch (for instance x with an extra row for a log-density change): error control
+/// covers every row. integrate, sample and encode are thin wrappers that evaluate a
+/// VelocityField.
+///
+/// Guarantees:
+///   - the system is evaluated on the whole batch at once, columns in their original order,
+///     so a field that carries per-sample data (labels, guidance weights) stays aligned with
+///     the columns of the state;
+///   - the system is never evaluated at a time outside [min(grid), max(grid)]: the adaptive
+///     loop shortens its last step to end exactly on the final time;
+///   - the initial state is not modified (results are new matrices);
+///   - once the steppers have taken their first step, stepping does not allocate
+///     (with an in-place system, no observer side effects and no trajectory resizing);
+///   - failures throw: invalid arguments throw std::invalid_argument (shapes, options, grid
+///     order) or std::domain_error (grid times outside [0, 1]); a non-finite derivative or
+///     state, step-size underflow and exceeding max_steps throw flowmatch::numerical_error
+///     carrying the time and, where one sample is to blame, its column.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <functional>
+#include <limits>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <boost/numeric/odeint/stepper/controlled_runge_kutta.hpp>
+#include <boost/numeric/odeint/stepper/euler.hpp>
+#include <boost/numeric/odeint/stepper/runge_kutta4.hpp>
+#include <boost/numeric/odeint/stepper/runge_kutta_dopri5.hpp>
+#include <boost/numeric/odeint/stepper/runge_kutta_fehlberg78.hpp>
+#include <boost/numeric/odeint/stepper/stepper_categories.hpp>
+
+#include "flowmatch/core/errors.hpp"
+#include "flowmatch/core/types.hpp"
+#include "flowmatch/detail/validate.hpp"
+#include "flowmatch/field/velocity_field.hpp"
+#include "flowmatch/solver/error_norm.hpp"
+#include "flowmatch/solver/method.hpp"
+#include "flowmatch/solver/odeint_eigen.hpp"
+#include "flowmatch/solver/options.hpp"
+#include "flowmatch/solver/result.hpp"
+#include "flowmatch/solver/step_control.hpp"
+#include "flowmatch/solver/steppers/explicit_tableaux.hpp"
+#include "flowmatch/solver/steppers/tsit5.hpp"
+
+namespace flowmatch {
+
+/// A system dx/dt = F(t, x) on a rows×N matrix state, evaluated in place:
+/// `system(t, x, dxdt)` with dxdt already rows×N.
+template <class S, class Scalar>
+concept MatrixSystem = requires(S& system, Scalar t, const ConstMatrixRef<Scalar>& x,
+                                MatrixRef<Scalar> dxdt) {
+  system(t, x, dxdt);
+};
+
+namespace detail {
+
+/// Throws numerical_error naming @p what, the time and the first non-finite column, if any.
+template <class Scalar>
+void require_finite_during_solve(const char* what, const Matrix<Scalar>& matrix, Scalar t) {
+  const Index column = first_nonfinite_column(matrix);
+  if (column >= 0) {
+    throw numerical_error(std::string("non-finite ") + what + " at t = " + to_text(t) +
+                              " in column " + to_text(column) + " (sample " + to_text(column) + ")",
+                          static_cast<double>(t), column);
+  }
+}
+
+/// Throws unless @p times has at least two entries, all in [0, 1], strictly monotone.
+template <class Scalar>
+void validate_grid(std::span<const Scalar> times) {
+  if (times.size() < 2) {
+    throw std::invalid_argument("times must hold at least 2 grid times, got " +
+                                to_text(times.size()));
+  }
+  for (const Scalar t : times) require_unit_time("times: every grid time", t);
+  const bool increasing = times[1] > times[0];
+  for (std::size_t k = 1; k < times.size(); ++k) {
+    if (increasing ? !(times[k] > times[k - 1]) : !(times[k] < times[k - 1])) {
+      throw std::invalid_argument(
+          "times must be strictly " + std::string(increasing ? "increasing" : "decreasing") +
+          " (as its first two entries), but times[" + to_text(k) + "] = " + to_text(times[k]) +
+          " follows times[" + to_text(k - 1) + "] = " + to_text(times[k - 1]));
+    }
+  }
+}
+
+/// Throws std::invalid_argument unless @p state is a finite matrix with rows and columns.
+template <class Derived>
+void validate_initial_state(const Eigen::MatrixBase<Derived>& state) {
+  if (state.rows() == 0 || state.cols() == 0) {
+    throw std::invalid_argument("initial state has shape " + to_text(state.rows()) + "x" +
+                                to_text(state.cols()) +
+                                ", expected at least one row and one column");
+  }
+  require_finite("initial state", state);
+}
+
+/// Number of equal steps of size at most @p step into which an interval of length @p length
+/// is split: ceil(length/step), not counting a ratio within a few rounding errors above an
+/// integer as an extra step.
+template <class Scalar>
+std::size_t fixed_step_count(Scalar length, Scalar step) {
+  const Scalar ratio = std::abs(length) / step;
+  const Scalar slack = Scalar(4) * std::numeric_limits<Scalar>::epsilon() * ratio;
+  return std::max<std::size_t>(1, static_cast<std::size_t>(std::ceil(ratio - slack)));
+}
+
+/// Adapts a MatrixSystem to odeint's `sys(x, dxdt, t)`: clamps t into the grid's range,
+/// counts evaluations and rejects non-finite derivatives.
+template <class Scalar, class System>
+class OdeintSystem {
+ public:
+  OdeintSystem(System& system, SolverStats& stats, Scalar t_low, Scalar t_high)
+      : system_(system), stats_(stats), t_low_(t_low), t_high_(t_high) {}
+
+  void operator()(const Matrix<Scalar>& x, Matrix<Scalar>& dxdt, Scalar t) {
+    // Stage times t + c·dt may round one ulp past the end of the grid.
+    t = std::clamp(t, t_low_, t_high_);
+    ++stats_.nfe;
+    system_(t, ConstMatrixRef<Scalar>(x), MatrixRef<Scalar>(dxdt));
+    require_finite_during_solve("derivative (velocity)", dxdt, t);
+  }
+
+ private:
+  System& system_;
+  SolverStats& stats_;
+  Scalar t_low_;
+  Scalar t_high_;
+};
+
+/// One integration of a system over a grid: holds the state buffers, statistics and
+/// trajectory, and runs a fixed-step or an adaptive loop around an odeint stepper.
+template <class Scalar, class System>
+class GridIntegrator {
+ public:
+  GridIntegrator(System& system, Matrix<Scalar> initial_state, std::span<const Scalar> times,
+                 const SolverOptions<Scalar>& options)
+      : options_(options),
+        times_(times),
+        direction_(times.back() > times.front() ? Scalar(1) : Scalar(-1)),
+        odeint_system_(system, result_.stats, std::min(times.front(), times.back()),
+                       std::max(times.front(), times.back())),
+        state_(std::move(initial_state)),
+        next_state_(state_.rows(), state_.cols()) {
+    result_.times.assign(times.begin(), times.end());
+    if (options_.return_trajectory) {
+      result_.trajectory.assign(times.size(), Matrix<Scalar>(state_.rows(), state_.cols()));
+      result_.trajectory.front() = state_;
+    }
+  }
+
+  /// Runs @p method and returns the result.
+  SolveResult<Scalar> run() {
+    namespace odeint = boost::numeric::odeint;
+    using State = Matrix<Scalar>;
+    switch (options_.method) {
+      case Method::euler:
+        run_fixed(odeint::euler<State, Scalar, State, Scalar, odeint_algebra, odeint_operations,
+                                odeint_resizer>());
+        break;
+      case Method::midpoint:
+        run_fixed(make_midpoint_stepper<Scalar>());
+        break;
+      case Method::heun2:
+        run_fixed(make_heun2_stepper<Scalar>());
+        break;
+      case Method::heun3:
+        run_fixed(make_heun3_stepper<Scalar>());
+        break;
+      case Method::rk4:
+        run_fixed(odeint::runge_kutta4<State, Scalar, State, Scalar, odeint_algebra,
+                                       odeint_operations, odeint_resizer>());
+        break;
+      case Method::rk38:
+        run_fixed(make_rk38_stepper<Scalar>());
+        break;
+      case Method::dopri5:
+        run_adaptive<true>(odeint::runge_kutta_dopri5<State, Scalar, State, Scalar, odeint_algebra,
+                                                      odeint_operations, odeint_resizer>());
+        break;
+      case Method::rkf78:
+        run_adaptive<false>(
+            odeint::runge_kutta_fehlberg78<State, Scalar, State, Scalar, odeint_algebra,
+                                           odeint_operations, odeint_resizer>());
+        break;
+      case Method::tsit5:
+        run_adaptive<false>(Tsit5Stepper<State, Scalar>());
+        break;
+    }
+    result_.state = std::move(state_);
+    return std::move(result_);
+  }
+
+ private:
+  /// Fixed steps: each grid interval split into equal steps (see SolverOptions::step_size).
+  template <class Stepper>
+  void run_fixed(Stepper stepper) {
+    const std::size_t intervals = times_.size() - 1;
+    std::size_t total_steps = 0;
+    for (std::size_t i = 0; i < intervals; ++i) {
+      total_steps += steps_in_interval(i);
+    }
+    if (total_steps > options_.max_steps) {
+      throw numerical_error(
+          "the grid needs " + to_text(total_steps) +
+              " fixed steps, more than max_steps = " + to_text(options_.max_steps),
+          static_cast<double>(times_.front()));
+    }
+    for (std::size_t i = 0; i < intervals; ++i) {
+      const std::size_t steps = steps_in_interval(i);
+      const Scalar length = times_[i + 1] - times_[i];
+      Scalar t = times_[i];
+      for (std::size_t k = 1; k <= steps; ++k) {
+        const Scalar t_next =
+            k == steps ? times_[i + 1]
+                       : times_[i] + length * static_cast<Scalar>(k) / static_cast<Scalar>(steps);
+        stepper.do_step(std::ref(odeint_system_), state_, t, next_state_, t_next - t);
+        state_.swap(next_state_);
+        accept_step(t_next, t_next - t);
+        t = t_next;
+      }
+      if (options_.return_trajectory) result_.trajectory[i + 1] = state_;
+    }
+  }
+
+  std::size_t steps_in_interval(std::size_t interval) const {
+    if (!options_.step_size) return 1;
+    return fixed_step_count(times_[interval + 1] - times_[interval], *options_.step_size);
+  }
+
+  /// Adaptive steps with odeint's controlled_runge_kutta (our error norm and controller).
+  /// With @p Dense (dopri5), steps run freely to the final time and interior grid times are
+  /// interpolated by the stepper's dense output; otherwise every grid time ends a step.
+  template <bool Dense, class ErrorStepper>
+  void run_adaptive(ErrorStepper error_stepper) {
+    namespace odeint = boost::numeric::odeint;
+    constexpr int lower_order =
+        std::min<int>(ErrorStepper::stepper_order_value, ErrorStepper::error_order_value);
+    using Controlled = odeint::controlled_runge_kutta<ErrorStepper, ScaledErrorChecker<Scalar>,
+                                                      HairerStepAdjuster<Scalar>, odeint_resizer>;
+    constexpr bool fsal = std::is_same_v<typename Controlled::stepper_category,
+                                         odeint::explicit_controlled_stepper_fsal_tag>;
+    Controlled controlled(
+        ScaledErrorChecker<Scalar>(options_.error_norm, options_.rtol, options_.atol),
+        HairerStepAdjuster<Scalar>(lower_order), error_stepper);
+
+    Matrix<Scalar> derivative(state_.rows(), state_.cols());
+    Matrix<Scalar> next_derivative(state_.rows(), state_.cols());
+    Scalar t = times_.front();
+    odeint_system_(state_, derivative, t);
+    const Scalar range = std::abs(times_.back() - times_.front());
+    Scalar step =
+        options_.initial_step
+            ? std::min(*options_.initial_step, range)
+            : initial_step_size(odeint_system_, t, state_, derivative, direction_, range,
+                                ErrorStepper::order_value, options_.error_norm, options_.rtol,
+                                options_.atol, next_state_, next_derivative);
+    step *= direction_;
+
+    std::size_t next_grid = 1;
+    while (next_grid < times_.size()) {
+      require_step_above_underflow(step, t);
+      const Scalar target = Dense ? times_.back() : times_[next_grid];
+      const Scalar remaining = target - t;
+      // End exactly on the target rather than past it or just short of it.
+      const bool reaches_target = std::abs(step) * Scalar(1.01) >= std::abs(remaining);
+      const Scalar trial_step = reaches_target ? remaining : step;
+      if (result_.stats.accepted + result_.stats.rejected >= options_.max_steps) {
+        throw numerical_error(
+            "exceeded max_steps = " + to_text(options_.max_steps) + " at t = " + to_text(t),
+            static_cast<double>(t));
+      }
+      Scalar t_trial = t;
+      Scalar step_trial = trial_step;
+      odeint::controlled_step_result outcome;
+      if constexpr (fsal) {
+        outcome = controlled.try_step(std::ref(odeint_system_), state_, derivative, t_trial,
+                                      next_state_, next_derivative, step_trial);
+      } else {
+        outcome = controlled.try_step(std::ref(odeint_system_), state_, derivative, t_trial,
+                                      next_state_, step_trial);
+      }
+      if (outcome == odeint::fail) {
+        ++result_.stats.rejected;
+        step = step_trial;
+        continue;
+      }
+      const Scalar t_new = reaches_target ? target : t + trial_step;
+      if constexpr (!fsal) odeint_system_(next_state_, next_derivative, t_new);
+      while (next_grid < times_.size() && direction_ * (times_[next_grid] - t_new) <= 0) {
+        if (options_.return_trajectory) {
+          if (times_[next_grid] == t_new) {
+            result_.trajectory[next_grid] = next_state_;
+          } else if constexpr (Dense) {
+            controlled.stepper().calc_state(times_[next_grid], result_.trajectory[next_grid],
+                                            state_, derivative, t, next_state_, next_derivative,
+                                            t_new);
+          }
+        }
+        ++next_grid;
+      }
+      state_.swap(next_state_);
+      derivative.swap(next_derivative);
+      t = t_new;
+      // A step shortened to end on a grid time says little about the step the error allows:
+      // keep the longer of the proposal and the controller's suggestion.
+      step =
+          reaches_target ? direction_ * std::max(std::abs(step), std::abs(step_trial)) : step_trial;
+      accept_step(t, trial_step);
+    }
+  }
+
+  void require_step_above_underflow(Scalar step, Scalar t) const {
+    const Scalar range = std::abs(times_.back() - times_.front());
+    const Scalar limit =
+        std::max(options_.min_step,
+                 Scalar(4) * std::numeric_limits<Scalar>::epsilon() * std::max(std::abs(t), range));
+    if (std::abs(step) < limit) {
+      throw numerical_error("step size underflow at t = " + to_text(t) + ": step " + to_text(step) +
+                                " is below " + to_text(limit),
+                            static_cast<double>(t));
+    }
+  }
+
+  /// Bookkeeping after an accepted step that ended at @p t: statistics, finiteness of the
+  /// state, observer.
+  void accept_step(Scalar t, Scalar step) {
+    SolverStats& stats = result_.stats;
+    const double size = std::abs(static_cast<double>(step));
+    stats.min_step = stats.accepted == 0 ? size : std::min(stats.min_step, size);
+    stats.max_step = std::max(stats.max_step, size);
+    ++stats.accepted;
+    require_finite_during_solve("state", state_, t);
+    if (options_.observer) options_.observer(t, state_, stats);
+  }
+
+  const SolverOptions<Scalar>& options_;
+  std::span<const Scalar> times_;
+  Scalar direction_;
+  SolveResult<Scalar> result_;
+  OdeintSystem<Scalar, System> odeint_system_;
+  Matrix<Scalar> state_;
+  Matrix<Scalar> next_state_;
+};
+
+}  // namespace detail
+
+/// Integrates dx/dt = F(t, x) for a rows×N matrix state over the grid @p times and returns
+/// the final state (and, with SolverOptions::return_trajectory, the state at every grid time).
+/// @param system called as `system(t, x, dxdt)` (MatrixSystem), in place; it may keep state.
+/// @param state the initial state at times[0], finite, at least 1×1; not modified.
+/// @param times a strictly monotone grid inside [0, 1], increasing or decreasing, at least two
+///        entries (a std::vector converts).
+/// @param options method, tolerances or step size, limits and observer.
+/// @throws std::invalid_argument, std::domain_error, numerical_error (see the file comment).
+template <class System, class Derived>
+requires MatrixSystem < std::remove_reference_t<System>,
+typename Derived::Scalar > SolveResult<typename Derived::Scalar> integrate_system(
+                               System&& system, const Eigen::MatrixBase<Derived>& state,
+                               std::span<const typename Derived::Scalar> times,
+                               const SolverOptions<typename Derived::Scalar>& options = {}) {
+  using Scalar = typename Derived::Scalar;
+  detail::validate_options(options);
+  detail::validate_grid(times);
+  detail::validate_initial_state(state);
+  detail::GridIntegrator<Scalar, std::remove_reference_t<System>> integrator(
+      system, Matrix<Scalar>(state), times, options);
+  return integrator.run();
+}
+
+/// Integrates the flow of a velocity field, dx/dt = u_t(x), for the d×N batch @p x from
+/// times[0] over the grid @p times (see integrate_system). The field sees the whole batch in
+/// its column order at every evaluation.
+template <class Field, class Derived>
+requires VelocityField<Field, typename Derived::Scalar> SolveResult<typename Derived::Scalar>
+integrate(const Field& field, const Eigen::MatrixBase<Derived>& x,
+          std::span<const typename Derived::Scalar> times,
+          const SolverOptions<typename Derived::Scalar>& options = {}) {
+  using Scalar = typename Derived::Scalar;
+  auto system = [&field](Scalar t, const ConstMatrixRef<Scalar>& state,
+                         MatrixRef<Scalar> velocity) {
+    evaluate_velocity<Scalar>(field, t, state, velocity);
+  };
+  return integrate_system(system, x, times, options);
+}
+
+/// Sampling: pushes the noise batch @p x0 at t = 0 to t = 1 along the field (grid {0, 1}).
+template <class Field, class Derived>
+requires VelocityField<Field, typename Derived::Scalar> SolveResult<typename Derived::Scalar>
+sample(const Field& field, const Eigen::MatrixBase<Derived>& x0,
+       const SolverOptions<typename Derived::Scalar>& options = {}) {
+  using Scalar = typename Derived::Scalar;
+  const std::array<Scalar, 2> grid{Scalar(0), Scalar(1)};
+  return integrate(field, x0, grid, options);
+}
+
+/// Encoding: pulls the data batch @p x1 at t = 1 back to t = 0 along the field (grid {1, 0}).
+template <class Field, class Derived>
+requires VelocityField<Field, typename Derived::Scalar> SolveResult<typename Derived::Scalar>
+encode(const Field& field, const Eigen::MatrixBase<Derived>& x1,
+       const SolverOptions<typename Derived::Scalar>& options = {}) {
+  using Scalar = typename Derived::Scalar;
+  const std::array<Scalar, 2> grid{Scalar(1), Scalar(0)};
+  return integrate(field, x1, grid, options);
+}
+
+}  // namespace flowmatch
