@@ -37,8 +37,8 @@
 
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/bytes.hpp"
-#include "flowmatch/io/detail_file.hpp"
-#include "flowmatch/io/detail_shape.hpp"
+#include "flowmatch/detail/file.hpp"
+#include "flowmatch/detail/shape.hpp"
 #include "flowmatch/io/io_error.hpp"
 
 namespace flowmatch::io {

@@ -1,4 +1,4 @@
-/// @file detail_shape.hpp
+/// @file shape.hpp
 /// @brief Array shapes of the file formats (internal): printing and checked element counts.
 #pragma once
 

@@ -1,4 +1,4 @@
-/// @file detail_file.hpp
+/// @file file.hpp
 /// @brief Whole-file reading and atomic writing (internal), shared by the file formats.
 #pragma once
 

@@ -1,0 +1,563 @@
+/// @file mlp.hpp
+/// @brief A multilayer perceptron velocity field u_θ(t, x[, c]) with exact derivatives.
+///
+/// The network is a chain of L = hidden.size() + 1 linear layers with the same layout as a
+/// PyTorch `nn.Sequential(nn.Linear, activation, nn.Linear, ..., nn.Linear)`:
+///
+///     h₋₁ = [x, φ(t), c]                 (dim + time features + cond_dim inputs)
+///     z_ℓ = W_ℓ·h_{ℓ−1} + b_ℓ,   W_ℓ out×in (nn.Linear's weight), b_ℓ length out
+///     h_ℓ = σ(z_ℓ)                       for the hidden layers ℓ = 0, …, L − 2
+///     u   = z_{L−1}                      (no activation after the last layer)
+///
+/// φ(t) are the time features of nn/time_embedding.hpp and c is present only for a conditional
+/// network (cond_dim > 0). Batches are d×N matrices, one column per sample; the first layer is
+/// evaluated as W_x·x + W_t·φ(t) + W_c·c + b₀ with the column blocks of W₀, never building the
+/// concatenated input.
+///
+/// Derivatives are exact and written for the network: forward-mode tangents
+/// ∂h_ℓ = σ'(z_ℓ) ⊙ (W_ℓ·∂h_{ℓ−1}) for jvp and divergence, and the backward pass
+/// ∂L/∂z_ℓ = σ'(z_ℓ) ⊙ (W_{ℓ+1}ᵀ·∂L/∂z_{ℓ+1}) for vjp and the parameter gradients.
+///
+/// Workspaces: the forms that take an MlpWorkspace use only its buffers and do not allocate
+/// once it is sized for the batch. The forms without one (operator(), jvp, divergence, vjp) use
+/// a thread_local workspace of the calling thread, so concurrent const calls from several
+/// threads are safe; that workspace is shared by every Mlp<Scalar> of the thread, so it
+/// reallocates only when the network or batch shape changes between calls.
+///
+/// Inputs: x must be dim×N, cond cond_dim×N and finite, a per-sample time a finite length-N
+/// vector, a shared time finite; otherwise std::invalid_argument. Non-finite entries of x are
+/// not rejected: they give non-finite velocities, which the solvers report as numerical_error.
+#pragma once
+
+#include <cmath>
+#include <concepts>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "flowmatch/core/types.hpp"
+#include "flowmatch/detail/validate.hpp"
+#include "flowmatch/nn/activation.hpp"
+#include "flowmatch/nn/mlp_workspace.hpp"
+#include "flowmatch/nn/time_embedding.hpp"
+
+namespace flowmatch {
+
+/// The shape of an Mlp.
+struct MlpConfig {
+  Index dim = 1;                             ///< d, the size of x and of the output.
+  Index cond_dim = 0;                        ///< k, the size of a condition; 0 = unconditional.
+  std::vector<Index> hidden;                 ///< widths of the hidden layers (may be empty).
+  Activation activation = Activation::silu;  ///< between every two linear layers.
+  TimeEmbedding time_embedding{};            ///< raw time by default.
+
+  /// The size of the concatenated input [x, φ(t), c].
+  [[nodiscard]] Index input_size() const { return dim + time_embedding.feature_count() + cond_dim; }
+
+  /// Throws std::invalid_argument unless dim ≥ 1, cond_dim ≥ 0, every hidden width ≥ 1, the
+  /// activation is valid and the time embedding is valid.
+  void validate() const {
+    if (dim < 1) {
+      throw std::invalid_argument("MlpConfig: dim is " + detail::to_text(dim) +
+                                  ", expected at least 1");
+    }
+    if (cond_dim < 0) {
+      throw std::invalid_argument("MlpConfig: cond_dim is " + detail::to_text(cond_dim) +
+                                  ", expected at least 0");
+    }
+    for (std::size_t layer = 0; layer < hidden.size(); ++layer) {
+      if (hidden[layer] < 1) {
+        throw std::invalid_argument("MlpConfig: hidden[" + detail::to_text(layer) + "] is " +
+                                    detail::to_text(hidden[layer]) + ", expected at least 1");
+      }
+    }
+    static_cast<void>(activation_name(activation));  // throws for a value outside the enum
+    time_embedding.validate();
+  }
+
+  friend bool operator==(const MlpConfig&, const MlpConfig&) = default;
+};
+
+/// A multilayer perceptron velocity field (see the file comment for the exact layout).
+/// A VelocityField with HasJvp and HasDivergence.
+template <class Scalar = double>
+class Mlp {
+ public:
+  using scalar_type = Scalar;
+
+  /// A network of shape @p config with every weight and bias zero.
+  /// Throws std::invalid_argument for an invalid config (MlpConfig::validate).
+  explicit Mlp(MlpConfig config) : config_(std::move(config)) {
+    config_.validate();
+    const Index layers = layer_count();
+    weights_.reserve(layers);
+    biases_.reserve(layers);
+    for (Index layer = 0; layer < layers; ++layer) {
+      weights_.push_back(Matrix<Scalar>::Zero(layer_output_size(layer), layer_input_size(layer)));
+      biases_.push_back(Vector<Scalar>::Zero(layer_output_size(layer)));
+    }
+  }
+
+  /// A network of shape @p config initialised as PyTorch's nn.Linear: every weight and bias of
+  /// a layer with `in` inputs drawn from U(−1/√in, 1/√in) using @p generator.
+  template <std::uniform_random_bit_generator Generator>
+  Mlp(MlpConfig config, Generator& generator) : Mlp(std::move(config)) {
+    for (Index layer = 0; layer < layer_count(); ++layer) {
+      const double bound = 1.0 / std::sqrt(static_cast<double>(layer_input_size(layer)));
+      std::uniform_real_distribution<double> uniform(-bound, bound);
+      for (Scalar& value : weights_[layer].reshaped()) value = Scalar(uniform(generator));
+      for (Scalar& value : biases_[layer]) value = Scalar(uniform(generator));
+    }
+  }
+
+  /// The shape of the network.
+  [[nodiscard]] const MlpConfig& config() const { return config_; }
+  /// d, the size of x and of the velocity.
+  [[nodiscard]] Index dim() const { return config_.dim; }
+  /// k, the size of a condition (0 for an unconditional network).
+  [[nodiscard]] Index cond_dim() const { return config_.cond_dim; }
+  /// The number of linear layers, hidden.size() + 1.
+  [[nodiscard]] Index layer_count() const { return static_cast<Index>(config_.hidden.size()) + 1; }
+  /// The number of inputs of linear layer @p layer (the first takes [x, φ(t), c]).
+  [[nodiscard]] Index layer_input_size(Index layer) const {
+    check_layer(layer);
+    return layer == 0 ? config_.input_size() : config_.hidden[layer - 1];
+  }
+  /// The number of outputs of linear layer @p layer (the last gives dim).
+  [[nodiscard]] Index layer_output_size(Index layer) const {
+    check_layer(layer);
+    return layer == layer_count() - 1 ? config_.dim : config_.hidden[layer];
+  }
+
+  /// W_ℓ, out×in, as nn.Linear's weight.
+  [[nodiscard]] const Matrix<Scalar>& weight(Index layer) const {
+    check_layer(layer);
+    return weights_[layer];
+  }
+  /// b_ℓ, length out.
+  [[nodiscard]] const Vector<Scalar>& bias(Index layer) const {
+    check_layer(layer);
+    return biases_[layer];
+  }
+  /// W_ℓ, writable in place (for an optimiser step); its shape cannot change.
+  [[nodiscard]] MatrixRef<Scalar> weight(Index layer) {
+    check_layer(layer);
+    return weights_[layer];
+  }
+  /// b_ℓ, writable in place; its length cannot change.
+  [[nodiscard]] VectorRef<Scalar> bias(Index layer) {
+    check_layer(layer);
+    return biases_[layer];
+  }
+  /// Replaces W_ℓ. Throws std::invalid_argument unless @p weight is out×in and finite.
+  void set_weight(Index layer, const ConstMatrixRef<Scalar>& weight) {
+    check_layer(layer);
+    detail::require_shape("Mlp::set_weight: weight", weight, layer_output_size(layer),
+                          layer_input_size(layer));
+    detail::require_finite("Mlp::set_weight: weight", weight);
+    weights_[layer] = weight;
+  }
+  /// Replaces b_ℓ. Throws std::invalid_argument unless @p bias has length out and is finite.
+  void set_bias(Index layer, const ConstVectorRef<Scalar>& bias) {
+    check_layer(layer);
+    detail::require_shape("Mlp::set_bias: bias", bias, layer_output_size(layer), 1);
+    detail::require_finite("Mlp::set_bias: bias", bias);
+    biases_[layer] = bias;
+  }
+
+  /// The same network with its parameters converted to scalar type @p Other.
+  template <class Other>
+  [[nodiscard]] Mlp<Other> cast() const {
+    Mlp<Other> converted(config_);
+    for (Index layer = 0; layer < layer_count(); ++layer) {
+      converted.set_weight(layer, weights_[layer].template cast<Other>());
+      converted.set_bias(layer, biases_[layer].template cast<Other>());
+    }
+    return converted;
+  }
+
+  /// A gradient of the shapes of the parameters, all zero.
+  [[nodiscard]] MlpGradient<Scalar> zero_gradient() const {
+    MlpGradient<Scalar> gradient;
+    for (Index layer = 0; layer < layer_count(); ++layer) {
+      gradient.weights.push_back(
+          Matrix<Scalar>::Zero(weights_[layer].rows(), weights_[layer].cols()));
+      gradient.biases.push_back(Vector<Scalar>::Zero(biases_[layer].size()));
+    }
+    return gradient;
+  }
+
+  /// @name Evaluation with the calling thread's workspace
+  /// u(t, x) into @p out (dim×N), one time for the whole batch, [optionally one condition per
+  /// column of @p cond], or one time per sample (@p t of length N, as in training).
+  ///@{
+  void operator()(Scalar t, const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> out) const {
+    evaluate(thread_workspace(), SharedOrPerSampleTime{t, nullptr}, x, nullptr, out, false);
+  }
+  void operator()(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>& cond,
+                  MatrixRef<Scalar> out) const {
+    evaluate(thread_workspace(), SharedOrPerSampleTime{t, nullptr}, x, &cond, out, false);
+  }
+  void operator()(const ConstVectorRef<Scalar>& t, const ConstMatrixRef<Scalar>& x,
+                  MatrixRef<Scalar> out) const {
+    evaluate(thread_workspace(), SharedOrPerSampleTime{Scalar(0), &t}, x, nullptr, out, false);
+  }
+  void operator()(const ConstVectorRef<Scalar>& t, const ConstMatrixRef<Scalar>& x,
+                  const ConstMatrixRef<Scalar>& cond, MatrixRef<Scalar> out) const {
+    evaluate(thread_workspace(), SharedOrPerSampleTime{Scalar(0), &t}, x, &cond, out, false);
+  }
+  ///@}
+
+  /// @name Recorded evaluation in a caller-owned workspace
+  /// As operator(), and @p workspace keeps what backward() needs.
+  ///@{
+  void forward(MlpWorkspace<Scalar>& workspace, Scalar t, const ConstMatrixRef<Scalar>& x,
+               MatrixRef<Scalar> out) const {
+    evaluate(workspace, SharedOrPerSampleTime{t, nullptr}, x, nullptr, out, true);
+  }
+  void forward(MlpWorkspace<Scalar>& workspace, Scalar t, const ConstMatrixRef<Scalar>& x,
+               const ConstMatrixRef<Scalar>& cond, MatrixRef<Scalar> out) const {
+    evaluate(workspace, SharedOrPerSampleTime{t, nullptr}, x, &cond, out, true);
+  }
+  void forward(MlpWorkspace<Scalar>& workspace, const ConstVectorRef<Scalar>& t,
+               const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> out) const {
+    evaluate(workspace, SharedOrPerSampleTime{Scalar(0), &t}, x, nullptr, out, true);
+  }
+  void forward(MlpWorkspace<Scalar>& workspace, const ConstVectorRef<Scalar>& t,
+               const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>& cond,
+               MatrixRef<Scalar> out) const {
+    evaluate(workspace, SharedOrPerSampleTime{Scalar(0), &t}, x, &cond, out, true);
+  }
+  ///@}
+
+  /// Backward pass of the last forward() recorded in @p workspace by this network: given
+  /// G = ∂L/∂u (dim×N), overwrites @p gradient with ∂L/∂W_ℓ and ∂L/∂b_ℓ (resizing it on first
+  /// use). Throws std::invalid_argument if @p workspace holds no forward pass of this network or
+  /// G is not dim×N and finite. The parameters must not change between forward and backward.
+  void backward(MlpWorkspace<Scalar>& workspace, const ConstMatrixRef<Scalar>& output_gradient,
+                MlpGradient<Scalar>& gradient) const {
+    run_backward(workspace, output_gradient, &gradient, false);
+  }
+
+  /// As backward(), and also writes ∂L/∂x (dim×N) into @p x_gradient.
+  void backward(MlpWorkspace<Scalar>& workspace, const ConstMatrixRef<Scalar>& output_gradient,
+                MlpGradient<Scalar>& gradient, MatrixRef<Scalar> x_gradient) const {
+    detail::require_shape("Mlp::backward: x_gradient", x_gradient, dim(), workspace.batch_size());
+    run_backward(workspace, output_gradient, &gradient, true);
+    x_gradient = workspace.output_;
+  }
+
+  /// @name Jacobian-vector product
+  /// (∂u/∂x)·tangent for each sample into @p out (tangent and out dim×N).
+  ///@{
+  void jvp(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>& tangent,
+           MatrixRef<Scalar> out) const {
+    run_jvp(t, x, nullptr, tangent, out);
+  }
+  void jvp(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>& cond,
+           const ConstMatrixRef<Scalar>& tangent, MatrixRef<Scalar> out) const {
+    run_jvp(t, x, &cond, tangent, out);
+  }
+  ///@}
+
+  /// @name Vector-Jacobian product
+  /// (∂u/∂x)ᵀ·cotangent for each sample, the x-gradient of ⟨cotangent, u⟩, into @p out.
+  ///@{
+  void vjp(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>& cotangent,
+           MatrixRef<Scalar> out) const {
+    run_vjp(t, x, nullptr, cotangent, out);
+  }
+  void vjp(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>& cond,
+           const ConstMatrixRef<Scalar>& cotangent, MatrixRef<Scalar> out) const {
+    run_vjp(t, x, &cond, cotangent, out);
+  }
+  ///@}
+
+  /// @name Exact divergence
+  /// ∇ₓ·u = trace(∂u/∂x) for each sample into @p out (length N). With one hidden layer,
+  /// div = Σ_j σ'(z_j)·Σ_i W₁[i,j]·W₀[j,i]; with more, the d tangent directions e_1..e_d are
+  /// propagated together as one width×(d·N) block per layer (cost of about d forward passes).
+  ///@{
+  void divergence(Scalar t, const ConstMatrixRef<Scalar>& x, VectorRef<Scalar> out) const {
+    run_divergence(t, x, nullptr, out);
+  }
+  void divergence(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>& cond,
+                  VectorRef<Scalar> out) const {
+    run_divergence(t, x, &cond, out);
+  }
+  ///@}
+
+ private:
+  // The time argument: one shared time, or per_sample pointing to a length-N vector.
+  struct SharedOrPerSampleTime {
+    Scalar shared;
+    const ConstVectorRef<Scalar>* per_sample;
+  };
+
+  void check_layer(Index layer) const {
+    if (layer < 0 || layer >= layer_count()) {
+      throw std::invalid_argument("Mlp: layer is " + detail::to_text(layer) + ", expected 0 to " +
+                                  detail::to_text(layer_count() - 1));
+    }
+  }
+
+  static MlpWorkspace<Scalar>& thread_workspace() {
+    thread_local MlpWorkspace<Scalar> workspace;
+    return workspace;
+  }
+
+  // Column blocks of W₀ acting on x, on the time features and on the condition.
+  [[nodiscard]] auto x_weight() const { return weights_[0].leftCols(dim()); }
+  [[nodiscard]] auto time_weight() const {
+    return weights_[0].middleCols(dim(), config_.time_embedding.feature_count());
+  }
+  [[nodiscard]] auto cond_weight() const { return weights_[0].rightCols(cond_dim()); }
+
+  void evaluate(MlpWorkspace<Scalar>& workspace, SharedOrPerSampleTime time,
+                const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>* cond,
+                MatrixRef<Scalar> out, bool with_slopes) const {
+    detail::require_shape("Mlp: out", out, dim(), x.cols());
+    run_forward(workspace, time, x, cond, with_slopes);
+    out = workspace.output_;
+  }
+
+  void validate_inputs(SharedOrPerSampleTime time, const ConstMatrixRef<Scalar>& x,
+                       const ConstMatrixRef<Scalar>* cond) const {
+    detail::require_shape("Mlp: x", x, dim(), -1);
+    if (time.per_sample != nullptr) {
+      const ConstVectorRef<Scalar>& times = *time.per_sample;
+      detail::require_shape("Mlp: t", times, x.cols(), 1);
+      for (Index sample = 0; sample < times.size(); ++sample) {
+        if (!std::isfinite(times(sample))) {
+          throw std::invalid_argument("Mlp: t must be finite, got " +
+                                      detail::to_text(times(sample)) + " at sample " +
+                                      detail::to_text(sample));
+        }
+      }
+    } else {
+      detail::require_finite_value("Mlp: t", time.shared);
+    }
+    if (cond_dim() > 0 && cond == nullptr) {
+      throw std::invalid_argument("Mlp: the network is conditional (cond_dim = " +
+                                  detail::to_text(cond_dim()) + "), expected a condition matrix");
+    }
+    if (cond_dim() == 0 && cond != nullptr) {
+      throw std::invalid_argument(
+          "Mlp: the network is unconditional (cond_dim = 0), got a condition matrix");
+    }
+    if (cond != nullptr) {
+      detail::require_shape("Mlp: cond", *cond, cond_dim(), x.cols());
+      detail::require_finite("Mlp: cond", *cond);
+    }
+  }
+
+  // Evaluates the network into workspace.output_, recording inputs, hidden activations and
+  // (if with_slopes) σ'(z) of every hidden layer.
+  void run_forward(MlpWorkspace<Scalar>& workspace, SharedOrPerSampleTime time,
+                   const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>* cond,
+                   bool with_slopes) const {
+    validate_inputs(time, x, cond);
+    const Index batch = x.cols();
+    const Index layers = layer_count();
+    workspace.network_ = nullptr;
+    workspace.x_ = x;
+    if (cond != nullptr) workspace.cond_ = *cond;
+    const TimeEmbedding& embedding = config_.time_embedding;
+    workspace.time_shared_ = time.per_sample == nullptr;
+    if (workspace.time_shared_) {
+      workspace.shared_time_features_.resize(embedding.feature_count());
+      embedding.features(time.shared, workspace.shared_time_features_);
+    } else {
+      workspace.time_features_.resize(embedding.feature_count(), batch);
+      for (Index sample = 0; sample < batch; ++sample) {
+        embedding.features((*time.per_sample)(sample), workspace.time_features_.col(sample));
+      }
+    }
+    workspace.hidden_.resize(layers - 1);
+    workspace.slopes_.resize(layers - 1);
+
+    // z₀ = W_x·x + W_t·φ(t) + W_c·c + b₀.
+    Matrix<Scalar>& first = layers == 1 ? workspace.output_ : workspace.hidden_[0];
+    first.resize(layer_output_size(0), batch);
+    first.noalias() = x_weight() * workspace.x_;
+    if (workspace.time_shared_) {
+      workspace.first_bias_.noalias() = time_weight() * workspace.shared_time_features_;
+      workspace.first_bias_ += biases_[0];
+      first.colwise() += workspace.first_bias_;
+    } else {
+      first.noalias() += time_weight() * workspace.time_features_;
+      first.colwise() += biases_[0];
+    }
+    if (cond != nullptr) first.noalias() += cond_weight() * workspace.cond_;
+
+    for (Index layer = 0; layer + 1 < layers; ++layer) {
+      detail::apply_activation(config_.activation, workspace.hidden_[layer],
+                               with_slopes ? &workspace.slopes_[layer] : nullptr);
+      Matrix<Scalar>& next = layer + 2 == layers ? workspace.output_ : workspace.hidden_[layer + 1];
+      next.resize(layer_output_size(layer + 1), batch);
+      next.noalias() = weights_[layer + 1] * workspace.hidden_[layer];
+      next.colwise() += biases_[layer + 1];
+    }
+    workspace.network_ = this;
+    workspace.has_slopes_ = with_slopes;
+    workspace.batch_size_ = batch;
+  }
+
+  // Propagates G = ∂L/∂u back through the recorded forward pass: parameter gradients into
+  // *gradient (if not null), ∂L/∂x into workspace.output_ (if x_gradient).
+  void run_backward(MlpWorkspace<Scalar>& workspace, const ConstMatrixRef<Scalar>& output_gradient,
+                    MlpGradient<Scalar>* gradient, bool x_gradient) const {
+    if (workspace.network_ != this || !workspace.has_slopes_) {
+      throw std::invalid_argument(
+          "Mlp::backward: the workspace holds no forward pass of this network, expected a call "
+          "to forward() with the same workspace first");
+    }
+    const Index batch = workspace.batch_size_;
+    detail::require_shape("Mlp::backward: output_gradient", output_gradient, dim(), batch);
+    detail::require_finite("Mlp::backward: output_gradient", output_gradient);
+    const Index layers = layer_count();
+    if (gradient != nullptr) {
+      gradient->weights.resize(layers);
+      gradient->biases.resize(layers);
+    }
+    workspace.layer_scratch_.resize(layers - 1);
+    for (Index layer = layers - 1; layer >= 0; --layer) {
+      // δ_ℓ = ∂L/∂z_ℓ: G for the last layer, computed below for the hidden ones.
+      const ConstMatrixRef<Scalar> delta =
+          layer == layers - 1 ? output_gradient
+                              : ConstMatrixRef<Scalar>(workspace.layer_scratch_[layer]);
+      if (gradient != nullptr) {
+        write_layer_gradient(workspace, layer, delta, *gradient);
+      }
+      if (layer > 0) {
+        Matrix<Scalar>& previous = workspace.layer_scratch_[layer - 1];
+        previous.resize(layer_input_size(layer), batch);
+        previous.noalias() = weights_[layer].transpose() * delta;
+        previous.array() *= workspace.slopes_[layer - 1].array();
+      } else if (x_gradient) {
+        workspace.output_.resize(dim(), batch);
+        workspace.output_.noalias() = x_weight().transpose() * delta;
+      }
+    }
+  }
+
+  // ∂L/∂W_ℓ = δ_ℓ·h_{ℓ−1}ᵀ and ∂L/∂b_ℓ = Σ_n δ_ℓ[:, n]; for the first layer by column blocks.
+  void write_layer_gradient(const MlpWorkspace<Scalar>& workspace, Index layer,
+                            const ConstMatrixRef<Scalar>& delta,
+                            MlpGradient<Scalar>& gradient) const {
+    Matrix<Scalar>& weight_gradient = gradient.weights[layer];
+    Vector<Scalar>& bias_gradient = gradient.biases[layer];
+    weight_gradient.resize(weights_[layer].rows(), weights_[layer].cols());
+    bias_gradient.noalias() = delta.rowwise().sum();
+    if (layer > 0) {
+      weight_gradient.noalias() = delta * workspace.hidden_[layer - 1].transpose();
+      return;
+    }
+    const Index features = config_.time_embedding.feature_count();
+    weight_gradient.leftCols(dim()).noalias() = delta * workspace.x_.transpose();
+    // A shared time enters every column with the same features: Σ_n δ[:, n]·φᵀ.
+    if (workspace.time_shared_) {
+      weight_gradient.middleCols(dim(), features).noalias() =
+          bias_gradient * workspace.shared_time_features_.transpose();
+    } else {
+      weight_gradient.middleCols(dim(), features).noalias() =
+          delta * workspace.time_features_.transpose();
+    }
+    if (cond_dim() > 0) {
+      weight_gradient.rightCols(cond_dim()).noalias() = delta * workspace.cond_.transpose();
+    }
+  }
+
+  void run_jvp(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>* cond,
+               const ConstMatrixRef<Scalar>& tangent, MatrixRef<Scalar> out) const {
+    detail::require_shape("Mlp::jvp: tangent", tangent, dim(), x.cols());
+    detail::require_shape("Mlp::jvp: out", out, dim(), x.cols());
+    MlpWorkspace<Scalar>& workspace = thread_workspace();
+    run_forward(workspace, SharedOrPerSampleTime{t, nullptr}, x, cond, true);
+    const Index layers = layer_count();
+    const Index batch = x.cols();
+    workspace.layer_scratch_.resize(layers - 1);
+    // ∂z₀ = W_x·tangent (t and c are held fixed), then ∂h_ℓ = σ'(z_ℓ) ⊙ ∂z_ℓ.
+    Matrix<Scalar>& first = layers == 1 ? workspace.output_ : workspace.layer_scratch_[0];
+    first.resize(layer_output_size(0), batch);
+    first.noalias() = x_weight() * tangent;
+    for (Index layer = 0; layer + 1 < layers; ++layer) {
+      workspace.layer_scratch_[layer].array() *= workspace.slopes_[layer].array();
+      Matrix<Scalar>& next =
+          layer + 2 == layers ? workspace.output_ : workspace.layer_scratch_[layer + 1];
+      next.resize(layer_output_size(layer + 1), batch);
+      next.noalias() = weights_[layer + 1] * workspace.layer_scratch_[layer];
+    }
+    out = workspace.output_;
+  }
+
+  void run_vjp(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>* cond,
+               const ConstMatrixRef<Scalar>& cotangent, MatrixRef<Scalar> out) const {
+    detail::require_shape("Mlp::vjp: cotangent", cotangent, dim(), x.cols());
+    detail::require_shape("Mlp::vjp: out", out, dim(), x.cols());
+    MlpWorkspace<Scalar>& workspace = thread_workspace();
+    run_forward(workspace, SharedOrPerSampleTime{t, nullptr}, x, cond, true);
+    run_backward(workspace, cotangent, nullptr, true);
+    out = workspace.output_;
+  }
+
+  void run_divergence(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>* cond,
+                      VectorRef<Scalar> out) const {
+    detail::require_shape("Mlp::divergence: out", out, x.cols(), 1);
+    MlpWorkspace<Scalar>& workspace = thread_workspace();
+    run_forward(workspace, SharedOrPerSampleTime{t, nullptr}, x, cond, true);
+    const Index layers = layer_count();
+    if (layers == 1) {
+      out.setConstant(x_weight().trace());  // u = W_x·x + const
+      return;
+    }
+    if (layers == 2) {
+      // div = Σ_j σ'(z_j)·c_j with c_j = Σ_i W₁[i,j]·W₀[j,i].
+      workspace.trace_weights_.noalias() =
+          (weights_[1].transpose().array() * x_weight().array()).rowwise().sum().matrix();
+      out.noalias() = workspace.slopes_[0].transpose() * workspace.trace_weights_;
+      return;
+    }
+    propagate_directions(workspace);
+    // div_n = Σ_i ∂u_i/∂x_i = Σ_i W_{L−1}[i, :]·∂h_{L−2} along e_i at sample n.
+    const Index batch = x.cols();
+    const Matrix<Scalar>& last_tangents = workspace.direction_tangents_[layers - 2];
+    out.setZero();
+    for (Index direction = 0; direction < dim(); ++direction) {
+      out.transpose().noalias() +=
+          weights_[layers - 1].row(direction) * last_tangents.middleCols(direction * batch, batch);
+    }
+  }
+
+  // Fills direction_tangents_[ℓ] (width_ℓ×(dim·N), column block i = ∂h_ℓ along e_i for every
+  // sample) for every hidden layer of the recorded forward pass.
+  void propagate_directions(MlpWorkspace<Scalar>& workspace) const {
+    const Index batch = workspace.batch_size_;
+    const Index hidden_layers = layer_count() - 1;
+    workspace.direction_tangents_.resize(hidden_layers);
+    for (Index layer = 0; layer < hidden_layers; ++layer) {
+      Matrix<Scalar>& tangents = workspace.direction_tangents_[layer];
+      tangents.resize(layer_output_size(layer), dim() * batch);
+      if (layer == 0) {
+        // ∂h₀ along e_i = σ'(z₀) ⊙ W_x[:, i].
+        for (Index direction = 0; direction < dim(); ++direction) {
+          tangents.middleCols(direction * batch, batch).array() =
+              workspace.slopes_[0].array().colwise() * x_weight().col(direction).array();
+        }
+        continue;
+      }
+      tangents.noalias() = weights_[layer] * workspace.direction_tangents_[layer - 1];
+      for (Index direction = 0; direction < dim(); ++direction) {
+        tangents.middleCols(direction * batch, batch).array() *= workspace.slopes_[layer].array();
+      }
+    }
+  }
+
+  MlpConfig config_;
+  std::vector<Matrix<Scalar>> weights_;
+  std::vector<Vector<Scalar>> biases_;
+};
+
+}  // namespace flowmatch
