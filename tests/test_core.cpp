@@ -1,9 +1,9 @@
 // Tests of the core conventions: the field concept, evaluation adapters and argument checks.
+// Includes the umbrella header, so that every header is compiled together at least once.
 #include <catch2/catch.hpp>
 
-#include "flowmatch/core/errors.hpp"
 #include "flowmatch/detail/validate.hpp"
-#include "flowmatch/field/velocity_field.hpp"
+#include "flowmatch/flowmatch.hpp"
 
 namespace {
 
