@@ -1,0 +1,48 @@
+/// @file parameter_checks.hpp
+/// @brief Range checks of scalar parameters and sample counts (internal).
+#pragma once
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "flowmatch/core/types.hpp"
+#include "flowmatch/detail/validate.hpp"
+
+namespace flowmatch::detail {
+
+/// Throws std::invalid_argument naming @p name unless @p value is finite and ≥ 0.
+template <class Scalar>
+void require_nonnegative(const std::string& name, Scalar value) {
+  if (!(value >= Scalar(0)) || !std::isfinite(value)) {
+    throw std::invalid_argument(name + " is " + to_text(value) + ", expected finite and >= 0");
+  }
+}
+
+/// Throws std::invalid_argument naming @p name unless @p value is finite and > 0.
+template <class Scalar>
+void require_positive(const std::string& name, Scalar value) {
+  if (!(value > Scalar(0)) || !std::isfinite(value)) {
+    throw std::invalid_argument(name + " is " + to_text(value) + ", expected finite and > 0");
+  }
+}
+
+/// Throws std::invalid_argument naming @p name unless lower ≤ value < upper.
+template <class Scalar>
+void require_in_range(const std::string& name, Scalar value, Scalar lower, Scalar upper) {
+  if (!(value >= lower && value < upper)) {
+    throw std::invalid_argument(name + " is " + to_text(value) + ", expected in [" +
+                                to_text(lower) + ", " + to_text(upper) + ")");
+  }
+}
+
+/// Throws std::invalid_argument naming @p name unless the count @p value is ≥ @p minimum.
+template <class Integer>
+void require_count(const std::string& name, Integer value, Integer minimum) {
+  if (value < minimum) {
+    throw std::invalid_argument(name + " is " + to_text(value) +
+                                ", expected >= " + to_text(minimum));
+  }
+}
+
+}  // namespace flowmatch::detail
