@@ -38,6 +38,16 @@ template <class F, class Scalar>
 concept ConditionalVelocityField =
     InPlaceConditionalVelocityField<F, Scalar> || ReturningConditionalVelocityField<F, Scalar>;
 
+/// A conditional field that offers its exact divergence in x: `field.divergence(t, x, c, out)`
+/// with a length-N `VectorRef<Scalar> out`.
+template <class F, class Scalar>
+concept HasConditionalDivergence = requires(const F& field, Scalar t,
+                                            const ConstMatrixRef<Scalar>& x,
+                                            const ConstMatrixRef<Scalar>& condition,
+                                            VectorRef<Scalar> out) {
+  field.divergence(t, x, condition, out);
+};
+
 /// Evaluates the conditional @p field at (t, x, condition) into @p out (d×N, sized by the
 /// caller). Throws std::invalid_argument if the condition count differs from the batch size or
 /// a returning field's result is not d×N.

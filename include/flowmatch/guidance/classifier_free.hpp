@@ -23,6 +23,10 @@
 /// null condition instead. Samples whose null coefficient 1 − Σ_i w_ij is exactly 0 (for
 /// instance w = 1 with one condition) are left out of the null evaluation.
 ///
+/// When the conditional field offers its divergence (`field.divergence(t, x, c, out)`), so
+/// does the guided field, by the same combination: ∇·u = Σ_i w_i ∇·u_{c_i} + (1 − Σ_i w_i)
+/// ∇·u_null. Log-likelihoods of guided samples then use the exact divergence.
+///
 /// The wrapper keeps its stacking buffers between calls (no allocation per call once sized), so
 /// one wrapper must not be called from several threads at once; use one wrapper per thread.
 #pragma once
@@ -83,7 +87,8 @@ template <class Scalar, class Field>
 requires ConditionalVelocityField<Field, Scalar>
 class GuidedField {
  public:
-  /// @param field the conditional field (held by value; pass std::cref(f) to hold a reference).
+  /// @param field the conditional field (held by value; pass std::cref(f) to hold a reference:
+  ///        its divergence member is then found through the reference).
   /// @param condition_dim k, the number of rows of every condition.
   /// @param options convention, evaluation strategy and null condition.
   GuidedField(Field field, Index condition_dim, GuidanceOptions<Scalar> options = {})
@@ -163,6 +168,52 @@ class GuidedField {
 
   /// The guided velocity at (t, x) into @p out. x must have one column per conditioned sample.
   void operator()(Scalar t, const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> out) const {
+    const Index total = stack_inputs(t, x);
+    stacked_velocity_.resize(x.rows(), stacked_x_.cols());
+    evaluate_stacked(total, [&](Index begin, Index count) {
+      evaluate_conditional_velocity<Scalar>(field_, t, stacked_x_.middleCols(begin, count),
+                                            stacked_condition_.middleCols(begin, count),
+                                            stacked_velocity_.middleCols(begin, count));
+    });
+    combine(stacked_velocity_, out);
+  }
+
+  /// The divergence ∇·u of the guided velocity at each sample into @p out (length N); offered
+  /// when the conditional field offers `divergence(t, x, c, out)`.
+  void divergence(Scalar t, const ConstMatrixRef<Scalar>& x, VectorRef<Scalar> out) const requires
+      HasConditionalDivergence<std::unwrap_reference_t<Field>, Scalar> {
+    const Index total = stack_inputs(t, x);
+    stacked_divergence_.resize(1, stacked_x_.cols());
+    evaluate_stacked(total, [&](Index begin, Index count) {
+      Eigen::Map<Vector<Scalar>> block(stacked_divergence_.data() + begin, count);
+      const std::unwrap_reference_t<Field>& field = field_;
+      field.divergence(t, stacked_x_.middleCols(begin, count),
+                       stacked_condition_.middleCols(begin, count), block);
+    });
+    detail::require_shape("GuidedField::divergence: out", out, x.cols(), 1);
+    Eigen::Map<Matrix<Scalar>> out_row(out.data(), 1, out.size());
+    combine(stacked_divergence_, out_row);
+  }
+
+ private:
+  struct Term {
+    Matrix<Scalar> condition;
+    Vector<Scalar> weights;
+  };
+
+  Term& checked_term(Index term) {
+    if (term < 0 || term >= condition_sets()) {
+      throw std::out_of_range("GuidedField: no condition set " + detail::to_text(term));
+    }
+    return terms_[static_cast<std::size_t>(term)];
+  }
+
+  Index other_term_samples(Index term) const { return terms_[term == 0 ? 1 : 0].condition.cols(); }
+
+  /// Checks x, computes the weights in force at t and the samples that need the null
+  /// prediction, and stacks the inputs: condition set i occupies columns [i·N, (i+1)·N) of
+  /// the stacked batch, the null columns follow. Returns the number of stacked columns.
+  Index stack_inputs(Scalar t, const ConstMatrixRef<Scalar>& x) const {
     if (terms_.empty()) throw std::logic_error("GuidedField: no condition set was added");
     const Index batch = x.cols();
     if (batch != samples()) {
@@ -185,10 +236,13 @@ class GuidedField {
       if (null_coefficient_(sample) != Scalar(0)) null_samples_.push_back(sample);
     }
     const Index nulls = static_cast<Index>(null_samples_.size());
-    const Index total = sets * batch + nulls;
 
-    // Stack the inputs: condition set i occupies columns [i·N, (i+1)·N), the null rows follow.
-    ensure_capacity(x.rows(), total);
+    // Buffers sized for the largest stack, (m + 1)·N columns, so they never shrink and regrow.
+    const Index capacity = (sets + 1) * batch;
+    if (stacked_x_.rows() != x.rows() || stacked_x_.cols() != capacity) {
+      stacked_x_.resize(x.rows(), capacity);
+      stacked_condition_.resize(condition_dim(), capacity);
+    }
     for (Index set = 0; set < sets; ++set) {
       stacked_x_.middleCols(set * batch, batch) = x;
       stacked_condition_.middleCols(set * batch, batch) = terms_[set].condition;
@@ -197,54 +251,39 @@ class GuidedField {
       stacked_x_.col(sets * batch + slot) = x.col(null_samples_[slot]);
       stacked_condition_.col(sets * batch + slot) = options_.null_condition;
     }
+    return sets * batch + nulls;
+  }
 
+  /// Calls @p evaluate(begin, count) on the stacked columns: once on all of them, or once per
+  /// condition set and once for the null columns.
+  template <class Evaluate>
+  void evaluate_stacked(Index total, Evaluate&& evaluate) const {
     if (options_.evaluation == GuidanceEvaluation::stacked) {
-      evaluate_block(t, 0, total);
-    } else {
-      for (Index set = 0; set < sets; ++set) evaluate_block(t, set * batch, batch);
-      if (nulls > 0) evaluate_block(t, sets * batch, nulls);
+      evaluate(0, total);
+      return;
     }
+    const Index batch = samples();
+    for (Index set = 0; set < condition_sets(); ++set) evaluate(set * batch, batch);
+    if (total > condition_sets() * batch) {
+      evaluate(condition_sets() * batch, total - condition_sets() * batch);
+    }
+  }
 
-    // u = Σ_i w_i u_{c_i} + (1 − Σ_i w_i) u_null, column by column through diagonal scalings.
-    out.noalias() = stacked_velocity_.leftCols(batch) * effective_weights_.col(0).asDiagonal();
+  /// out = Σ_i w_i ⊙ stacked_i + (1 − Σ_i w_i) ⊙ stacked_null, column by column (stacked has the
+  /// layout of stack_inputs; rows are the velocity components, or one row of divergences).
+  template <class Out>
+  void combine(const Matrix<Scalar>& stacked, Out&& out) const {
+    const Index batch = samples();
+    const Index sets = condition_sets();
+    out.noalias() = stacked.leftCols(batch) * effective_weights_.col(0).asDiagonal();
     for (Index set = 1; set < sets; ++set) {
-      out.noalias() += stacked_velocity_.middleCols(set * batch, batch) *
-                       effective_weights_.col(set).asDiagonal();
+      out.noalias() +=
+          stacked.middleCols(set * batch, batch) * effective_weights_.col(set).asDiagonal();
     }
-    for (Index slot = 0; slot < nulls; ++slot) {
+    for (Index slot = 0; slot < static_cast<Index>(null_samples_.size()); ++slot) {
       const Index sample = null_samples_[slot];
-      out.col(sample) += null_coefficient_(sample) * stacked_velocity_.col(sets * batch + slot);
+      out.col(sample) += null_coefficient_(sample) * stacked.col(sets * batch + slot);
     }
-  }
-
- private:
-  struct Term {
-    Matrix<Scalar> condition;
-    Vector<Scalar> weights;
-  };
-
-  Term& checked_term(Index term) {
-    if (term < 0 || term >= condition_sets()) {
-      throw std::out_of_range("GuidedField: no condition set " + detail::to_text(term));
-    }
-    return terms_[static_cast<std::size_t>(term)];
-  }
-
-  Index other_term_samples(Index term) const { return terms_[term == 0 ? 1 : 0].condition.cols(); }
-
-  void ensure_capacity(Index rows, Index columns) const {
-    if (stacked_x_.rows() != rows || stacked_x_.cols() < columns) {
-      const Index capacity = (condition_sets() + 1) * samples();
-      stacked_x_.resize(rows, capacity);
-      stacked_condition_.resize(condition_dim(), capacity);
-      stacked_velocity_.resize(rows, capacity);
-    }
-  }
-
-  void evaluate_block(Scalar t, Index begin, Index count) const {
-    evaluate_conditional_velocity<Scalar>(field_, t, stacked_x_.middleCols(begin, count),
-                                          stacked_condition_.middleCols(begin, count),
-                                          stacked_velocity_.middleCols(begin, count));
   }
 
   Field field_;
@@ -257,6 +296,7 @@ class GuidedField {
   mutable Matrix<Scalar> stacked_x_;
   mutable Matrix<Scalar> stacked_condition_;
   mutable Matrix<Scalar> stacked_velocity_;
+  mutable Matrix<Scalar> stacked_divergence_;  // 1 × columns: one divergence per stacked sample
 };
 
 /// Guides @p field with one condition set and one weight for every sample.

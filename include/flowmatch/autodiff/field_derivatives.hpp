@@ -1,0 +1,256 @@
+/// @file field_derivatives.hpp
+/// @brief Exact derivatives of a velocity field with respect to x: Jacobian-vector and
+/// vector-Jacobian products, the divergence and the gradient of the divergence.
+///
+/// Each function uses what the field offers, detected at compile time:
+///
+///   1. the field's own member (`jvp`, `vjp`, `divergence`, `divergence_gradient`);
+///   2. otherwise forward-mode differentiation with dual numbers, when the field is generic
+///      over its scalar type (ForwardDifferentiable: callable on a batch of Dual<Scalar>; a
+///      generic lambda `[](auto t, const auto& x) { ... }` qualifies);
+///   3. otherwise a compile-time error saying what the field must offer.
+///
+/// Finite differences are never used silently: wrap a field in FiniteDifferenceField
+/// (finite_differences.hpp) to opt in.
+///
+/// Forward mode evaluates the field once on a widened batch: the d directions e_1..e_d of every
+/// sample side by side (d×(d·N) duals; column i·N + n carries direction e_i at sample n), and
+/// for the gradient of the divergence d² pairs of directions with nested duals
+/// Dual<Dual<Scalar>> (d×(d²·N)). The cost therefore grows with d; for large d give the field
+/// exact members or use a Hutchinson estimator.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "flowmatch/autodiff/dual.hpp"
+#include "flowmatch/core/types.hpp"
+#include "flowmatch/detail/validate.hpp"
+#include "flowmatch/field/velocity_field.hpp"
+
+namespace flowmatch {
+
+/// A field that offers vector-Jacobian products: `field.vjp(t, x, cotangent, out)` writes
+/// (∂u_t/∂x)ᵀ·cotangent for each sample (d×N).
+template <class F, class Scalar>
+concept HasVjp = requires(const F& field, Scalar t, const ConstMatrixRef<Scalar>& x,
+                          const ConstMatrixRef<Scalar>& cotangent, MatrixRef<Scalar> out) {
+  field.vjp(t, x, cotangent, out);
+};
+
+/// A field that offers the gradient of its divergence: `field.divergence_gradient(t, x, out)`
+/// writes ∇_x(∇·u_t) for each sample (d×N).
+template <class F, class Scalar>
+concept HasDivergenceGradient = requires(const F& field, Scalar t, const ConstMatrixRef<Scalar>& x,
+                                         MatrixRef<Scalar> out) {
+  field.divergence_gradient(t, x, out);
+};
+
+/// A field generic over its scalar type: it is a VelocityField for Dual<Scalar>, so forward
+/// mode gives its first derivatives.
+template <class F, class Scalar>
+concept ForwardDifferentiable = VelocityField<F, Dual<Scalar>>;
+
+/// A field that is a VelocityField for nested duals, so forward mode gives its second
+/// derivatives.
+template <class F, class Scalar>
+concept TwiceForwardDifferentiable = VelocityField<F, Dual<Dual<Scalar>>>;
+
+namespace detail {
+
+template <class>
+inline constexpr bool dependent_false = false;
+
+/// Throws std::invalid_argument naming @p name unless @p x is a finite batch with d >= 1 rows.
+template <class Derived>
+void require_batch(const char* name, const Eigen::MatrixBase<Derived>& x) {
+  if (x.rows() == 0) {
+    throw std::invalid_argument(std::string(name) +
+                                " has 0 rows, expected a d×N batch with d >= 1");
+  }
+  require_finite(name, x);
+}
+
+/// Throws std::invalid_argument naming @p name unless @p x is a finite d×N batch, d, N >= 1.
+template <class Derived>
+void require_nonempty_batch(const char* name, const Eigen::MatrixBase<Derived>& x) {
+  if (x.cols() == 0) {
+    throw std::invalid_argument(std::string(name) +
+                                " has 0 columns, expected a d×N batch with N >= 1");
+  }
+  require_batch(name, x);
+}
+
+/// Columns of the unit directions for forward mode: column i·N + n is e_i (d×(d·N)).
+template <class Scalar>
+Matrix<Scalar> unit_directions(Index dim, Index samples) {
+  Matrix<Scalar> directions = Matrix<Scalar>::Zero(dim, dim * samples);
+  for (Index i = 0; i < dim; ++i) directions.row(i).segment(i * samples, samples).setOnes();
+  return directions;
+}
+
+/// Forward mode: (∂u_t/∂x)·tangent at the columns of @p x, from one evaluation of @p field on
+/// duals (value x, derivative tangent).
+template <class Scalar, class Field>
+void forward_jvp(const Field& field, Scalar t, const ConstMatrixRef<Scalar>& x,
+                 const ConstMatrixRef<Scalar>& tangent, MatrixRef<Scalar> out) {
+  using D = Dual<Scalar>;
+  const Matrix<D> x_dual =
+      x.binaryExpr(tangent, [](Scalar value, Scalar derivative) { return D(value, derivative); });
+  Matrix<D> velocity(x.rows(), x.cols());
+  evaluate_velocity<D>(field, D(t), x_dual, velocity);
+  out = velocity.unaryExpr([](const D& u) { return u.derivative; });
+}
+
+/// Forward mode: the Jacobians of every sample, d×(d·N), column i·N + n = (∂u/∂x) e_i at x_n.
+template <class Scalar, class Field>
+Matrix<Scalar> forward_jacobian(const Field& field, Scalar t, const ConstMatrixRef<Scalar>& x) {
+  const Index dim = x.rows();
+  const Matrix<Scalar> repeated = x.replicate(1, dim);
+  Matrix<Scalar> jacobian(dim, dim * x.cols());
+  forward_jvp<Scalar>(field, t, repeated, unit_directions<Scalar>(dim, x.cols()), jacobian);
+  return jacobian;
+}
+
+/// Σ_i block_i(i, :) for a d×(d·N) matrix of blocks block_i = columns [i·N, (i+1)·N): the trace
+/// of per-sample Jacobians stored as by forward_jacobian.
+template <class Scalar>
+void blockwise_trace(const Matrix<Scalar>& blocks, Index samples, VectorRef<Scalar> out) {
+  out.setZero();
+  for (Index i = 0; i < blocks.rows(); ++i) {
+    out += blocks.row(i).segment(i * samples, samples).transpose();
+  }
+}
+
+/// (Jᵀ w)_i = (J e_i)·w per sample, for Jacobians stored as by forward_jacobian.
+template <class Scalar>
+void contract_jacobian(const Matrix<Scalar>& jacobian, const ConstMatrixRef<Scalar>& cotangent,
+                       MatrixRef<Scalar> out) {
+  const Index samples = cotangent.cols();
+  for (Index i = 0; i < cotangent.rows(); ++i) {
+    out.row(i) = jacobian.middleCols(i * samples, samples).cwiseProduct(cotangent).colwise().sum();
+  }
+}
+
+}  // namespace detail
+
+/// (∂u_t/∂x)·tangent for each sample into @p out (d×N): field.jvp, else forward mode.
+/// @throws std::invalid_argument for bad shapes or non-finite x or tangent.
+template <class Scalar, class Field>
+void jacobian_vector_product(const Field& field, Scalar t,
+                             const std::type_identity_t<ConstMatrixRef<Scalar>>& x,
+                             const std::type_identity_t<ConstMatrixRef<Scalar>>& tangent,
+                             std::type_identity_t<MatrixRef<Scalar>> out) {
+  detail::require_batch("jacobian_vector_product: x", x);
+  detail::require_shape("jacobian_vector_product: tangent", tangent, x.rows(), x.cols());
+  detail::require_finite("jacobian_vector_product: tangent", tangent);
+  detail::require_shape("jacobian_vector_product: out", out, x.rows(), x.cols());
+  if constexpr (HasJvp<Field, Scalar>) {
+    field.jvp(t, x, tangent, out);
+  } else if constexpr (ForwardDifferentiable<Field, Scalar>) {
+    detail::forward_jvp<Scalar>(field, t, x, tangent, out);
+  } else {
+    static_assert(detail::dependent_false<Field>,
+                  "jacobian_vector_product: the field offers no jvp(t, x, tangent, out) member and "
+                  "is not generic over its scalar type (callable on Dual<Scalar> batches); add "
+                  "one of them, or wrap it in FiniteDifferenceField to use finite differences");
+  }
+}
+
+/// (∂u_t/∂x)ᵀ·cotangent for each sample into @p out (d×N): field.vjp, else forward mode (the
+/// full Jacobian from d directions, then contracted).
+/// @throws std::invalid_argument for bad shapes or non-finite x or cotangent.
+template <class Scalar, class Field>
+void vector_jacobian_product(const Field& field, Scalar t,
+                             const std::type_identity_t<ConstMatrixRef<Scalar>>& x,
+                             const std::type_identity_t<ConstMatrixRef<Scalar>>& cotangent,
+                             std::type_identity_t<MatrixRef<Scalar>> out) {
+  detail::require_batch("vector_jacobian_product: x", x);
+  detail::require_shape("vector_jacobian_product: cotangent", cotangent, x.rows(), x.cols());
+  detail::require_finite("vector_jacobian_product: cotangent", cotangent);
+  detail::require_shape("vector_jacobian_product: out", out, x.rows(), x.cols());
+  if constexpr (HasVjp<Field, Scalar>) {
+    field.vjp(t, x, cotangent, out);
+  } else if constexpr (ForwardDifferentiable<Field, Scalar>) {
+    detail::contract_jacobian<Scalar>(detail::forward_jacobian<Scalar>(field, t, x), cotangent,
+                                      out);
+  } else {
+    static_assert(detail::dependent_false<Field>,
+                  "vector_jacobian_product: the field offers no vjp(t, x, cotangent, out) member "
+                  "and is not generic over its scalar type (callable on Dual<Scalar> batches); "
+                  "add one of them, or wrap it in FiniteDifferenceField to use finite differences");
+  }
+}
+
+/// The exact divergence ∇·u_t = tr(∂u_t/∂x) for each sample into @p out (length N):
+/// field.divergence, else the trace of the forward-mode Jacobian (one call on d×(d·N) duals).
+/// @throws std::invalid_argument for bad shapes or non-finite x.
+template <class Scalar, class Field>
+void exact_divergence(const Field& field, Scalar t,
+                      const std::type_identity_t<ConstMatrixRef<Scalar>>& x,
+                      std::type_identity_t<VectorRef<Scalar>> out) {
+  detail::require_batch("exact_divergence: x", x);
+  detail::require_shape("exact_divergence: out", out, x.cols(), 1);
+  if constexpr (HasDivergence<Field, Scalar>) {
+    field.divergence(t, x, out);
+  } else if constexpr (ForwardDifferentiable<Field, Scalar>) {
+    detail::blockwise_trace<Scalar>(detail::forward_jacobian<Scalar>(field, t, x), x.cols(), out);
+  } else {
+    static_assert(detail::dependent_false<Field>,
+                  "exact_divergence: the field offers no divergence(t, x, out) member and is not "
+                  "generic over its scalar type (callable on Dual<Scalar> batches); add one of "
+                  "them, use a Hutchinson estimator with a jvp member, or wrap the field in "
+                  "FiniteDifferenceField to use finite differences");
+  }
+}
+
+/// The gradient of the divergence ∇_x(∇·u_t) for each sample into @p out (d×N):
+/// field.divergence_gradient, else forward mode with nested duals: column (j·d + i)·N + n
+/// carries directions e_i (inner) and e_j (outer), and ∂_j ∂_i u_i summed over i is the
+/// j-th entry (one call on d×(d²·N) duals).
+/// @throws std::invalid_argument for bad shapes or non-finite x.
+template <class Scalar, class Field>
+void divergence_gradient(const Field& field, Scalar t,
+                         const std::type_identity_t<ConstMatrixRef<Scalar>>& x,
+                         std::type_identity_t<MatrixRef<Scalar>> out) {
+  detail::require_batch("divergence_gradient: x", x);
+  detail::require_shape("divergence_gradient: out", out, x.rows(), x.cols());
+  if constexpr (HasDivergenceGradient<Field, Scalar>) {
+    field.divergence_gradient(t, x, out);
+  } else if constexpr (TwiceForwardDifferentiable<Field, Scalar>) {
+    using D = Dual<Scalar>;
+    using DD = Dual<D>;
+    const Index dim = x.rows();
+    const Index samples = x.cols();
+    Matrix<DD> x_dual(dim, dim * dim * samples);
+    for (Index j = 0; j < dim; ++j) {
+      for (Index i = 0; i < dim; ++i) {
+        for (Index n = 0; n < samples; ++n) {
+          for (Index r = 0; r < dim; ++r) {
+            x_dual(r, (j * dim + i) * samples + n) =
+                DD(D(x(r, n), r == i ? Scalar(1) : Scalar(0)), D(r == j ? Scalar(1) : Scalar(0)));
+          }
+        }
+      }
+    }
+    Matrix<DD> velocity(dim, x_dual.cols());
+    evaluate_velocity<DD>(field, DD(t), x_dual, velocity);
+    out.setZero();
+    for (Index j = 0; j < dim; ++j) {
+      for (Index i = 0; i < dim; ++i) {
+        for (Index n = 0; n < samples; ++n) {
+          out(j, n) += velocity(i, (j * dim + i) * samples + n).derivative.derivative;
+        }
+      }
+    }
+  } else {
+    static_assert(detail::dependent_false<Field>,
+                  "divergence_gradient: the field offers no divergence_gradient(t, x, out) member "
+                  "and is not generic over its scalar type (callable on Dual<Dual<Scalar>> "
+                  "batches); add one of them, or wrap it in FiniteDifferenceField to use finite "
+                  "differences");
+  }
+}
+
+}  // namespace flowmatch
