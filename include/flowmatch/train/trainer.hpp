@@ -1,0 +1,241 @@
+/// @file trainer.hpp
+/// @brief A training loop for an Mlp velocity field under a flow-matching objective.
+///
+/// Step s = 0, 1, … (everything random from the trainer's generator, in this order):
+///   1. x₁ = data(B, generator), d×B and finite;
+///   2. x₀ ~ N(0, I), d×B;
+///   3. the regression batch of the objective (coupling, t, ε, x_t, u_t; objective.hpp);
+///   4. L and ∂L/∂θ (flow_matching_loss.hpp), the gradient clipped to a global norm if set;
+///   5. one Adam step with learning rate η(s) of the schedule;
+///   6. one update of the exponential moving average of θ.
+/// The run is a deterministic function of the seed, and a checkpoint (checkpoint.hpp) taken
+/// between steps holds all the state, so a resumed run continues bit for bit (given the same
+/// data callable, objective and options). Saving and loading checkpoints as safetensors files
+/// is in checkpoint.hpp (which needs nlohmann-json); this header does not need it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "flowmatch/core/types.hpp"
+#include "flowmatch/detail/parameter_checks.hpp"
+#include "flowmatch/detail/validate.hpp"
+#include "flowmatch/nn/mlp.hpp"
+#include "flowmatch/nn/mlp_workspace.hpp"
+#include "flowmatch/train/adam.hpp"
+#include "flowmatch/train/ema.hpp"
+#include "flowmatch/train/flow_matching_loss.hpp"
+#include "flowmatch/train/lr_schedule.hpp"
+#include "flowmatch/train/objective.hpp"
+#include "flowmatch/train/parameters.hpp"
+
+namespace flowmatch {
+
+/// Everything a training run needs to continue exactly.
+template <class Scalar = double>
+struct TrainingCheckpoint {
+  Mlp<Scalar> model;            ///< the current weights.
+  AdamState<Scalar> optimizer;  ///< Adam's moments and step count.
+  EmaState<Scalar> ema;         ///< the moving average of the weights and its count.
+  std::int64_t step = 0;        ///< training steps taken.
+  std::string generator_state;  ///< the generator's state as written by operator<<.
+};
+
+/// Progress of a training run, as passed to the callback.
+struct TrainingProgress {
+  std::int64_t step = 0;        ///< steps taken so far.
+  double loss = 0;              ///< the loss of the last step.
+  double steps_per_second = 0;  ///< measured over the steps since the previous report.
+};
+
+/// Settings of a training run.
+template <class Scalar = double>
+struct TrainerOptions {
+  Index batch_size = 256;      ///< B ≥ 1.
+  AdamOptions<Scalar> adam{};  ///< Adam's hyperparameters.
+  /// η(s) for the 0-based step index s.
+  std::function<Scalar(std::int64_t)> learning_rate = ConstantSchedule<Scalar>(Scalar(1e-3));
+  std::optional<Scalar> max_gradient_norm;  ///< clip ‖∂L/∂θ‖ to this (> 0) if set.
+  Scalar ema_decay = Scalar(0.999);         ///< decay of the moving average, in [0, 1].
+  bool ema_warmup = false;                  ///< the EMA warm-up of ema.hpp.
+  std::int64_t report_every = 100;          ///< callback period in steps (≥ 1).
+};
+
+/// Trains an Mlp with Adam under a flow-matching objective (see the file comment).
+template <class Scalar = double, std::uniform_random_bit_generator Generator = std::mt19937_64>
+class FlowMatchingTrainer {
+ public:
+  /// Draws a d×B batch of data samples: data(B, generator).
+  using DataSampler = std::function<Matrix<Scalar>(Index, Generator&)>;
+  /// Receives progress every report_every steps.
+  using Callback = std::function<void(const TrainingProgress&)>;
+
+  /// A trainer of @p model with its generator seeded by @p seed.
+  /// @throws std::invalid_argument if the model is conditional, or an option or the objective
+  ///         is invalid.
+  FlowMatchingTrainer(Mlp<Scalar> model, FlowMatchingObjective<Scalar> objective, DataSampler data,
+                      TrainerOptions<Scalar> options, std::uint64_t seed)
+      : model_(std::move(model)),
+        objective_(std::move(objective)),
+        data_(std::move(data)),
+        options_(std::move(options)),
+        generator_(seed),
+        adam_(parameter_count(model_), options_.adam),
+        ema_(gather_parameters(model_), options_.ema_decay, options_.ema_warmup),
+        gradient_(model_.zero_gradient()) {
+    if (model_.cond_dim() != 0) {
+      throw std::invalid_argument("FlowMatchingTrainer: model has cond_dim " +
+                                  detail::to_text(model_.cond_dim()) +
+                                  ", expected an unconditional model (cond_dim 0)");
+    }
+    if (!data_) throw std::invalid_argument("FlowMatchingTrainer: data is empty");
+    detail::require_count<Index>("FlowMatchingTrainer: options.batch_size", options_.batch_size, 1);
+    if (!options_.learning_rate) {
+      throw std::invalid_argument("FlowMatchingTrainer: options.learning_rate is empty");
+    }
+    if (options_.max_gradient_norm) {
+      detail::require_positive("FlowMatchingTrainer: options.max_gradient_norm",
+                               *options_.max_gradient_norm);
+    }
+    detail::require_count<std::int64_t>("FlowMatchingTrainer: options.report_every",
+                                        options_.report_every, 1);
+    objective_.validate();
+  }
+
+  /// A DataSampler drawing B columns of @p data (d×M, M ≥ 1, finite) uniformly with
+  /// replacement.
+  /// @throws std::invalid_argument if data is empty or not finite.
+  static DataSampler resample(Matrix<Scalar> data) {
+    if (data.size() == 0) {
+      throw std::invalid_argument("FlowMatchingTrainer::resample: data is empty");
+    }
+    detail::require_finite("FlowMatchingTrainer::resample: data", data);
+    return [data = std::move(data)](Index batch_size, Generator& generator) {
+      std::uniform_int_distribution<Index> column(0, data.cols() - 1);
+      Matrix<Scalar> batch(data.rows(), batch_size);
+      for (Index k = 0; k < batch_size; ++k) batch.col(k) = data.col(column(generator));
+      return batch;
+    };
+  }
+
+  /// Takes one training step and returns its loss.
+  /// @throws std::invalid_argument if the data batch is not d×B and finite.
+  Scalar step() {
+    const Index dim = model_.dim();
+    const Index batch_size = options_.batch_size;
+    const Matrix<Scalar> x1 = data_(batch_size, generator_);
+    detail::require_shape("FlowMatchingTrainer::step: data batch", x1, dim, batch_size);
+    detail::require_finite("FlowMatchingTrainer::step: data batch", x1);
+    Matrix<Scalar> x0(dim, batch_size);
+    std::normal_distribution<Scalar> normal(0, 1);
+    for (Scalar& value : x0.reshaped()) value = normal(generator_);
+    const FlowMatchingBatch<Scalar> batch = objective_.make_batch(x0, x1, generator_);
+    const Scalar loss = mlp_flow_matching_loss(model_, workspace_, batch, gradient_);
+    Vector<Scalar> flat_gradient = flatten_layers(gradient_.weights, gradient_.biases);
+    if (options_.max_gradient_norm) clip_by_global_norm(flat_gradient, *options_.max_gradient_norm);
+    Vector<Scalar> parameters = gather_parameters(model_);
+    adam_.step(parameters, flat_gradient, options_.learning_rate(step_));
+    scatter_parameters(parameters, model_);
+    ema_.update(parameters);
+    ++step_;
+    return loss;
+  }
+
+  /// Takes @p steps steps, calling @p callback (if set) after every report_every-th step and
+  /// after the last. Returns the loss of the last step.
+  /// @throws std::invalid_argument if steps < 1; as step().
+  Scalar train(std::int64_t steps, const Callback& callback = {}) {
+    detail::require_count<std::int64_t>("FlowMatchingTrainer::train: steps", steps, 1);
+    using Clock = std::chrono::steady_clock;
+    auto since = Clock::now();
+    std::int64_t steps_since = 0;
+    Scalar loss = 0;
+    for (std::int64_t taken = 1; taken <= steps; ++taken) {
+      loss = step();
+      ++steps_since;
+      if (callback && (step_ % options_.report_every == 0 || taken == steps)) {
+        const auto now = Clock::now();
+        const double seconds = std::chrono::duration<double>(now - since).count();
+        callback({step_, static_cast<double>(loss),
+                  seconds > 0 ? static_cast<double>(steps_since) / seconds : 0.0});
+        since = now;
+        steps_since = 0;
+      }
+    }
+    return loss;
+  }
+
+  /// The network being trained.
+  [[nodiscard]] const Mlp<Scalar>& model() const { return model_; }
+  /// The network with the moving-average weights.
+  [[nodiscard]] Mlp<Scalar> ema_model() const {
+    Mlp<Scalar> averaged = model_;
+    scatter_parameters(ema_.average(), averaged);
+    return averaged;
+  }
+  /// The number of steps taken.
+  [[nodiscard]] std::int64_t step_count() const { return step_; }
+  /// The objective.
+  [[nodiscard]] const FlowMatchingObjective<Scalar>& objective() const { return objective_; }
+
+  /// The full state, for save_checkpoint.
+  [[nodiscard]] TrainingCheckpoint<Scalar> checkpoint() const {
+    std::ostringstream generator_text;
+    generator_text << generator_;
+    return {model_, adam_.state(), ema_.state(), step_, generator_text.str()};
+  }
+
+  /// Restores a state taken by checkpoint() (possibly through a file) of a run with the same
+  /// network shape; the data callable, objective and options stay those of this trainer.
+  /// @throws std::invalid_argument if the network shape differs, a state has the wrong size or
+  ///         the generator state does not parse.
+  void restore(const TrainingCheckpoint<Scalar>& checkpoint) {
+    if (!(checkpoint.model.config() == model_.config())) {
+      throw std::invalid_argument(
+          "FlowMatchingTrainer::restore: checkpoint.model has another shape than the trained "
+          "model");
+    }
+    if (checkpoint.step < 0) {
+      throw std::invalid_argument("FlowMatchingTrainer::restore: checkpoint.step is " +
+                                  detail::to_text(checkpoint.step) + ", expected >= 0");
+    }
+    Generator generator;
+    std::istringstream generator_text(checkpoint.generator_state);
+    generator_text >> generator;
+    if (!generator_text) {
+      throw std::invalid_argument(
+          "FlowMatchingTrainer::restore: checkpoint.generator_state does not parse as the "
+          "generator's state");
+    }
+    Adam<Scalar> adam = adam_;
+    adam.set_state(checkpoint.optimizer);
+    ExponentialMovingAverage<Scalar> ema = ema_;
+    ema.set_state(checkpoint.ema);
+    model_ = checkpoint.model;
+    adam_ = std::move(adam);
+    ema_ = std::move(ema);
+    generator_ = generator;
+    step_ = checkpoint.step;
+  }
+
+ private:
+  Mlp<Scalar> model_;
+  FlowMatchingObjective<Scalar> objective_;
+  DataSampler data_;
+  TrainerOptions<Scalar> options_;
+  Generator generator_;
+  Adam<Scalar> adam_;
+  ExponentialMovingAverage<Scalar> ema_;
+  MlpGradient<Scalar> gradient_;
+  MlpWorkspace<Scalar> workspace_;
+  std::int64_t step_ = 0;
+};
+
+}  // namespace flowmatch
