@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "flowmatch/guidance/classifier_free.hpp"
 #include "flowmatch/io/io_error.hpp"
 #include "flowmatch/nn/mlp.hpp"
 #include "flowmatch/oracle/gaussian_mixture.hpp"
@@ -508,6 +509,62 @@ flowmatch::FlowMatchingTrainer<double> small_trainer(std::uint64_t seed) {
 
 }  // namespace
 
+TEST_CASE("conditional training with label dropout learns each class and the null condition",
+          "[training][slow]") {
+  // Labelled data: 1500 points of each of the three components, labels one-hot.
+  const auto mixture = three_component_mixture();
+  std::mt19937_64 generator(31);
+  const Index per_class = 1500;
+  Matrix<double> data(2, 3 * per_class);
+  Matrix<double> labels = Matrix<double>::Zero(3, 3 * per_class);
+  for (Index k = 0; k < 3; ++k) {
+    data.middleCols(k * per_class, per_class) =
+        (std::sqrt(0.15) * standard_normal(2, per_class, generator)).colwise() +
+        Vector<double>(mixture.means().col(k));
+    labels.row(k).segment(k * per_class, per_class).setOnes();
+  }
+  auto objective = FlowMatchingObjective<double>::independent(0.0);
+  objective.label_dropout = 0.2;
+  const std::int64_t steps = 1500;
+  flowmatch::TrainerOptions<double> options;
+  options.batch_size = 128;
+  options.learning_rate = flowmatch::CosineSchedule<double>(3e-3, 1e-4, steps);
+  options.ema_decay = 0.995;
+  options.ema_warmup = true;
+  flowmatch::FlowMatchingTrainer<double> trainer(
+      small_network(2, {64, 64}, 23, 3), objective,
+      flowmatch::FlowMatchingTrainer<double>::resample(data, labels), options, 77);
+  trainer.train(steps);
+  const flowmatch::Mlp<double> model = trainer.ema_model();
+
+  // Conditional samples (w = 1) land on their class; null samples (w = 0) on the mixture.
+  const Index count = 400;
+  const Matrix<double> noise = standard_normal(2, count, generator);
+  for (Index k = 0; k < 3; ++k) {
+    const Matrix<double> condition = labels.col(k * per_class).replicate(1, count);
+    const auto conditional =
+        flowmatch::classifier_free_guidance<double>(std::cref(model), condition, 1.0);
+    const Matrix<double> samples = flowmatch::sample(conditional, noise).state;
+    const Vector<double> mean = samples.rowwise().mean();
+    INFO("class " << k << " sample mean " << mean.transpose());
+    // The class means are 4.3 apart and the class standard deviation is 0.39.
+    CHECK((mean - mixture.means().col(k)).norm() < 0.3);
+  }
+  const auto unconditional = flowmatch::classifier_free_guidance<double>(
+      std::cref(model), Matrix<double>(Matrix<double>::Zero(3, count)), 0.0);
+  const Matrix<double> samples = flowmatch::sample(unconditional, noise).state;
+  // Each null sample is nearest to some class mean; the three shares are near 1/3.
+  Vector<double> shares = Vector<double>::Zero(3);
+  for (Index col = 0; col < count; ++col) {
+    Index nearest = 0;
+    (mixture.means().colwise() - samples.col(col)).colwise().squaredNorm().minCoeff(&nearest);
+    shares(nearest) += 1.0 / count;
+  }
+  INFO("null-condition shares " << shares.transpose());
+  // Four binomial standard errors: 4·sqrt((1/3)(2/3)/400) ≈ 0.094.
+  CHECK((shares.array() - 1.0 / 3).abs().maxCoeff() < 0.094);
+}
+
 TEST_CASE("a run resumed from a checkpoint file continues bit for bit", "[training]") {
   auto uninterrupted = small_trainer(99);
   uninterrupted.train(20);
@@ -606,6 +663,18 @@ TEST_CASE("bad inputs to the trainer throw", "[training][errors]") {
   CHECK_THROWS_AS(Trainer::resample(Matrix<double>(2, 0)), std::invalid_argument);
   CHECK_THROWS_AS(Trainer::resample(Matrix<double>::Constant(2, 3, std::nan(""))),
                   std::invalid_argument);
+  // Conditioned data for an unconditional model, plain data for a conditional one, conditions
+  // that do not match the data or the model.
+  const Matrix<double> labels = Matrix<double>::Identity(3, 10);
+  const auto labelled = Trainer::resample(Matrix<double>::Ones(2, 10), labels);
+  CHECK_THROWS_AS(Trainer(small_network(2, {4}, 1), objective, labelled, options, 1),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(Trainer(small_network(2, {4}, 1, 3), objective, data, options, 1),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(Trainer::resample(Matrix<double>::Ones(2, 10), Matrix<double>::Zero(3, 9)),
+                  std::invalid_argument);
+  Trainer wrong_labels(small_network(2, {4}, 1, 2), objective, labelled, options, 1);
+  CHECK_THROWS_AS(wrong_labels.step(), std::invalid_argument);
 
   auto bad = options;
   bad.batch_size = 0;

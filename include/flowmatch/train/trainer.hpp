@@ -74,14 +74,64 @@ class FlowMatchingTrainer {
  public:
   /// Draws a d×B batch of data samples: data(B, generator).
   using DataSampler = std::function<Matrix<Scalar>(Index, Generator&)>;
+  /// A batch of data samples (d×B) with their conditions (k×B, one column per sample).
+  struct ConditionedBatch {
+    Matrix<Scalar> data;
+    Matrix<Scalar> conditions;
+  };
+  /// Draws a batch of B conditioned samples for a conditional model: data(B, generator).
+  using ConditionedDataSampler = std::function<ConditionedBatch(Index, Generator&)>;
   /// Receives progress every report_every steps.
   using Callback = std::function<void(const TrainingProgress&)>;
 
-  /// A trainer of @p model with its generator seeded by @p seed.
+  /// A trainer of the unconditional @p model with its generator seeded by @p seed.
   /// @throws std::invalid_argument if the model is conditional, or an option or the objective
   ///         is invalid.
   FlowMatchingTrainer(Mlp<Scalar> model, FlowMatchingObjective<Scalar> objective, DataSampler data,
                       TrainerOptions<Scalar> options, std::uint64_t seed)
+      : FlowMatchingTrainer(std::move(model), std::move(objective),
+                            without_conditions(std::move(data)), std::move(options), seed, 0) {}
+
+  /// A trainer of the conditional @p model (cond_dim k ≥ 1): each step draws data with their
+  /// conditions, and the objective's label_dropout replaces conditions by its null condition
+  /// (the zero column by default), as classifier-free guidance expects.
+  /// @throws std::invalid_argument if the model is unconditional, or an option or the objective
+  ///         is invalid.
+  FlowMatchingTrainer(Mlp<Scalar> model, FlowMatchingObjective<Scalar> objective,
+                      ConditionedDataSampler data, TrainerOptions<Scalar> options,
+                      std::uint64_t seed)
+      : FlowMatchingTrainer(std::move(model), std::move(objective), std::move(data),
+                            std::move(options), seed, 1) {}
+
+  /// A ConditionedDataSampler drawing B columns of @p data (d×M) with the same columns of
+  /// @p conditions (k×M) uniformly with replacement.
+  /// @throws std::invalid_argument if data is empty, the column counts differ or a value is
+  ///         not finite.
+  static ConditionedDataSampler resample(Matrix<Scalar> data, Matrix<Scalar> conditions) {
+    if (data.size() == 0) {
+      throw std::invalid_argument("FlowMatchingTrainer::resample: data is empty");
+    }
+    detail::require_finite("FlowMatchingTrainer::resample: data", data);
+    detail::require_shape("FlowMatchingTrainer::resample: conditions", conditions, -1, data.cols());
+    detail::require_finite("FlowMatchingTrainer::resample: conditions", conditions);
+    return [data = std::move(data), conditions = std::move(conditions)](Index batch_size,
+                                                                        Generator& generator) {
+      std::uniform_int_distribution<Index> column(0, data.cols() - 1);
+      ConditionedBatch batch{Matrix<Scalar>(data.rows(), batch_size),
+                             Matrix<Scalar>(conditions.rows(), batch_size)};
+      for (Index k = 0; k < batch_size; ++k) {
+        const Index chosen = column(generator);
+        batch.data.col(k) = data.col(chosen);
+        batch.conditions.col(k) = conditions.col(chosen);
+      }
+      return batch;
+    };
+  }
+
+ private:
+  FlowMatchingTrainer(Mlp<Scalar> model, FlowMatchingObjective<Scalar> objective,
+                      ConditionedDataSampler data, TrainerOptions<Scalar> options,
+                      std::uint64_t seed, Index minimum_cond_dim)
       : model_(std::move(model)),
         objective_(std::move(objective)),
         data_(std::move(data)),
@@ -90,10 +140,11 @@ class FlowMatchingTrainer {
         adam_(parameter_count(model_), options_.adam),
         ema_(gather_parameters(model_), options_.ema_decay, options_.ema_warmup),
         gradient_(model_.zero_gradient()) {
-    if (model_.cond_dim() != 0) {
-      throw std::invalid_argument("FlowMatchingTrainer: model has cond_dim " +
-                                  detail::to_text(model_.cond_dim()) +
-                                  ", expected an unconditional model (cond_dim 0)");
+    if ((minimum_cond_dim == 0) != (model_.cond_dim() == 0)) {
+      throw std::invalid_argument(
+          "FlowMatchingTrainer: model has cond_dim " + detail::to_text(model_.cond_dim()) +
+          (minimum_cond_dim == 0 ? ", expected an unconditional model (cond_dim 0)"
+                                 : ", expected a conditional model for conditioned data"));
     }
     if (!data_) throw std::invalid_argument("FlowMatchingTrainer: data is empty");
     detail::require_count<Index>("FlowMatchingTrainer: options.batch_size", options_.batch_size, 1);
@@ -109,6 +160,14 @@ class FlowMatchingTrainer {
     objective_.validate();
   }
 
+  static ConditionedDataSampler without_conditions(DataSampler data) {
+    if (!data) throw std::invalid_argument("FlowMatchingTrainer: data is empty");
+    return [data = std::move(data)](Index batch_size, Generator& generator) {
+      return ConditionedBatch{data(batch_size, generator), Matrix<Scalar>()};
+    };
+  }
+
+ public:
   /// A DataSampler drawing B columns of @p data (d×M, M ≥ 1, finite) uniformly with
   /// replacement.
   /// @throws std::invalid_argument if data is empty or not finite.
@@ -130,13 +189,20 @@ class FlowMatchingTrainer {
   Scalar step() {
     const Index dim = model_.dim();
     const Index batch_size = options_.batch_size;
-    const Matrix<Scalar> x1 = data_(batch_size, generator_);
+    const ConditionedBatch drawn = data_(batch_size, generator_);
+    const Matrix<Scalar>& x1 = drawn.data;
     detail::require_shape("FlowMatchingTrainer::step: data batch", x1, dim, batch_size);
     detail::require_finite("FlowMatchingTrainer::step: data batch", x1);
+    if (model_.cond_dim() > 0) {
+      detail::require_shape("FlowMatchingTrainer::step: conditions", drawn.conditions,
+                            model_.cond_dim(), batch_size);
+    }
     Matrix<Scalar> x0(dim, batch_size);
     std::normal_distribution<Scalar> normal(0, 1);
     for (Scalar& value : x0.reshaped()) value = normal(generator_);
-    const FlowMatchingBatch<Scalar> batch = objective_.make_batch(x0, x1, generator_);
+    const FlowMatchingBatch<Scalar> batch =
+        model_.cond_dim() > 0 ? objective_.make_batch(x0, x1, drawn.conditions, generator_)
+                              : objective_.make_batch(x0, x1, generator_);
     const Scalar loss = mlp_flow_matching_loss(model_, workspace_, batch, gradient_);
     Vector<Scalar> flat_gradient = flatten_layers(gradient_.weights, gradient_.biases);
     if (options_.max_gradient_norm) clip_by_global_norm(flat_gradient, *options_.max_gradient_norm);
@@ -228,7 +294,7 @@ class FlowMatchingTrainer {
  private:
   Mlp<Scalar> model_;
   FlowMatchingObjective<Scalar> objective_;
-  DataSampler data_;
+  ConditionedDataSampler data_;
   TrainerOptions<Scalar> options_;
   Generator generator_;
   Adam<Scalar> adam_;
