@@ -18,6 +18,7 @@
 
 #include "flowmatch/guidance/classifier_free.hpp"
 #include "flowmatch/io/npy.hpp"
+#include "flowmatch/likelihood/standard_normal.hpp"
 #include "flowmatch/oracle/gaussian_mixture_path.hpp"
 #include "flowmatch/scheduler/condot.hpp"
 #include "flowmatch/solver/integrate.hpp"
@@ -81,9 +82,7 @@ int main(int argc, char** argv) {
 
     const ClassConditionalField field;
     std::mt19937_64 generator(7);
-    std::normal_distribution<double> normal;
-    Matrix<double> noise(2, samples);
-    for (Index i = 0; i < noise.size(); ++i) noise.data()[i] = normal(generator);
+    const Matrix<double> noise = flowmatch::StandardNormal::sample(2, samples, generator);
 
     flowmatch::SolverOptions<double> options;
     options.rtol = options.atol = 1e-6;

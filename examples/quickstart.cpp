@@ -12,6 +12,7 @@
 #include <string>
 
 #include "flowmatch/io/npy.hpp"
+#include "flowmatch/likelihood/standard_normal.hpp"
 #include "flowmatch/oracle/gaussian_mixture_path.hpp"
 #include "flowmatch/scheduler/condot.hpp"
 #include "flowmatch/solver/integrate.hpp"
@@ -33,14 +34,6 @@ flowmatch::GaussianMixture<double> eight_gaussians() {
       Vector<double>::Ones(components), means, Matrix<double>::Constant(2, components, 0.25));
 }
 
-Matrix<double> standard_normal(flowmatch::Index rows, flowmatch::Index cols,
-                               std::mt19937_64& generator) {
-  std::normal_distribution<double> normal;
-  Matrix<double> x(rows, cols);
-  for (flowmatch::Index i = 0; i < x.size(); ++i) x.data()[i] = normal(generator);
-  return x;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -58,7 +51,7 @@ int main(int argc, char** argv) {
     options.rtol = options.atol = 1e-7;
 
     // Noise → data.
-    const Matrix<double> noise = standard_normal(2, samples, generator);
+    const Matrix<double> noise = flowmatch::StandardNormal::sample(2, samples, generator);
     const auto sampled = flowmatch::sample(field, noise, options);
     const Vector<double> sample_log_density = field.data().log_prob(sampled.state);
 

@@ -11,6 +11,7 @@
 #include "flowmatch/field/velocity_field.hpp"
 #include "flowmatch/guidance/classifier_free.hpp"
 #include "flowmatch/likelihood/log_likelihood.hpp"
+#include "flowmatch/likelihood/standard_normal.hpp"
 #include "flowmatch/oracle/gaussian_mixture_path.hpp"
 #include "flowmatch/scheduler/condot.hpp"
 #include "flowmatch/solver/integrate.hpp"
@@ -107,10 +108,7 @@ Matrix<double> one_hot(const std::vector<int>& labels) {
 
 Matrix<double> standard_normal(Index rows, Index cols, std::uint64_t seed) {
   std::mt19937_64 generator(seed);
-  std::normal_distribution<double> normal;
-  Matrix<double> x(rows, cols);
-  for (Index i = 0; i < x.size(); ++i) x.data()[i] = normal(generator);
-  return x;
+  return flowmatch::StandardNormal::sample(rows, cols, generator);
 }
 
 flowmatch::SolverOptions<double> rk4_steps(double step) {

@@ -14,6 +14,7 @@
 
 #include "flowmatch/guidance/classifier_free.hpp"
 #include "flowmatch/io/io_error.hpp"
+#include "flowmatch/likelihood/standard_normal.hpp"
 #include "flowmatch/nn/mlp.hpp"
 #include "flowmatch/oracle/gaussian_mixture.hpp"
 #include "flowmatch/oracle/gaussian_mixture_path.hpp"
@@ -39,10 +40,7 @@ using flowmatch::Matrix;
 using flowmatch::Vector;
 
 Matrix<double> standard_normal(Index rows, Index cols, std::mt19937_64& generator) {
-  std::normal_distribution<double> normal(0, 1);
-  Matrix<double> sample(rows, cols);
-  for (double& value : sample.reshaped()) value = normal(generator);
-  return sample;
+  return flowmatch::StandardNormal::sample(rows, cols, generator);
 }
 
 flowmatch::Mlp<double> small_network(Index dim, std::vector<Index> hidden, std::uint64_t seed,

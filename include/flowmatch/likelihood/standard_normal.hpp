@@ -5,12 +5,16 @@
 
 #include <cmath>
 #include <numbers>
+#include <random>
+#include <stdexcept>
+#include <string>
 
 #include "flowmatch/core/types.hpp"
 
 namespace flowmatch {
 
-/// The standard normal distribution N(0, I) in R^d, for batches of any dimension.
+/// The standard normal distribution N(0, I) in R^d, for batches of any dimension: the source
+/// (noise) distribution of flow matching.
 ///
 /// A source distribution for log_likelihood is any callable `source(x)` mapping a d×N batch to
 /// the length-N vector of log-densities; for exact_score and sample_with_score it must also
@@ -23,6 +27,20 @@ struct StandardNormal {
     const Scalar log_normaliser = Scalar(0.5) * static_cast<Scalar>(x.rows()) *
                                   std::log(Scalar(2) * std::numbers::pi_v<Scalar>);
     return (Scalar(-0.5) * x.colwise().squaredNorm().array() - log_normaliser).matrix().transpose();
+  }
+
+  /// Draws a d×N batch of independent N(0, 1) entries from @p generator, in storage order
+  /// (column by column). @throws std::invalid_argument if d or N is negative.
+  template <class Scalar = double, std::uniform_random_bit_generator Generator>
+  static Matrix<Scalar> sample(Index dim, Index count, Generator& generator) {
+    if (dim < 0 || count < 0) {
+      throw std::invalid_argument("StandardNormal::sample: shape " + std::to_string(dim) + "x" +
+                                  std::to_string(count) + " has a negative size");
+    }
+    std::normal_distribution<Scalar> normal(Scalar(0), Scalar(1));
+    Matrix<Scalar> noise(dim, count);
+    for (Scalar& value : noise.reshaped()) value = normal(generator);
+    return noise;
   }
 
   /// ∇log N(x; 0, I) = −x for each column of @p x.

@@ -46,6 +46,7 @@
 #include "flowmatch/coupling/sinkhorn.hpp"
 #include "flowmatch/detail/parameter_checks.hpp"
 #include "flowmatch/detail/validate.hpp"
+#include "flowmatch/likelihood/standard_normal.hpp"
 #include "flowmatch/train/conditional_paths.hpp"
 #include "flowmatch/train/flow_matching_loss.hpp"
 #include "flowmatch/train/time_sampler.hpp"
@@ -267,9 +268,7 @@ struct FlowMatchingObjective {
     }
     FlowMatchingBatch<Scalar> batch;
     batch.t = sample_times(count, generator);
-    Matrix<Scalar> noise(x0.rows(), count);
-    std::normal_distribution<Scalar> normal(0, 1);
-    for (Scalar& value : noise.reshaped()) value = normal(generator);
+    const Matrix<Scalar> noise = StandardNormal::sample<Scalar>(x0.rows(), count, generator);
     PathSample<Scalar> points = path.sample(paired_x0, paired_x1, noise, batch.t);
     batch.x_t = std::move(points.x_t);
     batch.u_t = std::move(points.dx_t);

@@ -27,6 +27,7 @@
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/parameter_checks.hpp"
 #include "flowmatch/detail/validate.hpp"
+#include "flowmatch/likelihood/standard_normal.hpp"
 #include "flowmatch/nn/mlp.hpp"
 #include "flowmatch/nn/mlp_workspace.hpp"
 #include "flowmatch/train/adam.hpp"
@@ -197,9 +198,7 @@ class FlowMatchingTrainer {
       detail::require_shape("FlowMatchingTrainer::step: conditions", drawn.conditions,
                             model_.cond_dim(), batch_size);
     }
-    Matrix<Scalar> x0(dim, batch_size);
-    std::normal_distribution<Scalar> normal(0, 1);
-    for (Scalar& value : x0.reshaped()) value = normal(generator_);
+    const Matrix<Scalar> x0 = StandardNormal::sample<Scalar>(dim, batch_size, generator_);
     const FlowMatchingBatch<Scalar> batch =
         model_.cond_dim() > 0 ? objective_.make_batch(x0, x1, drawn.conditions, generator_)
                               : objective_.make_batch(x0, x1, generator_);
