@@ -10,8 +10,10 @@
 
 #include "flowmatch/field/velocity_field.hpp"
 #include "flowmatch/guidance/classifier_free.hpp"
+#include "flowmatch/likelihood/divergence.hpp"
 #include "flowmatch/likelihood/log_likelihood.hpp"
 #include "flowmatch/likelihood/standard_normal.hpp"
+#include "flowmatch/nn/mlp.hpp"
 #include "flowmatch/oracle/gaussian_mixture_path.hpp"
 #include "flowmatch/scheduler/condot.hpp"
 #include "flowmatch/solver/integrate.hpp"
@@ -409,4 +411,90 @@ TEST_CASE("bad guidance input throws", "[guidance][errors]") {
   // An interval that is reversed or outside [0, 1].
   CHECK_THROWS_AS(flowmatch::guidance_interval(0.6, 0.4), std::invalid_argument);
   CHECK_THROWS_AS(flowmatch::guidance_interval(-0.1, 0.4), std::domain_error);
+}
+
+TEST_CASE("the jvp and vjp of a guided field are the products of its Jacobian",
+          "[guidance][derivatives]") {
+  // A conditional network with its own jvp and vjp; the guided Jacobian is checked against
+  // central differences of the guided velocity, column by column.
+  std::mt19937_64 generator(31);
+  flowmatch::MlpConfig config;
+  config.dim = 3;
+  config.cond_dim = 2;
+  config.hidden = {8, 8};
+  const flowmatch::Mlp<double> network(config, generator);
+  const std::vector<int> labels{0, 1, 1, 0};
+  Vector<double> weights(4);
+  weights << 0.0, 1.0, 3.0, -0.5;
+  auto guided =
+      flowmatch::classifier_free_guidance<double>(std::cref(network), one_hot(labels), weights);
+  guided.set_schedule(flowmatch::guidance_interval(0.2, 0.6));
+  static_assert(flowmatch::HasJvp<decltype(guided), double>);
+  static_assert(flowmatch::HasVjp<decltype(guided), double>);
+  const Matrix<double> x = standard_normal(3, 4, 32);
+  const Matrix<double> tangent = standard_normal(3, 4, 33);
+  const Matrix<double> cotangent = standard_normal(3, 4, 34);
+  const double step = 1e-6;
+
+  // t = 0.3 lies in the guidance interval (weights w), t = 0.8 outside it (w = 1).
+  for (const double t : {0.3, 0.8}) {
+    std::vector<Matrix<double>> jacobians(4, Matrix<double>(3, 3));
+    for (Index row = 0; row < 3; ++row) {
+      Matrix<double> forward = x, backward = x;
+      forward.row(row).array() += step;
+      backward.row(row).array() -= step;
+      // Samples do not interact, so moving coordinate `row` of every sample at once gives
+      // column `row` of each sample's Jacobian.
+      const Matrix<double> difference =
+          (flowmatch::evaluate_velocity<double>(guided, t, forward) -
+           flowmatch::evaluate_velocity<double>(guided, t, backward)) /
+          (2 * step);
+      for (Index col = 0; col < 4; ++col) jacobians[col].col(row) = difference.col(col);
+    }
+    Matrix<double> jvp(3, 4), vjp(3, 4);
+    guided.jvp(t, x, tangent, jvp);
+    guided.vjp(t, x, cotangent, vjp);
+    for (Index col = 0; col < 4; ++col) {
+      CHECK((jacobians[col] * tangent.col(col) - jvp.col(col)).cwiseAbs().maxCoeff() < 1e-7);
+      CHECK((jacobians[col].transpose() * cotangent.col(col) - vjp.col(col)).cwiseAbs().maxCoeff() <
+            1e-7);
+    }
+    if (t > 0.6) {
+      Matrix<double> conditional(3, 4);
+      network.jvp(t, x, one_hot(labels), tangent, conditional);
+      CHECK((jvp - conditional).cwiseAbs().maxCoeff() < 1e-14);
+    }
+
+    // Two copies of the batch side by side are guided copy by copy.
+    Matrix<double> doubled_x(3, 8), doubled_tangent(3, 8), doubled_jvp(3, 8), doubled_vjp(3, 8);
+    doubled_x << x, x;
+    doubled_tangent << tangent, cotangent;
+    guided.jvp(t, doubled_x, doubled_tangent, doubled_jvp);
+    guided.vjp(t, doubled_x, doubled_tangent, doubled_vjp);
+    Matrix<double> jvp_of_cotangent(3, 4);
+    guided.jvp(t, x, cotangent, jvp_of_cotangent);
+    CHECK((doubled_jvp.leftCols(4) - jvp).cwiseAbs().maxCoeff() < 1e-14);
+    CHECK((doubled_jvp.rightCols(4) - jvp_of_cotangent).cwiseAbs().maxCoeff() < 1e-14);
+
+    // Hutchinson's estimate with K = 3 probes per sample: the mean of zᵀJz.
+    std::mt19937_64 probe_generator(35);
+    const Matrix<double> probes = flowmatch::draw_probes<double>(
+        3, 4, 3, flowmatch::ProbeDistribution::rademacher, probe_generator);
+    Vector<double> estimate(4);
+    flowmatch::hutchinson_divergence<double>(guided, t, x, probes, estimate);
+    for (Index col = 0; col < 4; ++col) {
+      double mean = 0.0;
+      for (Index k = 0; k < 3; ++k) {
+        const Vector<double> probe = probes.col(k * 4 + col);
+        mean += probe.dot(jacobians[col] * probe) / 3;
+      }
+      CHECK_THAT(estimate(col), WithinAbs(mean, 1e-7));
+    }
+  }
+
+  Matrix<double> wrong(3, 5);
+  CHECK_THROWS_AS(guided.jvp(0.3, standard_normal(3, 5, 36), standard_normal(3, 5, 37), wrong),
+                  std::invalid_argument);
+  Matrix<double> mismatched(3, 3);
+  CHECK_THROWS_AS(guided.vjp(0.3, x, cotangent, mismatched), std::invalid_argument);
 }

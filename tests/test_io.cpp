@@ -11,6 +11,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "flowmatch/io/npy.hpp"
@@ -893,4 +894,130 @@ TEST_CASE("the PyTorch fixture model has the documented tensors and metadata",
   for (const auto& [name, tensor] : file.tensors) {
     CHECK(again.tensors.at(name).values == tensor.values);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// .npy row ranges
+// ---------------------------------------------------------------------------------------------
+
+TEST_CASE("npy row ranges equal the columns of the whole batch", "[npy][rows]") {
+  ScratchDirectory scratch;
+  // Array element (i, j) = 10 i + j + 0.25 for N = 5 samples in d = 3 dimensions.
+  const auto element = [](int i, int j) { return 10.0 * i + j + 0.25; };
+  std::vector<double> c_order, fortran_order;
+  std::vector<float> c_order_float;
+  for (int i = 0; i < 5; ++i) {
+    for (int j = 0; j < 3; ++j) {
+      c_order.push_back(element(i, j));
+      c_order_float.push_back(static_cast<float>(element(i, j)));
+    }
+  }
+  for (int j = 0; j < 3; ++j) {
+    for (int i = 0; i < 5; ++i) fortran_order.push_back(element(i, j));
+  }
+  const auto bytes_of = [](const auto& values, bool big_endian) {
+    Bytes out;
+    for (const auto value : values) append(out, raw({value}, big_endian));
+    return out;
+  };
+  write_bytes(scratch.file("c.npy"),
+              npy_padded(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (5, 3), }",
+                         bytes_of(c_order, false)));
+  write_bytes(scratch.file("c_float.npy"),
+              npy_padded(2, "{'descr': '>f4', 'fortran_order': False, 'shape': (5, 3), }",
+                         bytes_of(c_order_float, true)));
+  write_bytes(scratch.file("fortran.npy"),
+              npy_padded(1, "{'descr': '>f8', 'fortran_order': True, 'shape': (5, 3), }",
+                         bytes_of(fortran_order, true)));
+  write_bytes(scratch.file("vector.npy"),
+              npy_padded(3, "{'descr': '<f8', 'fortran_order': False, 'shape': (5,), }",
+                         bytes_of(std::vector<double>{1.5, -2.0, 3.25, 0.0, 7.0}, false)));
+  for (const std::string name : {"c.npy", "c_float.npy", "fortran.npy", "vector.npy"}) {
+    CAPTURE(name);
+    const std::string path = scratch.file(name);
+    const flowmatch::Matrix<double> whole = io::load_npy_batch<double>(path);
+    const flowmatch::Matrix<float> whole_float = io::load_npy_batch<float>(path);
+    const flowmatch::Index count = whole.cols();
+    REQUIRE(count == 5);
+    for (flowmatch::Index first = 0; first <= count; ++first) {
+      for (flowmatch::Index rows = 0; first + rows <= count; ++rows) {
+        CAPTURE(first, rows);
+        const flowmatch::Matrix<double> slice = io::load_npy_batch_rows<double>(path, first, rows);
+        REQUIRE(slice.rows() == whole.rows());
+        REQUIRE(slice.cols() == rows);
+        CHECK(slice == whole.middleCols(first, rows));
+        CHECK(io::load_npy_batch_rows<float>(path, first, rows) ==
+              whole_float.middleCols(first, rows));
+      }
+    }
+  }
+  // The whole batch holds the values written (so the slices are not merely self-consistent).
+  const flowmatch::Matrix<double> whole = io::load_npy_batch<double>(scratch.file("fortran.npy"));
+  for (int i = 0; i < 5; ++i) {
+    for (int j = 0; j < 3; ++j) CHECK(whole(j, i) == element(i, j));
+  }
+}
+
+TEST_CASE("npy headers are read without the elements", "[npy][rows]") {
+  ScratchDirectory scratch;
+  const std::string path = scratch.file("points.npy");
+  write_bytes(path, npy_padded(2, "{'descr': '>f4', 'fortran_order': True, 'shape': (4, 2), }",
+                               repeat(0, 4 * 2 * 4)));
+  const io::NpyHeader header = io::read_npy_header(path);
+  CHECK(header.type == io::NpyType::f4);
+  CHECK(header.byte_order == std::endian::big);
+  CHECK(header.fortran_order);
+  CHECK(header.shape == std::vector<std::int64_t>{4, 2});
+  const io::NpyHeader fixture = io::read_npy_header(kFixtureDir + "x0.npy");
+  CHECK(fixture.shape == std::vector<std::int64_t>{64, 2});
+  CHECK(fixture.type == io::NpyType::f8);
+}
+
+TEST_CASE("npy row ranges reject requests outside the file and bad files", "[npy][rows]") {
+  ScratchDirectory scratch;
+  const std::string path = scratch.file("points.npy");
+  io::save_npy<double>(path, flowmatch::Matrix<double>::Ones(2, 4));
+  for (const auto& [first, rows] : std::vector<std::pair<flowmatch::Index, flowmatch::Index>>{
+           {-1, 1}, {0, -1}, {0, 5}, {3, 2}, {4, 1}, {5, 0}, {1, 4}}) {
+    CAPTURE(first, rows);
+    CHECK_THROWS_AS(io::load_npy_batch_rows<double>(path, first, rows), std::invalid_argument);
+  }
+  CHECK_THROWS_WITH(io::load_npy_batch_rows<double>(path, 3, 2),
+                    Contains("first_row = 3 and row_count = 2") && Contains("the 4 rows of"));
+  CHECK(io::load_npy_batch_rows<double>(path, 4, 0).cols() == 0);
+
+  // The file errors of the whole-file loader, found from the header alone.
+  CHECK_THROWS_AS(io::load_npy_batch_rows<double>(scratch.file("missing.npy"), 0, 0), io::io_error);
+  CHECK_THROWS_AS(io::read_npy_header(scratch.file("missing.npy")), io::io_error);
+  const std::string labels = scratch.file("labels.npy");
+  write_bytes(labels, npy_padded(1, "{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }",
+                                 raw<std::int64_t>({1, 2})));
+  CHECK_THROWS_AS(io::load_npy_batch_rows<double>(labels, 0, 1), io::format_error);
+  const std::string cube = scratch.file("cube.npy");
+  write_bytes(cube, npy_padded(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1, 1), }",
+                               raw({1.0})));
+  CHECK_THROWS_WITH(io::load_npy_batch_rows<double>(cube, 0, 1),
+                    Contains("is not a batch of points"));
+  // A file one element short: the size check on the header catches it before any row is read.
+  const std::string truncated = scratch.file("truncated.npy");
+  write_bytes(truncated,
+              npy_padded(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), }",
+                         raw({1.0, 2.0, 3.0})));
+  CHECK_THROWS_AS(io::load_npy_batch_rows<double>(truncated, 0, 1), io::format_error);
+  CHECK_THROWS_WITH(io::read_npy_header(truncated), Contains("data too short"));
+  write_bytes(truncated, Bytes{0x93, 'N', 'U', 'M'});
+  CHECK_THROWS_WITH(io::read_npy_header(truncated), Contains("bad magic string"));
+  CHECK_THROWS_AS(io::read_npy_header(scratch.file("")), io::io_error);  // a directory
+
+  // Only the rows read are converted: a value too large for float in row 2 (element 4 of the
+  // file) fails the whole load and the rows that include it, not the others.
+  const std::string huge = scratch.file("huge.npy");
+  write_bytes(huge, npy_padded(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (4, 2), }",
+                               raw({0.0, 1.0, 2.0, 3.0, 1e300, 5.0, 6.0, 7.0})));
+  CHECK_THROWS_AS(io::load_npy_batch<float>(huge), io::format_error);
+  CHECK_THROWS_WITH(io::load_npy_batch_rows<float>(huge, 1, 2), Contains("element 4"));
+  CHECK(io::load_npy_batch_rows<float>(huge, 0, 2) ==
+        io::load_npy_batch<double>(huge).leftCols(2).cast<float>());
+  CHECK(io::load_npy_batch_rows<float>(huge, 3, 1) ==
+        io::load_npy_batch<double>(huge).rightCols(1).cast<float>());
 }

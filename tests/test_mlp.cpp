@@ -26,6 +26,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "flowmatch/autodiff/field_derivatives.hpp"
 #include "flowmatch/field/velocity_field.hpp"
 #include "flowmatch/io/mlp_safetensors.hpp"
 #include "flowmatch/io/npy.hpp"
@@ -976,4 +977,204 @@ TEST_CASE("load_mlp rejects files that do not describe an MLP", "[io]") {
   SECTION("a file that cannot be read") {
     CHECK_THROWS_AS(io::load_mlp(temporary_path("missing.safetensors")), io::io_error);
   }
+}
+
+namespace {
+
+// Networks with 1, 2 and 3 hidden layers, unconditional and conditional, raw and sinusoidal
+// time: the shapes on which the gradient of the divergence is checked.
+std::vector<MlpConfig> curvature_configs(Activation activation) {
+  return {
+      MlpConfig{3, 0, {6}, activation, TimeEmbedding{0}},
+      MlpConfig{2, 2, {5}, activation, TimeEmbedding{3}},
+      MlpConfig{3, 0, {6, 5}, activation, TimeEmbedding{2}},
+      MlpConfig{2, 1, {5, 4}, activation, TimeEmbedding{0}},
+      MlpConfig{2, 0, {4, 6, 5}, activation, TimeEmbedding{1}},
+      MlpConfig{3, 2, {4, 3, 5}, activation, TimeEmbedding{2}},
+  };
+}
+
+Matrix<double> divergence_gradient(const Problem& problem) {
+  Matrix<double> out(problem.mlp.dim(), problem.x.cols());
+  if (problem.mlp.cond_dim() > 0) {
+    problem.mlp.divergence_gradient(problem.t, problem.x, problem.cond, out);
+  } else {
+    problem.mlp.divergence_gradient(problem.t, problem.x, out);
+  }
+  return out;
+}
+
+// Central differences of Mlp::divergence along each axis: row i = ∂(∇·u)/∂x_i per sample.
+Matrix<double> fd_divergence_gradient(const Problem& problem) {
+  Matrix<double> gradient(problem.mlp.dim(), problem.x.cols());
+  for (Index i = 0; i < problem.mlp.dim(); ++i) {
+    Problem shifted = problem;
+    shifted.x.row(i).array() += fd_step;
+    const Vector<double> plus = divergence(shifted);
+    shifted.x.row(i).array() -= 2 * fd_step;
+    const Vector<double> minus = divergence(shifted);
+    gradient.row(i) = ((plus - minus) / (2 * fd_step)).transpose();
+  }
+  return gradient;
+}
+
+}  // namespace
+
+TEST_CASE("activation second derivatives match central differences of the first", "[activation]") {
+  // The same points as for σ': at least 1e-3 from every kink, so the stencil never crosses one.
+  const std::vector<double> points = {-30, -5, -1.3, -0.2,   -1e-3,  1e-3, 0.2,
+                                      0.7, 3,  19.5, 19.999, 20.001, 20.5, 35};
+  for (const Activation activation : flowmatch::all_activations) {
+    for (const double z : points) {
+      INFO(flowmatch::activation_name(activation) << " at z = " << z);
+      const double fd = (flowmatch::activation_derivative(activation, z + fd_step) -
+                         flowmatch::activation_derivative(activation, z - fd_step)) /
+                        (2 * fd_step);
+      CHECK_THAT(flowmatch::activation_second_derivative(activation, z), WithinAbs(fd, 1e-8));
+    }
+  }
+}
+
+TEST_CASE("activation second derivatives follow their closed forms and kinks", "[activation]") {
+  const double selu_lambda = 1.0507009873554804934193349852946;
+  const double selu_alpha = 1.6732632423543772848170429916717;
+  // Independent forms: tanh'' = −2 tanh·(1 − tanh²); gelu'' = φ(z)(2 − z²); softplus'' = e^z /
+  // (1 + e^z)²; silu'' = s(1 − s)(2 + z(1 − 2s)) with s = 1/(1 + e^{−z}).
+  for (const double z : {-3.0, -0.4, 0.3, 2.5}) {
+    INFO("z = " << z);
+    const double th = std::tanh(z);
+    CHECK_THAT(flowmatch::activation_second_derivative(Activation::tanh, z),
+               WithinAbs(-2 * th * (1 - th * th), 1e-14));
+    CHECK_THAT(
+        flowmatch::activation_second_derivative(Activation::gelu, z),
+        WithinAbs(std::exp(-z * z / 2) / std::sqrt(2 * std::numbers::pi) * (2 - z * z), 1e-14));
+    CHECK_THAT(flowmatch::activation_second_derivative(Activation::softplus, z),
+               WithinAbs(std::exp(z) / ((1 + std::exp(z)) * (1 + std::exp(z))), 1e-14));
+    const double s = 1 / (1 + std::exp(-z));
+    CHECK_THAT(flowmatch::activation_second_derivative(Activation::silu, z),
+               WithinAbs(s * (1 - s) * (2 + z * (1 - 2 * s)), 1e-14));
+  }
+  // Zero on linear pieces; the left branch at a kink, as for σ'.
+  for (const Activation linear_pieces : {Activation::relu, Activation::leaky_relu}) {
+    for (const double z : {-2.0, 0.0, 3.0}) {
+      CHECK(flowmatch::activation_second_derivative(linear_pieces, z) == 0.0);
+    }
+  }
+  CHECK(flowmatch::activation_second_derivative(Activation::elu, 0.0) == 1.0);
+  CHECK(flowmatch::activation_second_derivative(Activation::elu, 1e-9) == 0.0);
+  CHECK_THAT(flowmatch::activation_second_derivative(Activation::selu, 0.0),
+             WithinRel(selu_lambda * selu_alpha, 1e-15));
+  CHECK(flowmatch::activation_second_derivative(Activation::softplus, 20.0) > 0.0);
+  CHECK(flowmatch::activation_second_derivative(Activation::softplus, 20.0 + 1e-9) == 0.0);
+  for (const Activation activation : flowmatch::all_activations) {
+    for (const double z : {-1e4, -800.0, 800.0, 1e4}) {
+      INFO(flowmatch::activation_name(activation) << " at z = " << z);
+      CHECK(std::isfinite(flowmatch::activation_second_derivative(activation, z)));
+    }
+    for (const float z : {-200.0f, 200.0f}) {
+      INFO(flowmatch::activation_name(activation) << " in float at z = " << z);
+      CHECK(std::isfinite(flowmatch::activation_second_derivative(activation, z)));
+    }
+  }
+}
+
+TEST_CASE("an Mlp offers the exact vjp and gradient of the divergence", "[mlp]") {
+  static_assert(flowmatch::HasVjp<Mlp<double>, double>);
+  static_assert(flowmatch::HasDivergenceGradient<Mlp<double>, double>);
+  static_assert(flowmatch::HasDivergenceGradient<Mlp<float>, float>);
+}
+
+TEST_CASE("the divergence gradient matches central differences of the divergence", "[mlp]") {
+  // The divergence is smooth away from kinks: central differences with h = 1e-5 err by
+  // h²/6·|∂³(∇·u)| ~ 1e-10 plus rounding ε·|∇·u|/h ~ 1e-10, well inside fd_tolerance = 1e-7.
+  // For relu and leaky_relu the divergence is piecewise constant and both sides give zero.
+  for (const Activation activation : flowmatch::all_activations) {
+    for (const MlpConfig& config : curvature_configs(activation)) {
+      INFO(describe(config));
+      const Problem problem = make_problem(config, 41, 5);
+      const Matrix<double> exact = divergence_gradient(problem);
+      CHECK(max_abs_difference(exact, fd_divergence_gradient(problem)) <= fd_tolerance);
+      // The sigmoid-like activations must give a gradient that is not trivially zero.
+      if (activation != Activation::relu && activation != Activation::leaky_relu) {
+        CHECK(exact.cwiseAbs().maxCoeff() > 1e-3);
+      }
+    }
+  }
+}
+
+TEST_CASE("with one hidden layer the divergence gradient is W_xᵀ(σ''(z₀) ⊙ c)", "[mlp]") {
+  // div = Σ_j σ'(z_j)·c_j with c_j = Σ_i W₁[i,j]·W₀[j,i], so ∇div = Σ_j σ''(z_j)·c_j·W₀[j, :x].
+  const Problem problem = make_problem(MlpConfig{3, 1, {7}, Activation::gelu, {2}}, 42, 6);
+  const Mlp<double>& mlp = problem.mlp;
+  const Matrix<double> x_weight = mlp.weight(0).leftCols(3);
+  const Vector<double> trace_weights =
+      (mlp.weight(1).transpose().array() * x_weight.array()).rowwise().sum().matrix();
+  const Index features = mlp.config().time_embedding.feature_count();
+  Matrix<double> expected(3, problem.x.cols());
+  for (Index n = 0; n < problem.x.cols(); ++n) {
+    const Vector<double> time = reference_time_features(2, problem.t);
+    const Vector<double> z = x_weight * problem.x.col(n) +
+                             mlp.weight(0).middleCols(3, features) * time +
+                             mlp.weight(0).rightCols(1) * problem.cond.col(n) + mlp.bias(0);
+    Vector<double> weighted(z.size());
+    for (Index j = 0; j < z.size(); ++j) {
+      weighted(j) =
+          flowmatch::activation_second_derivative(Activation::gelu, z(j)) * trace_weights(j);
+    }
+    expected.col(n) = x_weight.transpose() * weighted;
+  }
+  CHECK(max_abs_difference(divergence_gradient(problem), expected) <= 1e-13);
+}
+
+TEST_CASE("a network without hidden layers has zero divergence gradient", "[mlp]") {
+  const Problem problem = make_problem(MlpConfig{3, 0, {}, Activation::silu, {}}, 43);
+  CHECK(divergence_gradient(problem) == Matrix<double>::Zero(3, problem.x.cols()));
+}
+
+TEST_CASE("the float divergence gradient agrees with the double one", "[mlp]") {
+  for (const Activation activation : flowmatch::all_activations) {
+    const MlpConfig config{3, 2, {8, 8}, activation, TimeEmbedding{2}};
+    INFO(describe(config));
+    const Problem problem = make_problem(config, 44);
+    const Mlp<float> single = problem.mlp.cast<float>();
+    Matrix<float> out(3, problem.x.cols());
+    single.divergence_gradient(static_cast<float>(problem.t), problem.x.cast<float>(),
+                               problem.cond.cast<float>(), out);
+    // Each entry sums ~d·width² = 200 products of O(1) terms computed with relative rounding
+    // ≈ 6e-8 (weights rounded to float included): a few 1e-6 at worst; 1e-4 leaves margin for
+    // the activations' own few-ulp errors.
+    CHECK(max_abs_difference(out.cast<double>(), divergence_gradient(problem)) <= 1e-4);
+  }
+}
+
+TEST_CASE("the divergence gradient does not allocate once its workspace is sized", "[mlp]") {
+  const Problem problem = make_problem(MlpConfig{2, 2, {8, 6, 5}, Activation::silu, {2}}, 45);
+  Matrix<double> out(2, problem.x.cols());
+  problem.mlp.divergence_gradient(problem.t, problem.x, problem.cond, out);
+  const ForbidEigenAllocation forbid;
+  CHECK_NOTHROW(problem.mlp.divergence_gradient(problem.t, problem.x, problem.cond, out));
+}
+
+TEST_CASE("bad inputs to the divergence gradient throw", "[mlp]") {
+  const Problem problem = make_problem(MlpConfig{2, 0, {4, 3}, Activation::tanh, {}}, 46);
+  const Problem conditional = make_problem(MlpConfig{2, 3, {4, 3}, Activation::tanh, {}}, 46);
+  const Matrix<double> x = Matrix<double>::Zero(2, 5);
+  Matrix<double> out(2, 5);
+  Matrix<double> wrong_out(2, 4);
+  CHECK_THROWS_WITH(problem.mlp.divergence_gradient(0.5, x, wrong_out),
+                    Catch::Contains("Mlp::divergence_gradient: out"));
+  CHECK_THROWS_WITH(problem.mlp.divergence_gradient(0.5, Matrix<double>::Zero(3, 5), out),
+                    Catch::Contains("x has shape 3x5"));
+  CHECK_THROWS_WITH(problem.mlp.divergence_gradient(std::nan(""), x, out),
+                    Catch::Contains("t must be finite"));
+  CHECK_THROWS_AS(problem.mlp.divergence_gradient(0.5, x, Matrix<double>::Zero(1, 5), out),
+                  std::invalid_argument);
+  CHECK_THROWS_WITH(conditional.mlp.divergence_gradient(0.5, x, out),
+                    Catch::Contains("expected a condition matrix"));
+  CHECK_THROWS_AS(conditional.mlp.divergence_gradient(0.5, x, Matrix<double>::Zero(2, 5), out),
+                  std::invalid_argument);
+  Matrix<double> bad_cond = Matrix<double>::Zero(3, 5);
+  bad_cond(1, 2) = std::nan("");
+  CHECK_THROWS_AS(conditional.mlp.divergence_gradient(0.5, x, bad_cond, out),
+                  std::invalid_argument);
 }

@@ -562,3 +562,81 @@ TEST_CASE("sampling a transformed field reaches the same endpoints as the origin
       flowmatch::integrate(transformed, noise, std::span<const double>(half), options).state;
   CHECK((original_half - transformed_half).cwiseAbs().maxCoeff() > 1e-2);
 }
+
+TEST_CASE("sample_transformed equals sampling the original field, also for VP targets",
+          "[transform][sampling]") {
+  // The exact CondOT velocity of a two-component mixture. Under a scheduler "to" the noise x̄_0
+  // is s_0·x_{t_0} of the original flow, t_0 = ρ̄(0)/(1 + ρ̄(0)) (CondOT: ρ = t/(1 − t)),
+  // s_0 = σ̄_0/(1 − t_0); both ends of the CondOT path are reached, and x̄_1 = x_1.
+  Matrix<double> means(2, 2);
+  means << 1.5, -1.0, 0.5, -1.5;
+  Matrix<double> variances(2, 2);
+  variances << 0.3, 0.5, 0.2, 0.4;
+  const auto data = flowmatch::GaussianMixture<double>::with_diagonal_covariances(
+      Vector<double>::Constant(2, 0.5), means, variances);
+  const flowmatch::GaussianMixturePath<flowmatch::CondOT<double>> field(data);
+  const flowmatch::CondOT<double> from;
+
+  std::mt19937_64 generator(23);
+  std::normal_distribution<double> normal;
+  Matrix<double> noise(2, 16);
+  for (double& value : noise.reshaped()) value = normal(generator);
+  flowmatch::SolverOptions<double> options;
+  options.rtol = options.atol = 1e-10;
+
+  const auto check = [&](const auto& to) {
+    const double snr = to.alpha(0.0) / to.sigma(0.0);
+    const double start = snr / (1 + snr);
+    const double scale = to.sigma(0.0) / (1 - start);
+    const std::vector<double> original_grid{start, 1.0};
+    const Matrix<double> original =
+        flowmatch::integrate(field, noise / scale, std::span<const double>(original_grid), options)
+            .state;
+    const auto result = flowmatch::sample_transformed(field, from, to, noise, options);
+    CHECK((result.state - original).cwiseAbs().maxCoeff() < 1e-7);
+    CHECK(result.stats.nfe > 0);
+
+    // Through a grid: the states at the grid times are those of the transformed field itself.
+    options.return_trajectory = true;
+    const std::vector<double> grid{0.0, 0.5, 1.0};
+    const auto through_grid = flowmatch::sample_transformed(field, from, to, noise,
+                                                            std::span<const double>(grid), options);
+    options.return_trajectory = false;
+    REQUIRE(through_grid.trajectory.size() == 3);
+    CHECK(through_grid.trajectory[0] == noise);
+    const std::vector<double> half{0.0, 0.5};
+    const Matrix<double> transformed_half =
+        flowmatch::integrate(flowmatch::transform_schedule(field, from, to), noise,
+                             std::span<const double>(half), options)
+            .state;
+    CHECK((through_grid.trajectory[1] - transformed_half).cwiseAbs().maxCoeff() < 1e-7);
+    CHECK(through_grid.trajectory[2] == through_grid.state);
+    CHECK((through_grid.state - original).cwiseAbs().maxCoeff() < 1e-7);
+  };
+  SECTION("vp") {
+    check(flowmatch::VP<double>{});
+  }
+  SECTION("linear-vp") {
+    check(flowmatch::LinearVP<double>{});
+  }
+  SECTION("cosine") {
+    check(flowmatch::Cosine<double>{});
+  }
+  SECTION("polynomial") {
+    check(flowmatch::Polynomial<double>(3.0));
+  }
+  SECTION("the transformed VP field itself cannot be evaluated at r = 1") {
+    const auto transformed = flowmatch::transform_schedule(field, from, flowmatch::VP<double>{});
+    CHECK_THROWS_AS(flowmatch::sample(transformed, noise, options), std::domain_error);
+  }
+  SECTION("bad grids and gaps throw") {
+    const std::vector<double> backwards{1.0, 0.0};
+    CHECK_THROWS_AS(flowmatch::sample_transformed(field, from, flowmatch::VP<double>{}, noise,
+                                                  std::span<const double>(backwards), options),
+                    std::invalid_argument);
+    const std::vector<double> grid{0.0, 1.0};
+    CHECK_THROWS_AS(flowmatch::sample_transformed(field, from, flowmatch::VP<double>{}, noise,
+                                                  std::span<const double>(grid), options, 0.0),
+                    std::invalid_argument);
+  }
+}

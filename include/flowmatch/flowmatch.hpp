@@ -30,6 +30,8 @@
 #include "flowmatch/nn/time_embedding.hpp"
 #include "flowmatch/oracle/gaussian_mixture.hpp"
 #include "flowmatch/oracle/gaussian_mixture_path.hpp"
+#include "flowmatch/parallel/parallel_field.hpp"
+#include "flowmatch/parallel/thread_pool.hpp"
 #include "flowmatch/path/affine_path.hpp"
 #include "flowmatch/path/schedule_transform.hpp"
 #include "flowmatch/scheduler/condot.hpp"

@@ -1,15 +1,18 @@
 /// @file file.hpp
-/// @brief Whole-file reading and atomic writing (internal), shared by the file formats.
+/// @brief Whole-file and byte-range reading and atomic writing (internal), shared by the file
+/// formats.
 #pragma once
 
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <span>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "flowmatch/io/io_error.hpp"
@@ -58,6 +61,45 @@ inline std::vector<std::uint8_t> read_file_bytes(const std::string& path) {
   if (std::ferror(file) != 0) throw io::io_error(path, "cannot read: " + errno_text());
   return bytes;
 }
+
+/// A file opened for reading ranges of its bytes at given offsets, so that a reader needs only
+/// the parts it uses (a header, some rows) and never the whole file.
+class FileRangeReader {
+ public:
+  /// Opens @p path; throws io::io_error naming it if it cannot be opened or sized.
+  explicit FileRangeReader(std::string path)
+      : path_(std::move(path)), stream_(path_, std::ios::binary) {
+    if (!stream_) throw io::io_error(path_, "cannot open for reading: " + errno_text());
+    stream_.seekg(0, std::ios::end);
+    const std::streamoff end = stream_.tellg();
+    if (!stream_ || end < 0) throw io::io_error(path_, "cannot determine the file size");
+    size_ = static_cast<std::uint64_t>(end);
+  }
+
+  /// The size of the file in bytes, when it was opened.
+  [[nodiscard]] std::uint64_t size() const { return size_; }
+
+  /// The @p length bytes starting at @p offset; throws io::io_error if they cannot all be read
+  /// (a read error, or the file shrank since it was opened).
+  std::vector<std::uint8_t> read(std::uint64_t offset, std::size_t length) {
+    std::vector<std::uint8_t> bytes(length);
+    if (length == 0) return bytes;
+    stream_.clear();
+    stream_.seekg(static_cast<std::streamoff>(offset));
+    stream_.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(length));
+    if (static_cast<std::size_t>(stream_.gcount()) != length) {
+      throw io::io_error(path_, "cannot read bytes " + std::to_string(offset) + " to " +
+                                    std::to_string(offset + length) + " of " +
+                                    std::to_string(size_));
+    }
+    return bytes;
+  }
+
+ private:
+  std::string path_;
+  std::ifstream stream_;
+  std::uint64_t size_ = 0;
+};
 
 /// Deletes a temporary file when it goes out of scope, unless released.
 class TemporaryFile {

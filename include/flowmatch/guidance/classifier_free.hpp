@@ -25,7 +25,11 @@
 ///
 /// When the conditional field offers its divergence (`field.divergence(t, x, c, out)`), so
 /// does the guided field, by the same combination: ∇·u = Σ_i w_i ∇·u_{c_i} + (1 − Σ_i w_i)
-/// ∇·u_null. Log-likelihoods of guided samples then use the exact divergence.
+/// ∇·u_null. Log-likelihoods of guided samples then use the exact divergence. Likewise, when it
+/// offers `jvp(t, x, c, tangent, out)` or `vjp(t, x, c, cotangent, out)`, the guided field
+/// offers jvp or vjp: its Jacobian is J = Σ_i w_i J_{c_i} + (1 − Σ_i w_i) J_null per sample, so
+/// J·v and Jᵀ·v combine the conditional products with the same weights (Hutchinson's estimator
+/// of the divergence and the exact score use them).
 ///
 /// The wrapper keeps its stacking buffers between calls (no allocation per call once sized), so
 /// one wrapper must not be called from several threads at once; use one wrapper per thread.
@@ -195,6 +199,42 @@ class GuidedField {
     combine(stacked_divergence_, out_row);
   }
 
+  /// The Jacobian-vector product J·tangent of the guided velocity into @p out (d×N), with
+  /// J = Σ_i w_i J_{c_i} + (1 − Σ_i w_i) J_null per sample and the weights in force at t;
+  /// offered when the conditional field offers `jvp(t, x, c, tangent, out)`. x may also hold m
+  /// copies of the batch side by side (m·N columns, column j·N + n a copy of sample n, as
+  /// Hutchinson's probes use); each copy is guided as the batch.
+  void jvp(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>& tangent,
+           MatrixRef<Scalar> out) const requires
+      requires(const std::unwrap_reference_t<Field>& field) {
+    field.jvp(t, x, x, tangent, out);
+  }
+  {
+    const std::unwrap_reference_t<Field>& field = field_;
+    combine_products(
+        t, x, tangent, out, "GuidedField::jvp: tangent", "GuidedField::jvp: out",
+        [&](const ConstMatrixRef<Scalar>& points, const ConstMatrixRef<Scalar>& conditions,
+            const ConstMatrixRef<Scalar>& direction,
+            MatrixRef<Scalar> product) { field.jvp(t, points, conditions, direction, product); });
+  }
+
+  /// The vector-Jacobian product Jᵀ·cotangent of the guided velocity into @p out (d×N), J as
+  /// in jvp(); offered when the conditional field offers `vjp(t, x, c, cotangent, out)`. x may
+  /// hold m copies of the batch, as for jvp().
+  void vjp(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>& cotangent,
+           MatrixRef<Scalar> out) const requires
+      requires(const std::unwrap_reference_t<Field>& field) {
+    field.vjp(t, x, x, cotangent, out);
+  }
+  {
+    const std::unwrap_reference_t<Field>& field = field_;
+    combine_products(
+        t, x, cotangent, out, "GuidedField::vjp: cotangent", "GuidedField::vjp: out",
+        [&](const ConstMatrixRef<Scalar>& points, const ConstMatrixRef<Scalar>& conditions,
+            const ConstMatrixRef<Scalar>& direction,
+            MatrixRef<Scalar> product) { field.vjp(t, points, conditions, direction, product); });
+  }
+
  private:
   struct Term {
     Matrix<Scalar> condition;
@@ -269,6 +309,42 @@ class GuidedField {
     }
   }
 
+  /// The guided product of @p direction (d×N, or m copies: see jvp) into @p out (the names are
+  /// those of the error messages): for each copy,
+  /// stacks x, the conditions and the direction like stack_inputs, calls
+  /// @p product(x, c, direction, out) on the stacked columns and combines the results.
+  template <class Product>
+  void combine_products(Scalar t, const ConstMatrixRef<Scalar>& x,
+                        const ConstMatrixRef<Scalar>& direction, MatrixRef<Scalar> out,
+                        const char* direction_name, const char* out_name, Product&& product) const {
+    detail::require_shape(direction_name, direction, x.rows(), x.cols());
+    detail::require_shape(out_name, out, x.rows(), x.cols());
+    const Index batch = samples();
+    // A width that is no multiple of N is passed on whole, for stack_inputs to reject.
+    const bool copies = batch > 0 && x.cols() > 0 && x.cols() % batch == 0;
+    const Index width = copies ? batch : x.cols();
+    const Index copy_count = copies ? x.cols() / batch : 1;
+    for (Index copy = 0; copy < copy_count; ++copy) {
+      const Index begin = copy * width;
+      const Index total = stack_inputs(t, x.middleCols(begin, width));
+      const Index sets = condition_sets();
+      stacked_direction_.resize(x.rows(), stacked_x_.cols());
+      for (Index set = 0; set < sets; ++set) {
+        stacked_direction_.middleCols(set * batch, batch) = direction.middleCols(begin, batch);
+      }
+      for (Index slot = 0; slot < static_cast<Index>(null_samples_.size()); ++slot) {
+        stacked_direction_.col(sets * batch + slot) = direction.col(begin + null_samples_[slot]);
+      }
+      stacked_velocity_.resize(x.rows(), stacked_x_.cols());
+      evaluate_stacked(total, [&](Index first, Index count) {
+        product(stacked_x_.middleCols(first, count), stacked_condition_.middleCols(first, count),
+                stacked_direction_.middleCols(first, count),
+                stacked_velocity_.middleCols(first, count));
+      });
+      combine(stacked_velocity_, out.middleCols(begin, width));
+    }
+  }
+
   /// out = Σ_i w_i ⊙ stacked_i + (1 − Σ_i w_i) ⊙ stacked_null, column by column (stacked has the
   /// layout of stack_inputs; rows are the velocity components, or one row of divergences).
   template <class Out>
@@ -295,7 +371,8 @@ class GuidedField {
   mutable std::vector<Index> null_samples_;
   mutable Matrix<Scalar> stacked_x_;
   mutable Matrix<Scalar> stacked_condition_;
-  mutable Matrix<Scalar> stacked_velocity_;
+  mutable Matrix<Scalar> stacked_velocity_;    // velocities, or products of jvp and vjp
+  mutable Matrix<Scalar> stacked_direction_;   // tangents or cotangents of jvp and vjp
   mutable Matrix<Scalar> stacked_divergence_;  // 1 × columns: one divergence per stacked sample
 };
 

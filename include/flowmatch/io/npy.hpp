@@ -9,7 +9,8 @@
 /// offset; nothing is ever read out of bounds.
 ///
 /// A batch of N points in R^d (a d×N column-major matrix) has the memory of a C-order [N, d]
-/// array: element (i, j) of the array is row j of column i of the batch.
+/// array: element (i, j) of the array is row j of column i of the batch. read_npy_header and
+/// load_npy_batch_rows read only the header, or the header and a range of rows, of a file.
 #pragma once
 
 #include <algorithm>
@@ -22,6 +23,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "flowmatch/core/types.hpp"
@@ -58,6 +60,18 @@ struct NpyArray {
   std::vector<std::int64_t> integers;
 };
 
+/// What the header of an .npy file says about its elements (see read_npy_header).
+struct NpyHeader {
+  /// Element type.
+  NpyType type = NpyType::f8;
+  /// Byte order of the elements (std::endian::little or std::endian::big).
+  std::endian byte_order = std::endian::little;
+  /// Element order: false for C (row-major) order, true for Fortran (column-major) order.
+  bool fortran_order = false;
+  /// Extent of each dimension (empty for a 0-d array holding one element).
+  std::vector<std::int64_t> shape;
+};
+
 }  // namespace flowmatch::io
 
 namespace flowmatch::detail {
@@ -84,14 +98,6 @@ inline std::string npy_descr(io::NpyType type, std::endian byte_order) {
   return std::string(byte_order == std::endian::big ? ">" : "<") + names[static_cast<int>(type)];
 }
 
-/// The parsed header dict.
-struct NpyHeader {
-  io::NpyType type = io::NpyType::f8;
-  std::endian byte_order = std::endian::little;
-  bool fortran_order = false;
-  std::vector<std::int64_t> shape;
-};
-
 /// Parses the header dict, a Python literal such as
 /// {'descr': '<f8', 'fortran_order': False, 'shape': (16, 2), }, with a small tokenizer.
 /// Whitespace (spaces and tabs) may separate tokens; strings take single or double quotes
@@ -103,8 +109,8 @@ class NpyHeaderParser {
   NpyHeaderParser(std::string_view text, std::uint64_t file_offset, std::string_view source)
       : text_(text), file_offset_(file_offset), source_(source) {}
 
-  NpyHeader parse() {
-    NpyHeader header;
+  io::NpyHeader parse() {
+    io::NpyHeader header;
     bool seen_descr = false, seen_fortran = false, seen_shape = false;
     expect(Kind::open_brace, "'{' opening the header dict");
     Token token = next();
@@ -229,7 +235,7 @@ class NpyHeaderParser {
     return token;
   }
 
-  void parse_descr(NpyHeader& header) {
+  void parse_descr(io::NpyHeader& header) {
     const Token token = expect(Kind::string, "a quoted dtype for 'descr'");
     for (const io::NpyType type :
          {io::NpyType::f4, io::NpyType::f8, io::NpyType::i4, io::NpyType::i8}) {
@@ -326,68 +332,93 @@ void decode_npy_elements(const std::uint8_t* data, std::size_t count, io::NpyTyp
   }
 }
 
-/// Parses a whole .npy file held in @p bytes; @p source names it in error messages.
-inline io::NpyArray parse_npy(std::span<const std::uint8_t> bytes, std::string_view source) {
+/// Where the elements of an .npy file lie, and what its header says.
+struct NpyLayout {
+  io::NpyHeader header;
+  std::uint64_t data_start = 0;     ///< byte offset of the first element
+  std::uint64_t element_count = 0;  ///< the product of the shape
+};
+
+/// Checks the magic string, version, header and data size of an .npy file of @p file_size
+/// bytes and parses its header, reading only the first bytes and the header;
+/// @p source names the file in error messages. @p read(offset, length) returns the file's
+/// bytes in [offset, offset + length), which the caller keeps inside the file.
+template <class ReadBytes>
+NpyLayout parse_npy_layout(ReadBytes&& read, std::uint64_t file_size, std::string_view source) {
   const auto fail = [&](std::uint64_t offset, const std::string& what) {
     throw io::format_error(source, "byte " + std::to_string(offset), what);
   };
-  if (bytes.size() < kNpyMagic.size() ||
-      std::memcmp(bytes.data(), kNpyMagic.data(), kNpyMagic.size()) != 0) {
+  // Magic (6 bytes), version (2) and header length (2 bytes in version 1.0, 4 in 2.0 and 3.0).
+  const auto prefix = read(0, static_cast<std::size_t>(std::min<std::uint64_t>(file_size, 12)));
+  if (prefix.size() < kNpyMagic.size() ||
+      std::memcmp(prefix.data(), kNpyMagic.data(), kNpyMagic.size()) != 0) {
     fail(0, "bad magic string (expected \\x93NUMPY)");
   }
-  if (bytes.size() < 8) fail(bytes.size(), "file ends inside the format version");
-  const unsigned major = bytes[6], minor = bytes[7];
+  if (prefix.size() < 8) fail(file_size, "file ends inside the format version");
+  const unsigned major = prefix[6], minor = prefix[7];
   if (major < 1 || major > 3 || minor != 0) {
     fail(6, "unsupported format version " + std::to_string(major) + "." + std::to_string(minor) +
                 " (expected 1.0, 2.0 or 3.0)");
   }
-  // Version 1.0 stores the header length in 2 bytes, versions 2.0 and 3.0 in 4 bytes.
   const std::size_t length_bytes = major == 1 ? 2 : 4;
   const std::size_t header_start = 8 + length_bytes;
-  if (bytes.size() < header_start) fail(bytes.size(), "file ends inside the header length");
+  if (file_size < header_start) fail(file_size, "file ends inside the header length");
   const std::uint64_t header_length =
-      major == 1 ? load_uint<std::uint16_t>(bytes.data() + 8, ByteOrder::little)
-                 : load_uint<std::uint32_t>(bytes.data() + 8, ByteOrder::little);
+      major == 1 ? load_uint<std::uint16_t>(prefix.data() + 8, ByteOrder::little)
+                 : load_uint<std::uint32_t>(prefix.data() + 8, ByteOrder::little);
   if (header_length > kMaxNpyHeaderBytes) {
     fail(8, "header length " + std::to_string(header_length) + " exceeds the limit of " +
                 std::to_string(kMaxNpyHeaderBytes) + " bytes");
   }
-  if (header_length > bytes.size() - header_start) {
+  if (header_length > file_size - header_start) {
     fail(8, "header length " + std::to_string(header_length) + " extends beyond the end (" +
-                std::to_string(bytes.size() - header_start) + " bytes follow the length field)");
+                std::to_string(file_size - header_start) + " bytes follow the length field)");
   }
-  if (header_length == 0 || bytes[header_start + header_length - 1] != '\n') {
+  const auto header_bytes = read(header_start, static_cast<std::size_t>(header_length));
+  if (header_length == 0 || header_bytes[header_length - 1] != '\n') {
     fail(header_start + header_length, "header is not terminated by a newline");
   }
-  const std::string_view header_text(reinterpret_cast<const char*>(bytes.data() + header_start),
+  const std::string_view header_text(reinterpret_cast<const char*>(header_bytes.data()),
                                      header_length - 1);
-  NpyHeader header = NpyHeaderParser(header_text, header_start, source).parse();
+  NpyLayout layout;
+  layout.header = NpyHeaderParser(header_text, header_start, source).parse();
+  layout.data_start = header_start + header_length;
 
-  const std::size_t data_start = header_start + header_length;
-  const std::size_t item_bytes = item_size(header.type);
+  const std::size_t item_bytes = item_size(layout.header.type);
   const auto count =
-      checked_product(header.shape, std::numeric_limits<std::uint64_t>::max() / item_bytes);
-  if (!count) fail(header_start, "shape " + shape_text(header.shape) + " overflows");
+      checked_product(layout.header.shape, std::numeric_limits<std::uint64_t>::max() / item_bytes);
+  if (!count) fail(header_start, "shape " + shape_text(layout.header.shape) + " overflows");
   const std::uint64_t expected = *count * item_bytes;
-  const std::uint64_t available = bytes.size() - data_start;
+  const std::uint64_t available = file_size - layout.data_start;
   if (available != expected) {
-    fail(data_start, std::string(available < expected ? "data too short" : "trailing data") +
-                         ": shape " + shape_text(header.shape) + " needs " +
-                         std::to_string(expected) + " bytes, found " + std::to_string(available));
+    fail(layout.data_start, std::string(available < expected ? "data too short" : "trailing data") +
+                                ": shape " + shape_text(layout.header.shape) + " needs " +
+                                std::to_string(expected) + " bytes, found " +
+                                std::to_string(available));
   }
+  layout.element_count = *count;
+  return layout;
+}
 
+/// Parses a whole .npy file held in @p bytes; @p source names it in error messages.
+inline io::NpyArray parse_npy(std::span<const std::uint8_t> bytes, std::string_view source) {
+  const auto read = [bytes](std::uint64_t offset, std::size_t length) {
+    return bytes.subspan(static_cast<std::size_t>(offset), length);
+  };
+  NpyLayout layout = parse_npy_layout(read, bytes.size(), source);
   io::NpyArray array;
-  array.shape = std::move(header.shape);
-  array.type = header.type;
-  array.byte_order = header.byte_order;
-  array.fortran_order = header.fortran_order;
-  const std::uint8_t* data = bytes.data() + data_start;
+  array.shape = std::move(layout.header.shape);
+  array.type = layout.header.type;
+  array.byte_order = layout.header.byte_order;
+  array.fortran_order = layout.header.fortran_order;
+  const std::size_t count = layout.element_count;
+  const std::uint8_t* data = bytes.data() + layout.data_start;
   if (is_float(array.type)) {
-    array.values.resize(*count);
-    decode_npy_elements(data, *count, array.type, array.byte_order, array.values.data());
+    array.values.resize(count);
+    decode_npy_elements(data, count, array.type, array.byte_order, array.values.data());
   } else {
-    array.integers.resize(*count);
-    decode_npy_elements(data, *count, array.type, array.byte_order, array.integers.data());
+    array.integers.resize(count);
+    decode_npy_elements(data, count, array.type, array.byte_order, array.integers.data());
   }
   return array;
 }
@@ -483,26 +514,42 @@ void write_npy_data(const std::string& path, std::span<const std::int64_t> shape
   write_file_atomic(path, bytes);
 }
 
-/// Throws io::format_error unless @p array holds floats (an integer array is not a point set).
-inline void require_float_array(const io::NpyArray& array, const std::string& path,
+/// Throws io::format_error unless @p type is a float type (an integer array is not a point
+/// set); @p byte_order only names the dtype in the message.
+inline void require_float_array(io::NpyType type, std::endian byte_order, const std::string& path,
                                 const char* purpose) {
-  if (!is_float(array.type)) {
+  if (!is_float(type)) {
     throw io::format_error(path, "field 'descr'",
-                           "integer dtype '" + npy_descr(array.type, array.byte_order) +
+                           "integer dtype '" + npy_descr(type, byte_order) +
                                "' cannot be loaded as " + purpose +
                                "; expected a float array ('<f4', '>f4', '<f8' or '>f8')");
   }
 }
 
-/// Throws io::format_error naming @p path if a finite value of @p array overflows Scalar.
+/// Throws io::format_error naming @p path if a finite entry of @p values overflows Scalar;
+/// @p values are the file's elements from number @p first_element on.
 template <class Scalar>
-void require_representable(const io::NpyArray& array, const std::string& path) {
-  const auto bad = first_narrowing_overflow<Scalar>(array.values.data(), array.values.size());
+void require_representable(std::span<const double> values, const std::string& path,
+                           std::uint64_t first_element = 0) {
+  const auto bad = first_narrowing_overflow<Scalar>(values.data(), values.size());
   if (bad >= 0) {
-    throw io::format_error(path, "element " + std::to_string(bad),
-                           "value " + std::to_string(array.values[static_cast<std::size_t>(bad)]) +
-                               " is too large for float");
+    throw io::format_error(
+        path, "element " + std::to_string(first_element + static_cast<std::uint64_t>(bad)),
+        "value " + std::to_string(values[static_cast<std::size_t>(bad)]) +
+            " is too large for float");
   }
+}
+
+/// N and d of a batch file of @p shape, [N, d] or [N] (d = 1); throws io::format_error naming
+/// @p path for any other shape.
+inline std::pair<Index, Index> batch_extents(const std::vector<std::int64_t>& shape,
+                                             const std::string& path) {
+  if (shape.size() != 1 && shape.size() != 2) {
+    throw io::format_error(
+        path, "field 'shape'",
+        "shape " + shape_text(shape) + " is not a batch of points (expected [N, d] or [N])");
+  }
+  return {static_cast<Index>(shape[0]), shape.size() == 2 ? static_cast<Index>(shape[1]) : 1};
 }
 
 /// Whether @p shape is [N] or [N, 1].
@@ -592,15 +639,9 @@ inline void write_npy(const std::string& path, const NpyArray& array, int versio
 template <class Scalar = double>
 Matrix<Scalar> load_npy_batch(const std::string& path) {
   const NpyArray array = read_npy(path);
-  detail::require_float_array(array, path, "a batch of points");
-  if (array.shape.size() != 1 && array.shape.size() != 2) {
-    throw format_error(path, "field 'shape'",
-                       "shape " + detail::shape_text(array.shape) +
-                           " is not a batch of points (expected [N, d] or [N])");
-  }
-  detail::require_representable<Scalar>(array, path);
-  const Index count = static_cast<Index>(array.shape[0]);
-  const Index dimension = array.shape.size() == 2 ? static_cast<Index>(array.shape[1]) : 1;
+  detail::require_float_array(array.type, array.byte_order, path, "a batch of points");
+  const auto [count, dimension] = detail::batch_extents(array.shape, path);
+  detail::require_representable<Scalar>(array.values, path);
   using DoubleMatrix = Matrix<double>;
   // C order [N, d] is the column-major d×N memory; Fortran order [N, d] is column-major N×d.
   if (array.fortran_order) {
@@ -612,19 +653,80 @@ Matrix<Scalar> load_npy_batch(const std::string& path) {
       .template cast<Scalar>();
 }
 
+/// Reads the header of the .npy file at @p path (element type, byte order, element order and
+/// shape) and checks the file size against it, without reading the elements.
+/// @throws io_error if the file cannot be read; format_error if the header is corrupt or
+///   unsupported or the file size does not match the shape.
+inline NpyHeader read_npy_header(const std::string& path) {
+  detail::FileRangeReader file(path);
+  const auto read = [&file](std::uint64_t offset, std::size_t length) {
+    return file.read(offset, length);
+  };
+  return detail::parse_npy_layout(read, file.size(), path).header;
+}
+
+/// Loads rows [first_row, first_row + row_count) of a batch file as a d×row_count batch: bit
+/// for bit columns first_row, …, first_row + row_count − 1 of load_npy_batch(path), but reading
+/// only the header and the bytes of those rows (one contiguous range in C order, d ranges in
+/// Fortran order). Each process of a parallel job can so read just its share of a large file.
+/// @throws std::invalid_argument unless first_row ≥ 0, row_count ≥ 0 and
+///   first_row + row_count ≤ N; io_error if the file cannot be read; format_error as
+///   load_npy_batch (checked on the header, and on the values of the rows read).
+template <class Scalar = double>
+Matrix<Scalar> load_npy_batch_rows(const std::string& path, Index first_row, Index row_count) {
+  detail::FileRangeReader file(path);
+  const auto read = [&file](std::uint64_t offset, std::size_t length) {
+    return file.read(offset, length);
+  };
+  const detail::NpyLayout layout = detail::parse_npy_layout(read, file.size(), path);
+  const NpyHeader& header = layout.header;
+  detail::require_float_array(header.type, header.byte_order, path, "a batch of points");
+  const auto [count, dimension] = detail::batch_extents(header.shape, path);
+  if (first_row < 0 || row_count < 0 || first_row > count - row_count) {
+    throw std::invalid_argument("load_npy_batch_rows: first_row = " + std::to_string(first_row) +
+                                " and row_count = " + std::to_string(row_count) +
+                                " do not select rows within the " + std::to_string(count) +
+                                " rows of '" + path + "'");
+  }
+  // C order: row i is the d elements from i·d on, so the rows are one run of row_count·d
+  // elements, the d×row_count batch. Fortran order: element (i, j) is number j·N + i, so
+  // column j of the array holds a run of row_count elements, the row_count×d transpose.
+  const bool fortran = header.fortran_order;
+  Matrix<double> values(fortran ? row_count : dimension, fortran ? dimension : row_count);
+  const Index runs = fortran ? dimension : 1;
+  const auto run_length = static_cast<std::size_t>(fortran ? row_count : row_count * dimension);
+  const std::size_t item_bytes = detail::item_size(header.type);
+  for (Index run = 0; run < runs; ++run) {
+    const auto first_element =
+        static_cast<std::uint64_t>(fortran ? run * count + first_row : first_row * dimension);
+    double* out = values.data() + run * static_cast<Index>(run_length);
+    const std::vector<std::uint8_t> bytes =
+        file.read(layout.data_start + first_element * item_bytes, run_length * item_bytes);
+    detail::decode_npy_elements(bytes.data(), run_length, header.type, header.byte_order, out);
+    detail::require_representable<Scalar>(std::span<const double>(out, run_length), path,
+                                          first_element);
+  }
+  if (fortran) return values.transpose().template cast<Scalar>();
+  if constexpr (std::is_same_v<Scalar, double>) {
+    return values;
+  } else {
+    return values.template cast<Scalar>();
+  }
+}
+
 /// Loads a float vector: an [N] or [N, 1] array (f4 or f8) becomes a length-N vector.
 /// @throws io_error if the file cannot be read; format_error if it is corrupt, holds integers,
 ///   has another shape, or (for float) holds a finite value too large for float.
 template <class Scalar = double>
 Vector<Scalar> load_npy_vector(const std::string& path) {
   const NpyArray array = read_npy(path);
-  detail::require_float_array(array, path, "a vector");
+  detail::require_float_array(array.type, array.byte_order, path, "a vector");
   if (!detail::is_vector_shape(array.shape)) {
     throw format_error(
         path, "field 'shape'",
         "shape " + detail::shape_text(array.shape) + " is not a vector (expected [N] or [N, 1])");
   }
-  detail::require_representable<Scalar>(array, path);
+  detail::require_representable<Scalar>(array.values, path);
   return Eigen::Map<const Vector<double>>(array.values.data(),
                                           static_cast<Index>(array.values.size()))
       .template cast<Scalar>();

@@ -75,20 +75,32 @@ class ConditionedField {
   }
   { field_->divergence(t, x, conditions_for(x.cols()), out); }
 
+  /// ∇ₓ(∇·u_t) from the conditional field's divergence_gradient member.
+  void divergence_gradient(Scalar t, const ConstMatrixRef<Scalar>& x,
+                           MatrixRef<Scalar> out) const requires requires(const Field& f) {
+    f.divergence_gradient(t, x, x, out);
+  }
+  { field_->divergence_gradient(t, x, conditions_for(x.cols()), out); }
+
  private:
-  /// The conditions for a batch of @p columns = m·N columns: m copies side by side.
-  [[nodiscard]] Matrix<Scalar> conditions_for(Index columns) const {
+  /// The conditions for a batch of @p columns = m·N columns: the bound matrix itself for
+  /// m = 1 (no copy, so solver loops do not allocate), else m copies side by side, kept for
+  /// the next call of the same width. Calls with m > 1 must not run concurrently.
+  [[nodiscard]] ConstMatrixRef<Scalar> conditions_for(Index columns) const {
     const Index samples = condition_.cols();
     if (columns % samples != 0) {
       throw std::invalid_argument("ConditionedField: x has " + detail::to_text(columns) +
                                   " columns, expected a multiple of the " +
                                   detail::to_text(samples) + " bound conditions");
     }
-    return condition_.replicate(1, columns / samples);
+    if (columns == samples) return condition_;
+    if (replicated_.cols() != columns) replicated_ = condition_.replicate(1, columns / samples);
+    return replicated_;
   }
 
   const Field* field_;
   Matrix<Scalar> condition_;
+  mutable Matrix<Scalar> replicated_;
 };
 
 /// log p_1(x | c) for a batch of conditional samples: log_likelihood of the field with the

@@ -77,6 +77,51 @@ Matrix<Scalar> draw_probes(Index dim, Index samples, Index probes, ProbeDistribu
   return result;
 }
 
+namespace detail {
+
+/// The buffers of hutchinson_divergence, kept between the calls of a prepared estimator so
+/// that they are allocated only once.
+template <class Scalar>
+struct HutchinsonBuffers {
+  Matrix<Scalar> repeated;  ///< x repeated K times side by side (K > 1 only).
+  Matrix<Scalar> products;  ///< J z for every probe.
+};
+
+template <class Scalar, class Field>
+void hutchinson_divergence(const Field& field, Scalar t, const ConstMatrixRef<Scalar>& x,
+                           const ConstMatrixRef<Scalar>& probes, VectorRef<Scalar> out,
+                           HutchinsonBuffers<Scalar>& buffers) {
+  require_batch("hutchinson_divergence: x", x);
+  const Index samples = x.cols();
+  if (samples == 0 || probes.rows() != x.rows() || probes.cols() % samples != 0 ||
+      probes.cols() == 0) {
+    throw std::invalid_argument("hutchinson_divergence: probes has shape " +
+                                to_text(probes.rows()) + "x" + to_text(probes.cols()) +
+                                ", expected " + to_text(x.rows()) + "x(K·" + to_text(samples) +
+                                ") with K >= 1");
+  }
+  require_shape("hutchinson_divergence: out", out, samples, 1);
+  const Index count = probes.cols() / samples;
+  if (count > 1) {
+    buffers.repeated.resize(x.rows(), probes.cols());
+    for (Index k = 0; k < count; ++k) buffers.repeated.middleCols(k * samples, samples) = x;
+  }
+  const ConstMatrixRef<Scalar> points = count > 1 ? ConstMatrixRef<Scalar>(buffers.repeated) : x;
+  buffers.products.resize(x.rows(), probes.cols());
+  jacobian_vector_product<Scalar>(field, t, points, probes, buffers.products);
+  // z·(J z) per column, then the mean over the K probes of each sample.
+  out.setZero();
+  for (Index k = 0; k < count; ++k) {
+    out.transpose() += probes.middleCols(k * samples, samples)
+                           .cwiseProduct(buffers.products.middleCols(k * samples, samples))
+                           .colwise()
+                           .sum();
+  }
+  out /= Scalar(count);
+}
+
+}  // namespace detail
+
 /// Hutchinson's estimate (1/K) Σ_k z_kᵀ (∂u_t/∂x) z_k of ∇·u_t for each sample, into @p out
 /// (length N), with the probes z of draw_probes (d×(K·N), column k·N + n for sample n).
 /// The Jacobian-vector products are one evaluation on d×(K·N) columns (see
@@ -87,24 +132,8 @@ void hutchinson_divergence(const Field& field, Scalar t,
                            const std::type_identity_t<ConstMatrixRef<Scalar>>& x,
                            const std::type_identity_t<ConstMatrixRef<Scalar>>& probes,
                            std::type_identity_t<VectorRef<Scalar>> out) {
-  detail::require_batch("hutchinson_divergence: x", x);
-  const Index samples = x.cols();
-  if (samples == 0 || probes.rows() != x.rows() || probes.cols() % samples != 0 ||
-      probes.cols() == 0) {
-    throw std::invalid_argument(
-        "hutchinson_divergence: probes has shape " + detail::to_text(probes.rows()) + "x" +
-        detail::to_text(probes.cols()) + ", expected " + detail::to_text(x.rows()) + "x(K·" +
-        detail::to_text(samples) + ") with K >= 1");
-  }
-  detail::require_shape("hutchinson_divergence: out", out, samples, 1);
-  const Index count = probes.cols() / samples;
-  const Matrix<Scalar> repeated = x.replicate(1, count);
-  Matrix<Scalar> products(x.rows(), probes.cols());
-  jacobian_vector_product<Scalar>(field, t, repeated, probes, products);
-  // z·(J z) per column, then the mean over the K probes of each sample.
-  const Eigen::Matrix<Scalar, 1, Eigen::Dynamic> quadratic =
-      probes.cwiseProduct(products).colwise().sum();
-  out = quadratic.reshaped(samples, count).rowwise().mean();
+  detail::HutchinsonBuffers<Scalar> buffers;
+  detail::hutchinson_divergence<Scalar>(field, t, x, probes, out, buffers);
 }
 
 /// Hutchinson's estimator with K probes per sample, drawn from @p generator once per call of
@@ -130,9 +159,12 @@ class Hutchinson {
   /// Draws the probes for a batch and returns the estimate callable that uses them.
   template <class Scalar>
   auto prepare(Index dim, Index samples) const {
-    return [probes = draw_probes<Scalar>(dim, samples, probes_, distribution_, *generator_)](
-               const auto& field, Scalar t, const ConstMatrixRef<Scalar>& x,
-               VectorRef<Scalar> out) { hutchinson_divergence<Scalar>(field, t, x, probes, out); };
+    return [probes = draw_probes<Scalar>(dim, samples, probes_, distribution_, *generator_),
+            buffers = detail::HutchinsonBuffers<Scalar>{}](const auto& field, Scalar t,
+                                                           const ConstMatrixRef<Scalar>& x,
+                                                           VectorRef<Scalar> out) mutable {
+      detail::hutchinson_divergence<Scalar>(field, t, x, probes, out, buffers);
+    };
   }
 
  private:

@@ -1,5 +1,6 @@
 /// @file activation.hpp
-/// @brief Element-wise activation functions of the neural fields, with exact first derivatives.
+/// @brief Element-wise activation functions of the neural fields, with exact first and second
+/// derivatives.
 ///
 /// Each activation uses PyTorch's default parameters so that weights trained there evaluate
 /// identically here:
@@ -18,7 +19,9 @@
 ///
 /// with SELU's λ = 1.0507009873554804934193349852946 and α = 1.6732632423543772848170429916717.
 /// At a kink (z = 0 for relu, leaky_relu, elu, selu; z = 20 for softplus) the derivative is the
-/// one-sided value PyTorch's autograd uses: that of the branch taken for z ≤ 0 (z ≤ 20).
+/// one-sided value PyTorch's autograd uses: that of the branch taken for z ≤ 0 (z ≤ 20). The
+/// second derivative σ'' (the exact gradient of a network's divergence needs it) follows the same
+/// rule; it is zero on every linear piece.
 ///
 /// The formulas are evaluated in forms that stay finite and accurate for large |z|: the sigmoid
 /// and tanh are written on exp of a non-positive argument, log(1 + eᶻ) with log1p, eᶻ − 1 with
@@ -127,6 +130,12 @@ struct SiluFunction {
     const SigmoidPair<Scalar> s = sigmoid_pair(z);
     return {z * s.sigmoid, s.sigmoid * (Scalar(1) + z * s.complement)};
   }
+  // s' = s(1 − s): σ'' = s(1 − s)·(2 + z(1 − 2s)).
+  template <class Scalar>
+  static Scalar second_derivative(Scalar z) {
+    const SigmoidPair<Scalar> s = sigmoid_pair(z);
+    return s.sigmoid * s.complement * (Scalar(2) + z * (s.complement - s.sigmoid));
+  }
 };
 
 struct ReluFunction {
@@ -135,12 +144,22 @@ struct ReluFunction {
     return z > Scalar(0) ? ActivationPoint<Scalar>{z, Scalar(1)}
                          : ActivationPoint<Scalar>{Scalar(0), Scalar(0)};
   }
+  template <class Scalar>
+  static Scalar second_derivative(Scalar) {
+    return Scalar(0);
+  }
 };
 
 struct TanhFunction {
   template <class Scalar>
   static ActivationPoint<Scalar> point(Scalar z) {
     return tanh_point(z);
+  }
+  // σ' = 1 − tanh², σ'' = −2·tanh·sech².
+  template <class Scalar>
+  static Scalar second_derivative(Scalar z) {
+    const ActivationPoint<Scalar> point = tanh_point(z);
+    return Scalar(-2) * point.value * point.derivative;
   }
 };
 
@@ -156,6 +175,19 @@ struct GeluTanhFunction {
     const SigmoidPair<Scalar> s = sigmoid_pair(Scalar(2) * u);
     return {z * s.sigmoid, s.sigmoid + Scalar(2) * z * s.sigmoid * s.complement * du};
   }
+  // With g = s(2u), g' = 2u'·s(1 − s) and g'' = 2u''·s(1 − s) + 4u'²·s(1 − s)(1 − 2s):
+  // σ'' = 2g' + z·g'' = 2s(1 − s)·(2u' + z·(u'' + 2u'²(1 − 2s))), u'' = 6·0.044715·√(2/π)·z.
+  template <class Scalar>
+  static Scalar second_derivative(Scalar z) {
+    const Scalar scale = Scalar(std::numbers::sqrt2 / std::sqrt(std::numbers::pi));
+    const Scalar cubic = Scalar(0.044715);
+    const Scalar u = scale * (z + cubic * z * z * z);
+    const Scalar du = scale * (Scalar(1) + Scalar(3) * cubic * z * z);
+    const Scalar ddu = scale * Scalar(6) * cubic * z;
+    const SigmoidPair<Scalar> s = sigmoid_pair(Scalar(2) * u);
+    return Scalar(2) * s.sigmoid * s.complement *
+           (Scalar(2) * du + z * (ddu + Scalar(2) * du * du * (s.complement - s.sigmoid)));
+  }
 };
 
 struct GeluFunction {
@@ -167,6 +199,13 @@ struct GeluFunction {
         std::exp(Scalar(-0.5) * z * z) * Scalar(std::numbers::inv_sqrtpi / std::numbers::sqrt2);
     return {z * cdf, cdf + z * pdf};
   }
+  // φ' = −z·φ: σ'' = 2φ + z·φ' = φ·(2 − z²).
+  template <class Scalar>
+  static Scalar second_derivative(Scalar z) {
+    const Scalar pdf =
+        std::exp(Scalar(-0.5) * z * z) * Scalar(std::numbers::inv_sqrtpi / std::numbers::sqrt2);
+    return pdf * (Scalar(2) - z * z);
+  }
 };
 
 struct SeluFunction {
@@ -177,6 +216,13 @@ struct SeluFunction {
     if (z > Scalar(0)) return {lambda * z, lambda};
     return {lambda * alpha * std::expm1(z), lambda * alpha * std::exp(z)};
   }
+  template <class Scalar>
+  static Scalar second_derivative(Scalar z) {
+    if (z > Scalar(0)) return Scalar(0);
+    const Scalar lambda = Scalar(1.0507009873554804934193349852946);
+    const Scalar alpha = Scalar(1.6732632423543772848170429916717);
+    return lambda * alpha * std::exp(z);
+  }
 };
 
 struct SoftplusFunction {
@@ -186,6 +232,13 @@ struct SoftplusFunction {
     if (z > Scalar(20)) return {z, Scalar(1)};
     return {std::log1p(std::exp(z)), sigmoid_pair(z).sigmoid};
   }
+  // σ' = s(z), σ'' = s(1 − s); zero on the identity branch above 20.
+  template <class Scalar>
+  static Scalar second_derivative(Scalar z) {
+    if (z > Scalar(20)) return Scalar(0);
+    const SigmoidPair<Scalar> s = sigmoid_pair(z);
+    return s.sigmoid * s.complement;
+  }
 };
 
 struct EluFunction {
@@ -193,6 +246,10 @@ struct EluFunction {
   static ActivationPoint<Scalar> point(Scalar z) {
     if (z > Scalar(0)) return {z, Scalar(1)};
     return {std::expm1(z), std::exp(z)};
+  }
+  template <class Scalar>
+  static Scalar second_derivative(Scalar z) {
+    return z > Scalar(0) ? Scalar(0) : std::exp(z);
   }
 };
 
@@ -203,10 +260,14 @@ struct LeakyReluFunction {
     return z > Scalar(0) ? ActivationPoint<Scalar>{z, Scalar(1)}
                          : ActivationPoint<Scalar>{slope * z, slope};
   }
+  template <class Scalar>
+  static Scalar second_derivative(Scalar) {
+    return Scalar(0);
+  }
 };
 
-/// Calls @p visitor with the function object of @p activation (a type with a static
-/// `point(z)`), so that loops over a batch are compiled once per activation.
+/// Calls @p visitor with the function object of @p activation (a type with static `point(z)`
+/// and `second_derivative(z)`), so that loops over a batch are compiled once per activation.
 template <class Visitor>
 decltype(auto) visit_activation(Activation activation, Visitor&& visitor) {
   switch (activation) {
@@ -256,6 +317,28 @@ void apply_activation(Activation activation, Matrix<Scalar>& values, Matrix<Scal
   });
 }
 
+/// Replaces every pre-activation z of @p values by σ(z) and writes σ'(z) into @p slopes and
+/// σ''(z) into @p curvatures (both resized to the shape of @p values).
+template <class Scalar>
+void apply_activation_with_curvature(Activation activation, Matrix<Scalar>& values,
+                                     Matrix<Scalar>& slopes, Matrix<Scalar>& curvatures) {
+  slopes.resize(values.rows(), values.cols());
+  curvatures.resize(values.rows(), values.cols());
+  Scalar* data = values.data();
+  Scalar* slope_data = slopes.data();
+  Scalar* curvature_data = curvatures.data();
+  const Index size = values.size();
+  visit_activation(activation, [&](auto function) {
+    for (Index i = 0; i < size; ++i) {
+      const Scalar z = data[i];
+      const ActivationPoint<Scalar> point = function.point(z);
+      data[i] = point.value;
+      slope_data[i] = point.derivative;
+      curvature_data[i] = function.second_derivative(z);
+    }
+  });
+}
+
 }  // namespace detail
 
 /// σ(z) for one pre-activation @p z.
@@ -270,6 +353,13 @@ template <class Scalar>
 Scalar activation_derivative(Activation activation, Scalar z) {
   return detail::visit_activation(activation,
                                   [z](auto function) { return function.point(z).derivative; });
+}
+
+/// σ''(z) for one pre-activation @p z (the one-sided value at a kink, see the table above).
+template <class Scalar>
+Scalar activation_second_derivative(Activation activation, Scalar z) {
+  return detail::visit_activation(activation,
+                                  [z](auto function) { return function.second_derivative(z); });
 }
 
 }  // namespace flowmatch

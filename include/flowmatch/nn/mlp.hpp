@@ -20,20 +20,26 @@
 ///
 /// Workspaces: the forms that take an MlpWorkspace use only its buffers and do not allocate
 /// once it is sized for the batch. The forms without one (operator(), jvp, divergence, vjp) use
-/// a thread_local workspace of the calling thread, so concurrent const calls from several
-/// threads are safe; that workspace is shared by every Mlp<Scalar> of the thread, so it
-/// reallocates only when the network or batch shape changes between calls.
+/// thread_local workspaces of the calling thread, so concurrent const calls from several
+/// threads are safe. Each thread keeps one workspace for each of the last four batch sizes it
+/// evaluated, shared by every Mlp<Scalar> of the thread, so they reallocate only when the
+/// network shape changes or a fifth batch size comes between calls. operator() evaluates a
+/// batch in panels of 256 columns, so its workspace stays small and in cache whatever N; for
+/// more columns than that its results may differ from forward() on the same batch by rounding.
 ///
 /// Inputs: x must be dim×N, cond cond_dim×N and finite, a per-sample time a finite length-N
 /// vector, a shared time finite; otherwise std::invalid_argument. Non-finite entries of x are
 /// not rejected: they give non-finite velocities, which the solvers report as numerical_error.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <concepts>
+#include <cstdint>
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -44,6 +50,80 @@
 #include "flowmatch/nn/time_embedding.hpp"
 
 namespace flowmatch {
+
+namespace detail {
+
+// Eigen's packet types are SIMD vector types, whose alignment attributes GCC reports as
+// ignored when they are template arguments; Eigen silences the same warning in its headers.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+
+/// SiLU σ(z) = z·s(z) and σ'(z) of one packet of pre-activations, from e = e^(−|z|),
+/// L = 1/(1 + e) = s(|z|) and S = e·L = s(−|z|), none of which overflows: s(z) = L for z ≥ 0
+/// and S otherwise, and since s·(1 − s) = L·S, σ' = s·(1 + z·(1 − s)) = s + z·L·S.
+template <class Packet>
+void silu_packet(const Packet& z, Packet& value, Packet& slope) {
+  namespace packet = Eigen::internal;
+  const Packet one = packet::pset1<Packet>(1);
+  const Packet decay = packet::pexp(packet::pnegate(packet::pabs(z)));
+  const Packet large = packet::pdiv(one, packet::padd(one, decay));
+  const Packet small = packet::pmul(decay, large);
+  const Packet sigmoid = packet::pselect(packet::pcmp_lt(z, packet::pzero(z)), small, large);
+  value = packet::pmul(z, sigmoid);
+  slope = packet::padd(sigmoid, packet::pmul(z, packet::pmul(large, small)));
+}
+
+/// values(:, n) ← σ(values(:, n) + bias) for SiLU, and σ' into *slopes unless null, in one
+/// vectorised pass. A column's rows are processed in packets, the last partial packet through
+/// a zero-padded copy, so every column is computed the same way wherever it is in the batch.
+template <class Scalar>
+void add_bias_and_apply_silu(Matrix<Scalar>& values, const Vector<Scalar>& bias,
+                             Matrix<Scalar>* slopes) {
+  namespace packet = Eigen::internal;
+  using Packet = typename packet::packet_traits<Scalar>::type;
+  constexpr Index width = packet::packet_traits<Scalar>::size;
+  const Index rows = values.rows();
+  const Index full_rows = rows - rows % width;
+  if (slopes != nullptr) slopes->resize(rows, values.cols());
+  const auto run = [&](auto with_slopes) {
+    for (Index col = 0; col < values.cols(); ++col) {
+      Scalar* column = values.data() + col * rows;
+      Scalar* slope_column = with_slopes ? slopes->data() + col * rows : nullptr;
+      Packet value;
+      Packet slope;
+      for (Index row = 0; row < full_rows; row += width) {
+        silu_packet(packet::padd(packet::ploadu<Packet>(column + row),
+                                 packet::ploadu<Packet>(bias.data() + row)),
+                    value, slope);
+        packet::pstoreu(column + row, value);
+        if constexpr (with_slopes) packet::pstoreu(slope_column + row, slope);
+      }
+      if (full_rows == rows) continue;
+      Scalar padded[width] = {};
+      for (Index row = full_rows; row < rows; ++row) {
+        padded[row - full_rows] = column[row] + bias(row);
+      }
+      silu_packet(packet::ploadu<Packet>(padded), value, slope);
+      Scalar value_lanes[width];
+      Scalar slope_lanes[width];
+      packet::pstoreu(value_lanes, value);
+      packet::pstoreu(slope_lanes, slope);
+      for (Index row = full_rows; row < rows; ++row) {
+        column[row] = value_lanes[row - full_rows];
+        if constexpr (with_slopes) slope_column[row] = slope_lanes[row - full_rows];
+      }
+    }
+  };
+  if (slopes != nullptr) {
+    run(std::true_type{});
+  } else {
+    run(std::false_type{});
+  }
+}
+
+#pragma GCC diagnostic pop
+
+}  // namespace detail
 
 /// The shape of an Mlp.
 struct MlpConfig {
@@ -81,7 +161,7 @@ struct MlpConfig {
 };
 
 /// A multilayer perceptron velocity field (see the file comment for the exact layout).
-/// A VelocityField with HasJvp and HasDivergence.
+/// A VelocityField with HasJvp, HasVjp, HasDivergence and HasDivergenceGradient.
 template <class Scalar = double>
 class Mlp {
  public:
@@ -194,19 +274,19 @@ class Mlp {
   /// column of @p cond], or one time per sample (@p t of length N, as in training).
   ///@{
   void operator()(Scalar t, const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> out) const {
-    evaluate(thread_workspace(), SharedOrPerSampleTime{t, nullptr}, x, nullptr, out, false);
+    evaluate_in_panels(SharedOrPerSampleTime{t, nullptr}, x, nullptr, out);
   }
   void operator()(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>& cond,
                   MatrixRef<Scalar> out) const {
-    evaluate(thread_workspace(), SharedOrPerSampleTime{t, nullptr}, x, &cond, out, false);
+    evaluate_in_panels(SharedOrPerSampleTime{t, nullptr}, x, &cond, out);
   }
   void operator()(const ConstVectorRef<Scalar>& t, const ConstMatrixRef<Scalar>& x,
                   MatrixRef<Scalar> out) const {
-    evaluate(thread_workspace(), SharedOrPerSampleTime{Scalar(0), &t}, x, nullptr, out, false);
+    evaluate_in_panels(SharedOrPerSampleTime{Scalar(0), &t}, x, nullptr, out);
   }
   void operator()(const ConstVectorRef<Scalar>& t, const ConstMatrixRef<Scalar>& x,
                   const ConstMatrixRef<Scalar>& cond, MatrixRef<Scalar> out) const {
-    evaluate(thread_workspace(), SharedOrPerSampleTime{Scalar(0), &t}, x, &cond, out, false);
+    evaluate_in_panels(SharedOrPerSampleTime{Scalar(0), &t}, x, &cond, out);
   }
   ///@}
 
@@ -289,6 +369,37 @@ class Mlp {
   }
   ///@}
 
+  /// @name Exact gradient of the divergence
+  /// ∇ₓ(∇·u) for each sample into @p out (dim×N), t and c held fixed: reverse mode through the
+  /// forward-mode divergence. With the pre-activation tangents a_ℓ^i = ∂z_ℓ/∂x_i
+  ///
+  ///     a₀^i = W_x[:, i],   a_ℓ^i = W_ℓ·(σ'(z_{ℓ−1}) ⊙ a_{ℓ−1}^i),
+  ///
+  /// and the rows of the Jacobian with respect to a hidden layer g_ℓ^i = ∂u_i/∂h_ℓ
+  ///
+  ///     g_{L−2}^i = W_{L−1}[i, :]ᵀ,   g_{ℓ−1}^i = W_ℓᵀ·(σ'(z_ℓ) ⊙ g_ℓ^i),
+  ///
+  /// the divergence Σ_i ⟨g_ℓ^i, σ'(z_ℓ) ⊙ a_ℓ^i⟩ is linear in each σ'(z_ℓ), so
+  ///
+  ///     ∇ₓ(∇·u) = W_xᵀ·δ₀,
+  ///     δ_ℓ = σ''(z_ℓ) ⊙ Σ_i g_ℓ^i ⊙ a_ℓ^i + σ'(z_ℓ) ⊙ (W_{ℓ+1}ᵀ·δ_{ℓ+1}),   δ_{L−1} = 0,
+  ///
+  /// where δ_ℓ = d(∇·u)/dz_ℓ: the first term is the dependence through σ'(z_ℓ), the second
+  /// through the later layers. One hidden layer gives W_xᵀ(σ''(z₀) ⊙ c), c_j = Σ_i W₁[i,j]·W₀[j,i];
+  /// no hidden layer gives 0. Cost: about 2·d forward passes. σ'' takes the one-sided value at a
+  /// kink (nn/activation.hpp), so the gradient is zero for relu and leaky_relu networks. The
+  /// buffers are thread_local, as for operator().
+  /// Throws std::invalid_argument as divergence() does, or if @p out is not dim×N.
+  ///@{
+  void divergence_gradient(Scalar t, const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> out) const {
+    run_divergence_gradient(t, x, nullptr, out);
+  }
+  void divergence_gradient(Scalar t, const ConstMatrixRef<Scalar>& x,
+                           const ConstMatrixRef<Scalar>& cond, MatrixRef<Scalar> out) const {
+    run_divergence_gradient(t, x, &cond, out);
+  }
+  ///@}
+
  private:
   // The time argument: one shared time, or per_sample pointing to a length-N vector.
   struct SharedOrPerSampleTime {
@@ -303,9 +414,24 @@ class Mlp {
     }
   }
 
-  static MlpWorkspace<Scalar>& thread_workspace() {
-    thread_local MlpWorkspace<Scalar> workspace;
-    return workspace;
+  // The calling thread's workspace for a batch of @p batch columns. Each thread keeps a few,
+  // for the batch sizes it evaluated last, so that alternating sizes (the full chunks and the
+  // shorter last chunks of ParallelField) do not reallocate at every call. A size not among
+  // them takes the workspace used least recently.
+  static MlpWorkspace<Scalar>& thread_workspace(Index batch) {
+    constexpr int slots = 4;
+    thread_local MlpWorkspace<Scalar> workspaces[slots];
+    thread_local std::uint64_t last_use[slots] = {};
+    thread_local std::uint64_t calls = 0;
+    int chosen = 0;
+    for (int slot = 1; slot < slots; ++slot) {
+      if (last_use[slot] < last_use[chosen]) chosen = slot;
+    }
+    for (int slot = 0; slot < slots; ++slot) {
+      if (last_use[slot] != 0 && workspaces[slot].batch_size() == batch) chosen = slot;
+    }
+    last_use[chosen] = ++calls;
+    return workspaces[chosen];
   }
 
   // Column blocks of W₀ acting on x, on the time features and on the condition.
@@ -319,8 +445,60 @@ class Mlp {
                 const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>* cond,
                 MatrixRef<Scalar> out, bool with_slopes) const {
     detail::require_shape("Mlp: out", out, dim(), x.cols());
-    run_forward(workspace, time, x, cond, with_slopes);
-    out = workspace.output_;
+    run_forward(workspace, time, x, cond, with_slopes, &out);
+  }
+
+  // Evaluation without recording, over panels of at most panel_columns columns, each with
+  // the calling thread's workspace for its size: the hidden activations of a panel stay in
+  // cache, and the workspace holds panel_columns columns whatever N (memory O(N·d) for the
+  // batch and O(panel_columns·h) for the network). Panels are disjoint, so out may alias x.
+  static constexpr Index panel_columns = 256;
+
+  void evaluate_in_panels(SharedOrPerSampleTime time, const ConstMatrixRef<Scalar>& x,
+                          const ConstMatrixRef<Scalar>* cond, MatrixRef<Scalar> out) const {
+    detail::require_shape("Mlp: out", out, dim(), x.cols());
+    validate_inputs(time, x, cond);
+    const Index batch = x.cols();
+    for (Index begin = 0; begin == 0 || begin < batch; begin += panel_columns) {
+      const Index columns = std::min(panel_columns, batch - begin);
+      const auto run_panel = [&](SharedOrPerSampleTime panel_time) {
+        MatrixRef<Scalar> out_panel = out.middleCols(begin, columns);
+        MlpWorkspace<Scalar>& workspace = thread_workspace(columns);
+        if (cond == nullptr) {
+          run_forward(workspace, panel_time, x.middleCols(begin, columns), nullptr, false,
+                      &out_panel);
+          return;
+        }
+        const ConstMatrixRef<Scalar> cond_panel = cond->middleCols(begin, columns);
+        run_forward(workspace, panel_time, x.middleCols(begin, columns), &cond_panel, false,
+                    &out_panel);
+      };
+      if (time.per_sample == nullptr) {
+        run_panel(time);
+      } else {
+        const ConstVectorRef<Scalar> panel_times = time.per_sample->segment(begin, columns);
+        run_panel(SharedOrPerSampleTime{time.shared, &panel_times});
+      }
+    }
+  }
+
+  MatrixRef<Scalar> prepare_output(MlpWorkspace<Scalar>& workspace, Index batch) const {
+    workspace.output_.resize(dim(), batch);
+    return workspace.output_;
+  }
+
+  // h = σ(z + bias) in place for the pre-activations z = @p values without bias (width×N),
+  // and σ'(z + bias) into *slopes unless null. SiLU, the default activation, takes a vectorised
+  // pass (detail::add_bias_and_apply_silu); the others add the bias, then apply the activation.
+  void activate(Matrix<Scalar>& values, const Vector<Scalar>& bias, Matrix<Scalar>* slopes) const {
+    if constexpr (std::is_floating_point_v<Scalar>) {
+      if (config_.activation == Activation::silu) {
+        detail::add_bias_and_apply_silu(values, bias, slopes);
+        return;
+      }
+    }
+    values.colwise() += bias;
+    detail::apply_activation(config_.activation, values, slopes);
   }
 
   void validate_inputs(SharedOrPerSampleTime time, const ConstMatrixRef<Scalar>& x,
@@ -353,17 +531,20 @@ class Mlp {
     }
   }
 
-  // Evaluates the network into workspace.output_, recording inputs, hidden activations and
-  // (if with_slopes) σ'(z) of every hidden layer.
+  // Evaluates the network into *output (workspace.output_ if null), recording hidden
+  // activations and, if with_slopes, σ'(z) of every hidden layer and the inputs (what
+  // backward() needs). Reads x and cond only before writing *output, which may alias them.
   void run_forward(MlpWorkspace<Scalar>& workspace, SharedOrPerSampleTime time,
                    const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>* cond,
-                   bool with_slopes) const {
+                   bool with_slopes, MatrixRef<Scalar>* output = nullptr) const {
     validate_inputs(time, x, cond);
     const Index batch = x.cols();
     const Index layers = layer_count();
     workspace.network_ = nullptr;
-    workspace.x_ = x;
-    if (cond != nullptr) workspace.cond_ = *cond;
+    if (with_slopes) {
+      workspace.x_ = x;
+      if (cond != nullptr) workspace.cond_ = *cond;
+    }
     const TimeEmbedding& embedding = config_.time_embedding;
     workspace.time_shared_ = time.per_sample == nullptr;
     if (workspace.time_shared_) {
@@ -379,26 +560,36 @@ class Mlp {
     workspace.slopes_.resize(layers - 1);
 
     // z₀ = W_x·x + W_t·φ(t) + W_c·c + b₀.
+    // The bias of a hidden layer is added by the activation pass, of the output layer here.
     Matrix<Scalar>& first = layers == 1 ? workspace.output_ : workspace.hidden_[0];
     first.resize(layer_output_size(0), batch);
-    first.noalias() = x_weight() * workspace.x_;
+    first.noalias() = x_weight() * x;
     if (workspace.time_shared_) {
       workspace.first_bias_.noalias() = time_weight() * workspace.shared_time_features_;
       workspace.first_bias_ += biases_[0];
-      first.colwise() += workspace.first_bias_;
     } else {
       first.noalias() += time_weight() * workspace.time_features_;
-      first.colwise() += biases_[0];
+      workspace.first_bias_ = biases_[0];
     }
-    if (cond != nullptr) first.noalias() += cond_weight() * workspace.cond_;
+    if (cond != nullptr) first.noalias() += cond_weight() * *cond;
+    if (layers == 1) {
+      first.colwise() += workspace.first_bias_;
+      if (output != nullptr) *output = first;
+    }
 
     for (Index layer = 0; layer + 1 < layers; ++layer) {
-      detail::apply_activation(config_.activation, workspace.hidden_[layer],
-                               with_slopes ? &workspace.slopes_[layer] : nullptr);
-      Matrix<Scalar>& next = layer + 2 == layers ? workspace.output_ : workspace.hidden_[layer + 1];
+      activate(workspace.hidden_[layer], layer == 0 ? workspace.first_bias_ : biases_[layer],
+               with_slopes ? &workspace.slopes_[layer] : nullptr);
+      const Matrix<Scalar>& hidden = workspace.hidden_[layer];
+      if (layer + 2 == layers) {
+        MatrixRef<Scalar> last = output != nullptr ? *output : prepare_output(workspace, batch);
+        last.noalias() = weights_[layer + 1] * hidden;
+        last.colwise() += biases_[layer + 1];
+        break;
+      }
+      Matrix<Scalar>& next = workspace.hidden_[layer + 1];
       next.resize(layer_output_size(layer + 1), batch);
-      next.noalias() = weights_[layer + 1] * workspace.hidden_[layer];
-      next.colwise() += biases_[layer + 1];
+      next.noalias() = weights_[layer + 1] * hidden;
     }
     workspace.network_ = this;
     workspace.has_slopes_ = with_slopes;
@@ -474,7 +665,7 @@ class Mlp {
                const ConstMatrixRef<Scalar>& tangent, MatrixRef<Scalar> out) const {
     detail::require_shape("Mlp::jvp: tangent", tangent, dim(), x.cols());
     detail::require_shape("Mlp::jvp: out", out, dim(), x.cols());
-    MlpWorkspace<Scalar>& workspace = thread_workspace();
+    MlpWorkspace<Scalar>& workspace = thread_workspace(x.cols());
     run_forward(workspace, SharedOrPerSampleTime{t, nullptr}, x, cond, true);
     const Index layers = layer_count();
     const Index batch = x.cols();
@@ -497,7 +688,7 @@ class Mlp {
                const ConstMatrixRef<Scalar>& cotangent, MatrixRef<Scalar> out) const {
     detail::require_shape("Mlp::vjp: cotangent", cotangent, dim(), x.cols());
     detail::require_shape("Mlp::vjp: out", out, dim(), x.cols());
-    MlpWorkspace<Scalar>& workspace = thread_workspace();
+    MlpWorkspace<Scalar>& workspace = thread_workspace(x.cols());
     run_forward(workspace, SharedOrPerSampleTime{t, nullptr}, x, cond, true);
     run_backward(workspace, cotangent, nullptr, true);
     out = workspace.output_;
@@ -506,7 +697,7 @@ class Mlp {
   void run_divergence(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>* cond,
                       VectorRef<Scalar> out) const {
     detail::require_shape("Mlp::divergence: out", out, x.cols(), 1);
-    MlpWorkspace<Scalar>& workspace = thread_workspace();
+    MlpWorkspace<Scalar>& workspace = thread_workspace(x.cols());
     run_forward(workspace, SharedOrPerSampleTime{t, nullptr}, x, cond, true);
     const Index layers = layer_count();
     if (layers == 1) {
@@ -553,6 +744,116 @@ class Mlp {
         tangents.middleCols(direction * batch, batch).array() *= workspace.slopes_[layer].array();
       }
     }
+  }
+
+  // Buffers of divergence_gradient, one entry per hidden layer ℓ; direction blocks are
+  // width_ℓ×(dim·N) with column block i = direction e_i for every sample.
+  struct CurvatureWorkspace {
+    Vector<Scalar> time_features;                 // φ(t)
+    Vector<Scalar> first_bias;                    // b₀ + W_t·φ(t)
+    std::vector<Matrix<Scalar>> activations;      // z_ℓ, then h_ℓ = σ(z_ℓ), width_ℓ×N
+    std::vector<Matrix<Scalar>> slopes;           // σ'(z_ℓ), width_ℓ×N
+    std::vector<Matrix<Scalar>> curvatures;       // σ''(z_ℓ), width_ℓ×N
+    std::vector<Matrix<Scalar>> tangents;         // a_ℓ^i = ∂z_ℓ/∂x_i, direction blocks
+    std::vector<Matrix<Scalar>> scaled_tangents;  // σ'(z_ℓ) ⊙ a_ℓ^i, direction blocks
+    std::vector<Matrix<Scalar>> row_gradients;    // g_ℓ^i = ∂u_i/∂h_ℓ, direction blocks
+    std::vector<Matrix<Scalar>> adjoints;         // δ_ℓ = d(∇·u)/dz_ℓ, width_ℓ×N
+    std::vector<Matrix<Scalar>> propagated;       // W_{ℓ+1}ᵀ·δ_{ℓ+1}, width_ℓ×N
+  };
+
+  static CurvatureWorkspace& curvature_workspace() {
+    thread_local CurvatureWorkspace workspace;
+    return workspace;
+  }
+
+  // ∇ₓ(∇·u) by the recursions documented at divergence_gradient(). The forward pass is its
+  // own: it keeps σ''(z_ℓ), which needs z_ℓ before the activation overwrites it.
+  void run_divergence_gradient(Scalar t, const ConstMatrixRef<Scalar>& x,
+                               const ConstMatrixRef<Scalar>* cond, MatrixRef<Scalar> out) const {
+    validate_inputs(SharedOrPerSampleTime{t, nullptr}, x, cond);
+    detail::require_shape("Mlp::divergence_gradient: out", out, dim(), x.cols());
+    const Index hidden_layers = layer_count() - 1;
+    if (hidden_layers == 0) {
+      out.setZero();  // u = W_x·x + const
+      return;
+    }
+    const Index batch = x.cols();
+    const Index directions = dim() * batch;
+    CurvatureWorkspace& work = curvature_workspace();
+    for (std::vector<Matrix<Scalar>>* buffers :
+         {&work.activations, &work.slopes, &work.curvatures, &work.tangents, &work.scaled_tangents,
+          &work.row_gradients, &work.adjoints, &work.propagated}) {
+      buffers->resize(hidden_layers);
+    }
+    const auto block = [batch](auto& matrix, Index direction) {
+      return matrix.middleCols(direction * batch, batch);
+    };
+
+    // Forward: z_ℓ with σ'(z_ℓ) and σ''(z_ℓ), and a_ℓ^i.
+    work.time_features.resize(config_.time_embedding.feature_count());
+    config_.time_embedding.features(t, work.time_features);
+    work.first_bias.noalias() = time_weight() * work.time_features;
+    work.first_bias += biases_[0];
+    for (Index layer = 0; layer < hidden_layers; ++layer) {
+      Matrix<Scalar>& activations = work.activations[layer];
+      Matrix<Scalar>& tangents = work.tangents[layer];
+      activations.resize(layer_output_size(layer), batch);
+      tangents.resize(layer_output_size(layer), directions);
+      if (layer == 0) {
+        activations.noalias() = x_weight() * x;
+        activations.colwise() += work.first_bias;
+        if (cond != nullptr) activations.noalias() += cond_weight() * *cond;
+        for (Index direction = 0; direction < dim(); ++direction) {
+          block(tangents, direction).colwise() = x_weight().col(direction);
+        }
+      } else {
+        activations.noalias() = weights_[layer] * work.activations[layer - 1];
+        activations.colwise() += biases_[layer];
+        tangents.noalias() = weights_[layer] * work.scaled_tangents[layer - 1];
+      }
+      detail::apply_activation_with_curvature(config_.activation, activations, work.slopes[layer],
+                                              work.curvatures[layer]);
+      if (layer + 1 < hidden_layers) {
+        Matrix<Scalar>& scaled = work.scaled_tangents[layer];
+        scaled.resize(tangents.rows(), directions);
+        for (Index direction = 0; direction < dim(); ++direction) {
+          block(scaled, direction).array() =
+              block(tangents, direction).array() * work.slopes[layer].array();
+        }
+      }
+    }
+
+    // Backward from the last hidden layer: g_ℓ^i, then δ_ℓ.
+    for (Index layer = hidden_layers - 1; layer >= 0; --layer) {
+      Matrix<Scalar>& rows = work.row_gradients[layer];
+      rows.resize(layer_output_size(layer), directions);
+      if (layer + 1 == hidden_layers) {
+        for (Index direction = 0; direction < dim(); ++direction) {
+          block(rows, direction).colwise() = weights_[layer + 1].row(direction).transpose();
+        }
+      } else {
+        // row_gradients[ℓ + 1] already holds σ'(z_{ℓ+1}) ⊙ g_{ℓ+1}^i.
+        rows.noalias() = weights_[layer + 1].transpose() * work.row_gradients[layer + 1];
+      }
+      Matrix<Scalar>& adjoint = work.adjoints[layer];
+      adjoint.setZero(layer_output_size(layer), batch);
+      for (Index direction = 0; direction < dim(); ++direction) {
+        adjoint.array() +=
+            block(rows, direction).array() * block(work.tangents[layer], direction).array();
+      }
+      adjoint.array() *= work.curvatures[layer].array();
+      if (layer + 1 < hidden_layers) {
+        Matrix<Scalar>& propagated = work.propagated[layer];
+        propagated.resize(layer_output_size(layer), batch);
+        propagated.noalias() = weights_[layer + 1].transpose() * work.adjoints[layer + 1];
+        adjoint.array() += work.slopes[layer].array() * propagated.array();
+      }
+      if (layer == 0) break;
+      for (Index direction = 0; direction < dim(); ++direction) {  // for the layer below
+        block(rows, direction).array() *= work.slopes[layer].array();
+      }
+    }
+    out.noalias() = x_weight().transpose() * work.adjoints[0];
   }
 
   MlpConfig config_;

@@ -23,18 +23,30 @@
 /// Where the new path needs a time the old scheduler cannot reach (e.g. a VP "from", whose
 /// ρ(0) > 0, at r = 0 of CondOT), where γ'(t_r) = 0 (e.g. Polynomial(n > 1) "from" at r = 0),
 /// or where a scheduler's derivative is singular, std::domain_error is thrown.
+///
+/// The VP and linear-VP schedulers have σ̇ = ∞ at r = 1, so their transformed field cannot be
+/// evaluated there. sample_transformed() samples through the transform all the same, exactly:
+/// it integrates ū on [0, r_e] with r_e < 1, maps back to the original flow's state
+/// x_{t_e} = x̄_{r_e}/s_{r_e} at t_e = t_{r_e}, and finishes with u on [t_e, 1]; since
+/// s_1 = 1 and t_1 = 1, its result is x̄_1 = x_1.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <concepts>
+#include <functional>
 #include <limits>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/validate.hpp"
 #include "flowmatch/field/velocity_field.hpp"
 #include "flowmatch/scheduler/scheduler.hpp"
+#include "flowmatch/solver/integrate.hpp"
 
 namespace flowmatch {
 
@@ -171,6 +183,95 @@ template <class Field, Scheduler From, Scheduler To>
 requires SchedulerPair<From, To> && VelocityField<Field, typename From::scalar_type>
     ScheduleTransformedField<Field, From, To> transform_schedule(Field field, From from, To to) {
   return {std::move(field), std::move(from), std::move(to)};
+}
+
+/// Samples the velocity field @p field of scheduler @p from under scheduler @p to: integrates
+/// the transformed field ū (see transform_schedule) from the noise @p x0 at r = times[0] through
+/// the increasing grid @p times, and is exact where ū is singular at r = 1 (VP, linear VP).
+///
+/// If the grid ends at r = 1, ū is integrated only up to r_e = max(1 − @p end_gap, the last grid
+/// time before 1); the state there is mapped back to the original flow, x_{t_e} = x̄_{r_e}/s_{r_e}
+/// with t_e = t_{r_e} (schedule_change), and @p field finishes the path on [t_e, 1]. As s_1 = 1,
+/// the final state is x̄_1 = x_1. The result is that of integrate() over @p times: its
+/// trajectory (with options.return_trajectory) holds x̄ at every grid time, and its statistics
+/// count both integrations (steps of ū in r, of u in t).
+///
+/// @throws std::invalid_argument unless @p times has at least two entries with
+///         times.front() < times.back() and 0 < end_gap < 1; otherwise as integrate() and
+///         schedule_change().
+template <class Field, Scheduler From, Scheduler To, class Derived>
+requires SchedulerPair<From, To> && VelocityField<Field, typename From::scalar_type> &&
+    std::same_as<typename Derived::Scalar, typename From::scalar_type>
+        SolveResult<typename From::scalar_type> sample_transformed(
+            const Field& field, const From& from, const To& to,
+            const Eigen::MatrixBase<Derived>& x0, std::span<const typename From::scalar_type> times,
+            const SolverOptions<typename From::scalar_type>& options = {},
+            typename From::scalar_type end_gap = typename From::scalar_type(1e-4)) {
+  using Scalar = typename From::scalar_type;
+  if (times.size() < 2 || !(times.front() < times.back())) {
+    throw std::invalid_argument(
+        "sample_transformed: times must hold at least two times, increasing from the first to "
+        "the last");
+  }
+  if (!(end_gap > Scalar(0) && end_gap < Scalar(1))) {
+    throw std::invalid_argument("sample_transformed: end_gap must lie in (0, 1), got " +
+                                detail::to_text(end_gap));
+  }
+  const auto transformed = transform_schedule(std::cref(field), from, to);
+  if (times.back() != Scalar(1)) return integrate(transformed, x0, times, options);
+
+  // ū on the grid up to r_e (appended to the grid unless it is a grid time).
+  const Scalar switch_time = std::max(Scalar(1) - end_gap, times[times.size() - 2]);
+  std::vector<Scalar> head(times.begin(), times.end() - 1);
+  const bool appended = head.back() != switch_time;
+  if (appended) head.push_back(switch_time);
+  SolveResult<Scalar> result;
+  if (head.size() > 1) {
+    result = integrate(transformed, x0, std::span<const Scalar>(head), options);
+    if (appended && options.return_trajectory) result.trajectory.pop_back();
+  } else {
+    result.state = x0;
+    if (options.return_trajectory) result.trajectory.push_back(x0);
+  }
+
+  // x_{t_e} = x̄_{r_e}/s_{r_e}, then u on [t_e, 1].
+  const ScheduleChange<Scalar> change = schedule_change(from, to, switch_time);
+  result.state /= change.scale;
+  if (change.time < Scalar(1)) {
+    const std::array<Scalar, 2> tail_grid{change.time, Scalar(1)};
+    SolverOptions<Scalar> tail_options = options;
+    tail_options.return_trajectory = false;
+    const SolveResult<Scalar> tail =
+        integrate(field, result.state, std::span<const Scalar>(tail_grid), tail_options);
+    result.state = tail.state;
+    SolverStats& stats = result.stats;
+    if (stats.accepted == 0) {
+      stats.min_step = tail.stats.min_step;
+    } else if (tail.stats.accepted > 0) {
+      stats.min_step = std::min(stats.min_step, tail.stats.min_step);
+    }
+    stats.max_step = std::max(stats.max_step, tail.stats.max_step);
+    stats.nfe += tail.stats.nfe;
+    stats.accepted += tail.stats.accepted;
+    stats.rejected += tail.stats.rejected;
+  }
+  if (options.return_trajectory) result.trajectory.push_back(result.state);
+  result.times.assign(times.begin(), times.end());
+  return result;
+}
+
+/// Samples @p field of scheduler @p from under scheduler @p to from the noise @p x0 at r = 0
+/// to r = 1 (the grid {0, 1} of the overload above).
+template <class Field, Scheduler From, Scheduler To, class Derived>
+requires SchedulerPair<From, To> && VelocityField<Field, typename From::scalar_type> &&
+    std::same_as<typename Derived::Scalar, typename From::scalar_type>
+        SolveResult<typename From::scalar_type> sample_transformed(
+            const Field& field, const From& from, const To& to,
+            const Eigen::MatrixBase<Derived>& x0,
+            const SolverOptions<typename From::scalar_type>& options = {}) {
+  using Scalar = typename From::scalar_type;
+  const std::array<Scalar, 2> grid{Scalar(0), Scalar(1)};
+  return sample_transformed(field, from, to, x0, std::span<const Scalar>(grid), options);
 }
 
 }  // namespace flowmatch

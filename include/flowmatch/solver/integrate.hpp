@@ -31,6 +31,7 @@
 #include <cstddef>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -120,6 +121,28 @@ std::size_t fixed_step_count(Scalar length, Scalar step) {
   const Scalar slack = Scalar(4) * std::numeric_limits<Scalar>::epsilon() * ratio;
   return std::max<std::size_t>(1, static_cast<std::size_t>(std::ceil(ratio - slack)));
 }
+
+/// A non-owning reference to a MatrixSystem. The integrator and its nine steppers see only
+/// this type, so they are compiled once per scalar type instead of once per system type; the
+/// price is one indirect call per evaluation of a whole batch.
+template <class Scalar>
+class SystemReference {
+ public:
+  template <class System>
+  explicit SystemReference(System& system)
+      : system_(const_cast<void*>(static_cast<const void*>(std::addressof(system)))),
+        call_([](void* erased, Scalar t, const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> dxdt) {
+          (*static_cast<System*>(erased))(t, x, dxdt);
+        }) {}
+
+  void operator()(Scalar t, const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> dxdt) const {
+    call_(system_, t, x, dxdt);
+  }
+
+ private:
+  void* system_;
+  void (*call_)(void*, Scalar, const ConstMatrixRef<Scalar>&, MatrixRef<Scalar>);
+};
 
 /// Adapts a MatrixSystem to odeint's `sys(x, dxdt, t)`: clamps t into the grid's range,
 /// counts evaluations and rejects non-finite derivatives.
@@ -379,8 +402,9 @@ typename Derived::Scalar > SolveResult<typename Derived::Scalar> integrate_syste
   detail::validate_options(options);
   detail::validate_grid(times);
   detail::validate_initial_state(state);
-  detail::GridIntegrator<Scalar, std::remove_reference_t<System>> integrator(
-      system, Matrix<Scalar>(state), times, options);
+  detail::SystemReference<Scalar> erased_system(system);
+  detail::GridIntegrator<Scalar, detail::SystemReference<Scalar>> integrator(
+      erased_system, Matrix<Scalar>(state), times, options);
   return integrator.run();
 }
 

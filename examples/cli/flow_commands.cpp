@@ -1,0 +1,348 @@
+// The subcommands that integrate a model's flow: sample, encode, loglik and score.
+#include <cstdint>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <random>
+#include <span>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "flowmatch/guidance/classifier_free.hpp"
+#include "flowmatch/io/mlp_safetensors.hpp"
+#include "flowmatch/io/npy.hpp"
+#include "flowmatch/likelihood/conditioned_field.hpp"
+#include "flowmatch/likelihood/divergence.hpp"
+#include "flowmatch/likelihood/log_likelihood.hpp"
+#include "flowmatch/nn/mlp.hpp"
+#include "flowmatch/parallel/parallel_field.hpp"
+#include "flowmatch/parallel/thread_pool.hpp"
+#include "flowmatch/path/affine_path.hpp"
+#include "flowmatch/path/schedule_transform.hpp"
+#include "flowmatch/score/exact_score.hpp"
+#include "flowmatch/score/velocity_score.hpp"
+#include "flowmatch/solver/integrate.hpp"
+#include "inputs.hpp"
+#include "options.hpp"
+#include "runtime_field.hpp"
+
+namespace flowmatch_cli {
+
+namespace {
+
+using flowmatch::Index;
+using flowmatch::Matrix;
+using flowmatch::Mlp;
+using flowmatch::SolverStats;
+using flowmatch::Vector;
+
+/// Columns per chunk of the network's batch on the thread pool.
+constexpr Index kChunkColumns = 256;
+
+/// The network evaluated chunk by chunk on a pool of threads. Chunks do not depend on the
+/// number of threads, so neither do the results.
+template <class Scalar>
+struct ParallelNetwork {
+  ParallelNetwork(std::shared_ptr<const Mlp<Scalar>> network, int threads)
+      : mlp(std::move(network)), pool(threads), field(*mlp, pool, kChunkColumns) {}
+
+  std::shared_ptr<const Mlp<Scalar>> mlp;
+  flowmatch::ThreadPool pool;
+  flowmatch::ParallelField<Mlp<Scalar>> field;
+};
+
+/// The model as a velocity field: the network on --threads threads, with its conditions bound
+/// (and guided) if it is conditional.
+template <class Scalar>
+AnyField<Scalar> model_field(std::shared_ptr<const Mlp<Scalar>> mlp, int threads,
+                             const std::optional<Matrix<Scalar>>& conditions,
+                             const std::optional<Vector<Scalar>>& guidance_weights) {
+  using Network = flowmatch::ParallelField<Mlp<Scalar>>;
+  // Not const: the pool's threads change its state on every evaluation.
+  const auto parallel = std::make_shared<ParallelNetwork<Scalar>>(std::move(mlp), threads);
+  // Shares ownership of the whole ParallelNetwork, points at its field.
+  const std::shared_ptr<const Network> network(parallel, &parallel->field);
+  if (!conditions) return AnyField<Scalar>(network);
+  if (!guidance_weights) {
+    return AnyField<Scalar>(flowmatch::ConditionedField<Scalar, Network>(*network, *conditions),
+                            network);
+  }
+  return AnyField<Scalar>(
+      flowmatch::classifier_free_guidance(std::cref(*network), *conditions, *guidance_weights),
+      network);
+}
+
+/// The solver's settings from the command line; options that do not apply to the method
+/// are errors rather than silently ignored.
+template <class Scalar>
+flowmatch::SolverOptions<Scalar> solver_options(const SolverCliOptions& options) {
+  flowmatch::SolverOptions<Scalar> solver;
+  solver.method = flowmatch::method_from_name(options.method);
+  const bool adaptive = flowmatch::is_adaptive(solver.method);
+  if (adaptive && options.step_size) {
+    throw std::invalid_argument("--step-size applies to the fixed-step methods, not to " +
+                                options.method + " (use --rtol and --atol)");
+  }
+  if (!adaptive && (options.rtol || options.atol)) {
+    throw std::invalid_argument("--rtol and --atol apply to the adaptive methods, not to " +
+                                options.method + " (use --step-size)");
+  }
+  if (options.step_size) solver.step_size = static_cast<Scalar>(*options.step_size);
+  if (options.rtol) solver.rtol = static_cast<Scalar>(*options.rtol);
+  if (options.atol) solver.atol = static_cast<Scalar>(*options.atol);
+  return solver;
+}
+
+/// The work of one or two integrations, as the JSON object --stats prints.
+nlohmann::json stats_json(const SolverStats& stats, const SolverStats* encoding = nullptr) {
+  nlohmann::json json{{"nfe", stats.nfe},
+                      {"accepted", stats.accepted},
+                      {"rejected", stats.rejected},
+                      {"min_step", stats.min_step},
+                      {"max_step", stats.max_step}};
+  if (encoding != nullptr) {
+    json["nfe"] = stats.nfe + encoding->nfe;
+    json["accepted"] = stats.accepted + encoding->accepted;
+    json["rejected"] = stats.rejected + encoding->rejected;
+    json["encode"] = stats_json(*encoding);
+  }
+  return json;
+}
+
+/// The integration grid from @p start to @p end through the --times, and where in it each of
+/// the --times lies (the rows of the --trajectory array).
+template <class Scalar>
+struct Grid {
+  std::vector<Scalar> times;
+  std::vector<std::size_t> reported;
+};
+
+template <class Scalar>
+Grid<Scalar> grid_through(const std::vector<double>& requested, double start, double end) {
+  const std::vector<double> reported = requested.empty() ? std::vector{start, end} : requested;
+  const double direction = end > start ? 1 : -1;
+  for (std::size_t k = 0; k < reported.size(); ++k) {
+    if (!(reported[k] >= 0 && reported[k] <= 1)) {
+      std::ostringstream message;
+      message << "--times: " << reported[k] << " lies outside [0, 1]";
+      throw std::invalid_argument(message.str());
+    }
+    if (k > 0 && !(direction * (reported[k] - reported[k - 1]) > 0)) {
+      throw std::invalid_argument(std::string("--times must be strictly ") +
+                                  (direction > 0 ? "increasing" : "decreasing") +
+                                  " in the direction of integration");
+    }
+  }
+  Grid<Scalar> grid;
+  if (reported.front() != start) grid.times.push_back(static_cast<Scalar>(start));
+  for (const double t : reported) {
+    grid.reported.push_back(grid.times.size());
+    grid.times.push_back(static_cast<Scalar>(t));
+  }
+  if (reported.back() != end) grid.times.push_back(static_cast<Scalar>(end));
+  return grid;
+}
+
+/// An integration through the --times: its result, and with --trajectory the states at the
+/// --times as the elements of a [len(times), N, d] array.
+template <class Scalar>
+struct TimedIntegration {
+  flowmatch::SolveResult<Scalar> result;
+  std::vector<std::int64_t> trajectory_shape;
+  std::vector<Scalar> trajectory;
+};
+
+/// Carries a state through a grid of times: flowmatch::integrate of a field, or
+/// flowmatch::sample_transformed under another scheduler.
+template <class Scalar>
+using GridIntegrator = std::function<flowmatch::SolveResult<Scalar>(
+    const Matrix<Scalar>&, std::span<const Scalar>, const flowmatch::SolverOptions<Scalar>&)>;
+
+/// The integration of @p field itself (referenced).
+template <class Scalar>
+GridIntegrator<Scalar> plain_integration(const AnyField<Scalar>& field) {
+  return [&field](const Matrix<Scalar>& x, std::span<const Scalar> times,
+                  const flowmatch::SolverOptions<Scalar>& solver) {
+    return flowmatch::integrate(field, x, times, solver);
+  };
+}
+
+/// Integrates from @p start to @p end through the --times.
+template <class Scalar>
+TimedIntegration<Scalar> integrate_through_times(const GridIntegrator<Scalar>& integrator,
+                                                 const Matrix<Scalar>& x, double start, double end,
+                                                 const SolverCliOptions& options) {
+  const Grid<Scalar> grid = grid_through<Scalar>(options.times, start, end);
+  flowmatch::SolverOptions<Scalar> solver = solver_options<Scalar>(options);
+  solver.return_trajectory = !options.trajectory.empty();
+  TimedIntegration<Scalar> run{
+      integrator(x, std::span<const Scalar>(grid.times), solver),
+      {static_cast<std::int64_t>(grid.reported.size()), x.cols(), x.rows()},
+      {}};
+  for (const std::size_t k : grid.reported) {
+    if (!solver.return_trajectory) break;
+    // A d×N column-major state has the memory of an [N, d] C-order array.
+    const Matrix<Scalar>& state = run.result.trajectory[k];
+    run.trajectory.insert(run.trajectory.end(), state.data(), state.data() + state.size());
+  }
+  return run;
+}
+
+/// Writes the states at the --times to the --trajectory file, if one is given.
+template <class Scalar>
+void save_trajectory(const SolverCliOptions& options, const TimedIntegration<Scalar>& run) {
+  if (options.trajectory.empty()) return;
+  flowmatch::io::save_npy_array<Scalar>(options.trajectory, run.trajectory_shape, run.trajectory);
+}
+
+/// Integrates from @p start to @p end, writes the final state to @p out and, with
+/// --trajectory, the states at the --times.
+template <class Scalar>
+void integrate_and_save(const GridIntegrator<Scalar>& integrator, const Matrix<Scalar>& x,
+                        double start, double end, const SolverCliOptions& options,
+                        const std::string& out) {
+  const TimedIntegration<Scalar> run = integrate_through_times(integrator, x, start, end, options);
+  flowmatch::io::save_npy(out, run.result.state);
+  save_trajectory(options, run);
+  if (options.stats) std::cout << stats_json(run.result.stats).dump() << "\n";
+}
+
+/// Calls @p run with the divergence estimator chosen by --divergence.
+template <class Run>
+auto with_divergence_estimator(const DivergenceOptions& options, Run&& run) {
+  if (options.divergence == "exact") return run(flowmatch::ExactDivergence{});
+  std::mt19937_64 generator(options.seed);
+  const flowmatch::Hutchinson<std::mt19937_64> hutchinson(
+      options.probes, flowmatch::ProbeDistribution::rademacher, generator);
+  return run(hutchinson);
+}
+
+/// With --trajectory, the states at the --times of an integration of x alone from @p start to
+/// @p end (for the subcommands whose own integration carries more than x).
+template <class Scalar>
+std::optional<TimedIntegration<Scalar>> trajectory_of(const AnyField<Scalar>& field,
+                                                      const Matrix<Scalar>& x, double start,
+                                                      double end, const SolverCliOptions& options) {
+  if (options.trajectory.empty()) return std::nullopt;
+  return integrate_through_times(plain_integration(field), x, start, end, options);
+}
+
+}  // namespace
+
+template <class Scalar>
+void run_sample(const SampleOptions& options) {
+  const auto mlp = load_model<Scalar>(options.model.path, options.model.activation);
+  const Matrix<Scalar> noise = load_points<Scalar>(options.noise, "--noise", *mlp);
+  AnyField<Scalar> field = model_field<Scalar>(
+      mlp, options.common.threads, load_conditions<Scalar>(options.conditions, noise.cols(), *mlp),
+      load_guidance<Scalar>(options.guidance, noise.cols(), *mlp));
+  if (options.loglik.empty()) {
+    if (options.transform_to.empty()) {
+      integrate_and_save(plain_integration(field), noise, 0.0, 1.0, options.solver, options.out);
+      return;
+    }
+    // Exact also where the other scheduler's field is singular at r = 1 (vp, linear-vp).
+    const NamedScheduler<Scalar> from(options.model.scheduler);
+    const NamedScheduler<Scalar> to(options.transform_to);
+    const GridIntegrator<Scalar> transformed = [&](const Matrix<Scalar>& x,
+                                                   std::span<const Scalar> times,
+                                                   const flowmatch::SolverOptions<Scalar>& solver) {
+      return flowmatch::sample_transformed(field, from, to, x, times, solver);
+    };
+    integrate_and_save(transformed, noise, 0.0, 1.0, options.solver, options.out);
+    return;
+  }
+  if (options.transform_to == "vp" || options.transform_to == "linear-vp") {
+    throw std::invalid_argument("--loglik does not combine with --transform-to " +
+                                options.transform_to +
+                                ", whose velocity is singular at t = 1; sample without --loglik");
+  }
+  if (!options.transform_to.empty()) {
+    field = AnyField<Scalar>(
+        flowmatch::transform_schedule(field, NamedScheduler<Scalar>(options.model.scheduler),
+                                      NamedScheduler<Scalar>(options.transform_to)));
+  }
+  const flowmatch::SolverOptions<Scalar> solver = solver_options<Scalar>(options.solver);
+  const auto result = with_divergence_estimator(options.divergence, [&](const auto& estimator) {
+    return flowmatch::sample_with_log_likelihood(field, noise, solver, estimator);
+  });
+  const auto trajectory = trajectory_of(field, noise, 0.0, 1.0, options.solver);
+  flowmatch::io::save_npy(options.out, result.data);
+  flowmatch::io::save_npy_vector<double>(options.loglik, result.log_prob.template cast<double>());
+  if (trajectory) save_trajectory(options.solver, *trajectory);
+  if (options.solver.stats) std::cout << stats_json(result.stats).dump() << "\n";
+}
+
+template <class Scalar>
+void run_encode(const EncodeOptions& options) {
+  const auto mlp = load_model<Scalar>(options.model.path, options.model.activation);
+  const Matrix<Scalar> data = load_points<Scalar>(options.data, "--data", *mlp);
+  const AnyField<Scalar> field = model_field<Scalar>(
+      mlp, options.common.threads, load_conditions<Scalar>(options.conditions, data.cols(), *mlp),
+      load_guidance<Scalar>(options.guidance, data.cols(), *mlp));
+  integrate_and_save(plain_integration(field), data, 1.0, 0.0, options.solver, options.out);
+}
+
+template <class Scalar>
+void run_loglik(const LoglikOptions& options) {
+  const auto mlp = load_model<Scalar>(options.model.path, options.model.activation);
+  const Matrix<Scalar> data = load_points<Scalar>(options.data, "--data", *mlp);
+  const AnyField<Scalar> field = model_field<Scalar>(
+      mlp, options.common.threads, load_conditions<Scalar>(options.conditions, data.cols(), *mlp),
+      std::nullopt);
+  const flowmatch::SolverOptions<Scalar> solver = solver_options<Scalar>(options.solver);
+  const auto result = with_divergence_estimator(options.divergence, [&](const auto& estimator) {
+    return flowmatch::log_likelihood(field, data, solver, estimator);
+  });
+  const auto trajectory = trajectory_of(field, data, 1.0, 0.0, options.solver);
+  flowmatch::io::save_npy_vector<double>(options.out, result.log_prob.template cast<double>());
+  if (trajectory) save_trajectory(options.solver, *trajectory);
+  if (options.solver.stats) std::cout << stats_json(result.stats).dump() << "\n";
+}
+
+template <class Scalar>
+void run_score(const ScoreOptions& options) {
+  const auto mlp = load_model<Scalar>(options.model.path, options.model.activation);
+  const Matrix<Scalar> data = load_points<Scalar>(options.data, "--data", *mlp);
+  const AnyField<Scalar> field = model_field<Scalar>(
+      mlp, options.common.threads, load_conditions<Scalar>(options.conditions, data.cols(), *mlp),
+      std::nullopt);
+  const auto t = static_cast<Scalar>(options.t);
+  if (options.mode == "approx") {
+    if (!options.solver.times.empty() || !options.solver.trajectory.empty()) {
+      throw std::invalid_argument(
+          "--times and --trajectory apply to --mode exact (--mode approx does not integrate)");
+    }
+    const flowmatch::AffinePath<NamedScheduler<Scalar>> path{
+        NamedScheduler<Scalar>(options.model.scheduler)};
+    flowmatch::io::save_npy(options.out, flowmatch::velocity_score(field, path, t, data));
+    if (options.solver.stats) std::cout << stats_json(SolverStats{1, 0, 0, 0, 0}).dump() << "\n";
+    return;
+  }
+  const flowmatch::ScoreResult<Scalar> result =
+      flowmatch::exact_score(field, t, data, solver_options<Scalar>(options.solver));
+  // The exact score encodes the points from t to 0; --trajectory shows that path.
+  const auto trajectory = trajectory_of(field, data, options.t, 0.0, options.solver);
+  flowmatch::io::save_npy(options.out, result.score);
+  if (trajectory) save_trajectory(options.solver, *trajectory);
+  if (options.solver.stats) {
+    std::cout << stats_json(result.stats, &result.encode_stats).dump() << "\n";
+  }
+}
+
+template void run_sample<float>(const SampleOptions&);
+template void run_sample<double>(const SampleOptions&);
+template void run_encode<float>(const EncodeOptions&);
+template void run_encode<double>(const EncodeOptions&);
+template void run_loglik<float>(const LoglikOptions&);
+template void run_loglik<double>(const LoglikOptions&);
+template void run_score<float>(const ScoreOptions&);
+template void run_score<double>(const ScoreOptions&);
+
+}  // namespace flowmatch_cli

@@ -1,0 +1,136 @@
+// The settings of each subcommand of the flowmatch tool, as parsed from the command line, and
+// the functions that run them (one instantiation per --precision).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace flowmatch_cli {
+
+/// --threads and --precision, accepted by every subcommand.
+struct CommonOptions {
+  int threads = 1;
+  std::string precision = "double";
+};
+
+/// The model file and how to read it.
+struct ModelOptions {
+  std::string path;
+  std::optional<std::string> activation;  ///< overrides the file's metadata
+  std::string scheduler = "condot";       ///< the path the model was trained on
+};
+
+/// Conditions of a conditional model: a float matrix, or integer labels made one-hot.
+struct ConditionOptions {
+  std::string cond;    ///< [N, k] float .npy
+  std::string labels;  ///< [N] integer .npy; label -1 is the null condition (all zeros)
+  std::optional<std::int64_t> num_classes;
+};
+
+/// Classifier-free guidance: one weight for all samples, or one per sample.
+struct GuidanceOptions {
+  std::optional<double> weight;
+  std::string weight_file;  ///< [N] float .npy
+};
+
+/// The solver's settings, and what to report about the integration.
+struct SolverCliOptions {
+  std::string method = "dopri5";
+  std::optional<double> step_size;
+  std::optional<double> rtol;
+  std::optional<double> atol;
+  std::vector<double> times;  ///< report the states at these times
+  std::string trajectory;     ///< [len(times), N, d] .npy of the states at the times
+  bool stats = false;         ///< print a JSON object of the solver statistics to stdout
+};
+
+/// The divergence estimator of the change of variables.
+struct DivergenceOptions {
+  std::string divergence = "exact";  ///< exact or hutchinson
+  std::int64_t probes = 1;
+  std::uint64_t seed = 0;
+};
+
+struct SampleOptions {
+  CommonOptions common;
+  ModelOptions model;
+  ConditionOptions conditions;
+  GuidanceOptions guidance;
+  SolverCliOptions solver;
+  DivergenceOptions divergence;
+  std::string noise;
+  std::string out;
+  std::string loglik;        ///< also write each sample's log-density here
+  std::string transform_to;  ///< sample under this scheduler instead
+};
+
+struct EncodeOptions {
+  CommonOptions common;
+  ModelOptions model;
+  ConditionOptions conditions;
+  GuidanceOptions guidance;
+  SolverCliOptions solver;
+  std::string data;
+  std::string out;
+};
+
+struct LoglikOptions {
+  CommonOptions common;
+  ModelOptions model;
+  ConditionOptions conditions;
+  SolverCliOptions solver;
+  DivergenceOptions divergence;
+  std::string data;
+  std::string out;
+};
+
+struct ScoreOptions {
+  CommonOptions common;
+  ModelOptions model;
+  ConditionOptions conditions;
+  SolverCliOptions solver;
+  std::string data;
+  std::string out;
+  double t = 0;
+  std::string mode = "approx";  ///< approx (from the velocity) or exact (the model's density)
+};
+
+struct TrainOptions {
+  CommonOptions common;
+  std::string data;
+  std::string out;
+  ConditionOptions conditions;
+  std::vector<std::int64_t> hidden{128, 128, 128, 128};
+  std::string activation = "silu";
+  std::int64_t steps = 1000;  ///< total steps, counted from the start of the run
+  std::int64_t batch = 256;
+  double lr = 1e-3;
+  std::string coupling = "independent";  ///< independent, ot or sinkhorn
+  double sigma = 0;
+  double label_dropout = 0.1;
+  std::uint64_t seed = 0;
+  std::string resume;      ///< continue from this checkpoint
+  std::string checkpoint;  ///< write the final training state here
+};
+
+struct InfoOptions {
+  CommonOptions common;
+  std::string model;
+  std::optional<std::string> activation;
+};
+
+template <class Scalar>
+void run_sample(const SampleOptions& options);
+template <class Scalar>
+void run_encode(const EncodeOptions& options);
+template <class Scalar>
+void run_loglik(const LoglikOptions& options);
+template <class Scalar>
+void run_score(const ScoreOptions& options);
+template <class Scalar>
+void run_train(const TrainOptions& options);
+void run_info(const InfoOptions& options);
+
+}  // namespace flowmatch_cli

@@ -1,0 +1,169 @@
+// The subcommands that make and describe models: train and info.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <iostream>
+#include <random>
+#include <stdexcept>
+#include <string>
+
+#include "flowmatch/io/mlp_safetensors.hpp"
+#include "flowmatch/io/npy.hpp"
+#include "flowmatch/io/safetensors.hpp"
+#include "flowmatch/nn/mlp.hpp"
+#include "flowmatch/train/checkpoint.hpp"
+#include "flowmatch/train/lr_schedule.hpp"
+#include "flowmatch/train/objective.hpp"
+#include "flowmatch/train/parameters.hpp"
+#include "flowmatch/train/trainer.hpp"
+#include "inputs.hpp"
+#include "options.hpp"
+
+namespace flowmatch_cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+/// Training progress on stderr: a bar redrawn in place when stderr is a terminal, otherwise a
+/// line every few seconds (and one at the end), so that logs stay readable.
+class ProgressReport {
+ public:
+  ProgressReport(std::int64_t first_step, std::int64_t last_step)
+      : first_step_(first_step), last_step_(last_step), terminal_(isatty(fileno(stderr)) == 1) {}
+
+  void operator()(const flowmatch::TrainingProgress& progress) {
+    const auto now = Clock::now();
+    const bool last = progress.step == last_step_;
+    const auto interval = terminal_ ? std::chrono::milliseconds(100) : std::chrono::seconds(5);
+    if (!last && now - last_print_ < interval) return;
+    last_print_ = now;
+    // Rate and remaining time over the whole run so far, steadier than the last interval's.
+    const double seconds = std::chrono::duration<double>(now - start_).count();
+    const double rate =
+        seconds > 0 ? static_cast<double>(progress.step - first_step_) / seconds : 0;
+    const double remaining = rate > 0 ? static_cast<double>(last_step_ - progress.step) / rate : 0;
+    char line[160];
+    std::snprintf(line, sizeof line, "step %lld/%lld  loss %.5f  %.1f steps/s  ETA %.0f s",
+                  static_cast<long long>(progress.step), static_cast<long long>(last_step_),
+                  progress.loss, rate, remaining);
+    if (terminal_) {
+      constexpr int width = 30;
+      const auto filled = static_cast<int>(width * progress.step / last_step_);
+      std::fprintf(stderr, "\r[%.*s%*s] %s", filled, "##############################",
+                   width - filled, "", line);
+      if (last) std::fputc('\n', stderr);
+    } else {
+      std::fprintf(stderr, "%s\n", line);
+    }
+    std::fflush(stderr);
+  }
+
+ private:
+  std::int64_t first_step_;
+  std::int64_t last_step_;
+  bool terminal_;
+  Clock::time_point start_ = Clock::now();
+  Clock::time_point last_print_ = Clock::now();
+};
+
+/// The objective of --coupling with the path smoothing --sigma.
+template <class Scalar>
+flowmatch::FlowMatchingObjective<Scalar> objective_for(const TrainOptions& options) {
+  using Objective = flowmatch::FlowMatchingObjective<Scalar>;
+  const auto sigma = static_cast<Scalar>(options.sigma);
+  if (options.coupling == "ot") return Objective::optimal_transport(sigma);
+  if (options.coupling == "sinkhorn") {
+    if (!(sigma > 0)) {
+      throw std::invalid_argument(
+          "--coupling sinkhorn needs --sigma > 0 (its regularisation is "
+          "2 sigma^2)");
+    }
+    return Objective::schrodinger_bridge(sigma);
+  }
+  return Objective::independent(sigma);
+}
+
+}  // namespace
+
+template <class Scalar>
+void run_train(const TrainOptions& options) {
+  using Trainer = flowmatch::FlowMatchingTrainer<Scalar>;
+  const flowmatch::Matrix<Scalar> data = flowmatch::io::load_npy_batch<Scalar>(options.data);
+  if (data.cols() == 0) throw std::invalid_argument("--data " + options.data + " holds no points");
+  const auto conditions = read_conditions<Scalar>(options.conditions, data.cols());
+
+  flowmatch::MlpConfig config;
+  config.dim = data.rows();
+  config.cond_dim = conditions ? conditions->rows() : 0;
+  config.hidden.assign(options.hidden.begin(), options.hidden.end());
+  config.activation = flowmatch::activation_from_name(options.activation);
+  std::mt19937_64 initialisation(options.seed);
+  flowmatch::Mlp<Scalar> model(config, initialisation);
+
+  flowmatch::FlowMatchingObjective<Scalar> objective = objective_for<Scalar>(options);
+  if (conditions) objective.label_dropout = static_cast<Scalar>(options.label_dropout);
+  flowmatch::TrainerOptions<Scalar> trainer_options;
+  trainer_options.batch_size = options.batch;
+  trainer_options.learning_rate =
+      flowmatch::ConstantSchedule<Scalar>(static_cast<Scalar>(options.lr));
+  trainer_options.report_every = 10;
+
+  const auto make_trainer = [&] {
+    if (conditions) {
+      return Trainer(std::move(model), objective, Trainer::resample(data, *conditions),
+                     trainer_options, options.seed);
+    }
+    return Trainer(std::move(model), objective, Trainer::resample(data), trainer_options,
+                   options.seed);
+  };
+  Trainer trainer = make_trainer();
+  if (!options.resume.empty()) trainer.restore(flowmatch::load_checkpoint<Scalar>(options.resume));
+  if (trainer.step_count() >= options.steps) {
+    throw std::invalid_argument(
+        "--resume " + options.resume + " is at step " + std::to_string(trainer.step_count()) +
+        ", --steps (the total) must be larger, got " + std::to_string(options.steps));
+  }
+
+  ProgressReport report(trainer.step_count(), options.steps);
+  trainer.train(options.steps - trainer.step_count(), std::ref(report));
+  flowmatch::io::save_mlp(options.out, trainer.model());
+  if (!options.checkpoint.empty())
+    flowmatch::save_checkpoint(options.checkpoint, trainer.checkpoint());
+}
+
+void run_info(const InfoOptions& options) {
+  const flowmatch::io::SafeTensors file = flowmatch::io::read_safetensors(options.model);
+  const bool checkpoint = file.tensors.contains("optimizer.first_moment");
+  flowmatch::io::MlpLoadOptions load;
+  if (options.activation) load.activation = flowmatch::activation_from_name(*options.activation);
+  const flowmatch::Mlp<double> model = checkpoint
+                                           ? flowmatch::load_checkpoint<double>(options.model).model
+                                           : flowmatch::io::load_mlp<double>(options.model, load);
+  const flowmatch::MlpConfig& config = model.config();
+  std::string hidden;
+  for (const flowmatch::Index width : config.hidden) {
+    if (!hidden.empty()) hidden += ',';
+    hidden += std::to_string(width);
+  }
+  const flowmatch::Index frequencies = config.time_embedding.frequencies;
+  std::cout << "file: " << options.model << (checkpoint ? " (training checkpoint)" : "") << "\n"
+            << "dim: " << config.dim << "\n"
+            << "cond_dim: " << config.cond_dim << "\n"
+            << "hidden: " << (hidden.empty() ? "none" : hidden) << "\n"
+            << "activation: " << flowmatch::activation_name(config.activation) << "\n"
+            << "time_embedding: "
+            << (frequencies == 0
+                    ? "raw"
+                    : std::string("sinusoidal, ") + std::to_string(frequencies) + " frequencies")
+            << "\n"
+            << "parameters: " << flowmatch::parameter_count(model) << "\n";
+  if (checkpoint) std::cout << "step: " << file.metadata.at("step") << "\n";
+}
+
+template void run_train<float>(const TrainOptions&);
+template void run_train<double>(const TrainOptions&);
+
+}  // namespace flowmatch_cli

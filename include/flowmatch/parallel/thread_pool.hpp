@@ -1,0 +1,152 @@
+/// @file thread_pool.hpp
+/// @brief A fixed set of persistent worker threads that run the iterations of a loop.
+///
+/// `pool.parallel_for(tasks, task)` calls `task(i)` once for every i in [0, tasks) and returns
+/// when all calls are done. The calling thread takes part: a pool of T threads starts T − 1
+/// workers, and a pool of 1 thread runs every task inline on the caller. The tasks are dealt
+/// round robin: task i runs on thread i mod T (thread 0 is the caller), the same thread at
+/// every call, so per-thread state such as an Mlp's thread_local workspace sees the same
+/// batches from one call to the next. A task must compute the same result whichever thread
+/// runs it (ParallelField's chunks do, which makes their results independent of T).
+///
+/// A call does not allocate: the task is passed to the workers as a function pointer and a
+/// pointer to the caller's task object, not as a std::function. Calls from several threads
+/// are serialised; a task must not call parallel_for on the pool that runs it (deadlock).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "flowmatch/core/types.hpp"
+
+namespace flowmatch {
+
+/// Persistent worker threads for data-parallel loops (see the file comment).
+class ThreadPool {
+ public:
+  /// Starts @p threads − 1 workers (the caller of parallel_for is the remaining thread).
+  /// @throws std::invalid_argument unless threads >= 1.
+  explicit ThreadPool(int threads) : thread_count_(threads) {
+    if (threads < 1) {
+      throw std::invalid_argument("ThreadPool: threads is " + std::to_string(threads) +
+                                  ", expected at least 1");
+    }
+    workers_.reserve(static_cast<std::size_t>(threads - 1));
+    for (int worker = 1; worker < threads; ++worker) {
+      workers_.emplace_back([this, worker] { work(worker); });
+    }
+  }
+
+  /// Stops and joins the workers.
+  ~ThreadPool() {
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    work_ready_.notify_all();
+    for (std::thread& worker : workers_) worker.join();
+  }
+
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  /// The number of threads that run tasks, the caller included.
+  [[nodiscard]] int thread_count() const { return thread_count_; }
+
+  /// Calls `task(i)` for every i in [0, @p tasks) on the pool's threads and blocks until all
+  /// calls have returned. If tasks throw, the tasks not yet started are skipped and the first
+  /// exception is rethrown here. Does not allocate (unless a task throws).
+  template <class Task>
+  void parallel_for(Index tasks, const Task& task) {
+    run(
+        tasks, [](const void* context, Index i) { (*static_cast<const Task*>(context))(i); },
+        &task);
+  }
+
+ private:
+  using TaskFunction = void (*)(const void* context, Index task);
+
+  void run(Index tasks, TaskFunction function, const void* context) {
+    if (tasks <= 0) return;
+    if (workers_.empty() || tasks == 1) {
+      for (Index i = 0; i < tasks; ++i) function(context, i);
+      return;
+    }
+    const std::lock_guard<std::mutex> call_lock(call_mutex_);
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      function_ = function;
+      context_ = context;
+      task_count_ = tasks;
+      failed_.store(false, std::memory_order_relaxed);
+      busy_workers_ = static_cast<int>(workers_.size());
+      first_error_ = nullptr;
+      ++generation_;
+    }
+    work_ready_.notify_all();
+    run_tasks(0);
+    std::unique_lock<std::mutex> lock(mutex_);
+    work_done_.wait(lock, [this] { return busy_workers_ == 0; });
+    if (first_error_) {
+      std::exception_ptr error = first_error_;
+      first_error_ = nullptr;
+      std::rethrow_exception(error);
+    }
+  }
+
+  // Runs the tasks of the current call dealt to thread @p thread, until one of any thread fails.
+  void run_tasks(int thread) {
+    for (Index i = thread; i < task_count_; i += thread_count_) {
+      if (failed_.load(std::memory_order_relaxed)) return;
+      try {
+        function_(context_, i);
+      } catch (...) {
+        const std::lock_guard<std::mutex> lock(mutex_);
+        if (!first_error_) first_error_ = std::current_exception();
+        failed_.store(true, std::memory_order_relaxed);
+      }
+    }
+  }
+
+  void work(int thread) {
+    std::uint64_t seen_generation = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        work_ready_.wait(lock, [&] { return stopping_ || generation_ != seen_generation; });
+        if (stopping_) return;
+        seen_generation = generation_;
+      }
+      run_tasks(thread);
+      {
+        const std::lock_guard<std::mutex> lock(mutex_);
+        --busy_workers_;
+      }
+      work_done_.notify_one();
+    }
+  }
+
+  int thread_count_;
+  std::vector<std::thread> workers_;
+  std::mutex call_mutex_;  // one parallel_for at a time
+  std::mutex mutex_;       // guards everything below except failed_
+  std::condition_variable work_ready_;
+  std::condition_variable work_done_;
+  bool stopping_ = false;
+  std::uint64_t generation_ = 0;  // incremented by every call that wakes the workers
+  TaskFunction function_ = nullptr;
+  const void* context_ = nullptr;
+  Index task_count_ = 0;
+  std::atomic<bool> failed_{false};  // a task of the current call threw: skip the rest
+  int busy_workers_ = 0;
+  std::exception_ptr first_error_;
+};
+
+}  // namespace flowmatch

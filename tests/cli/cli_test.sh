@@ -1,0 +1,379 @@
+#!/usr/bin/env bash
+# End-to-end test of the flowmatch command-line tool: every subcommand on small files, the
+# results checked against closed forms (cli_check.cpp) or against each other, and every error
+# path (non-zero exit, exactly one line on stderr, no output file left behind).
+#
+# Usage: cli_test.sh <flowmatch> <cli_check> <work-directory>
+set -u
+export LC_ALL=C
+tool=$(realpath "$1")
+check=$(realpath "$2")
+work=$3
+rm -rf "$work"
+mkdir -p "$work"
+cd "$work" || exit 1
+
+failures=0
+fail() {
+  echo "FAIL: $*"
+  failures=$((failures + 1))
+}
+
+# ok <description> <command...>: the command must succeed.
+ok() {
+  local description=$1
+  shift
+  "$@" > last.out 2> last.err
+  local status=$?
+  if [ "$status" -ne 0 ]; then
+    fail "$description: exit status $status: $(cat last.err)"
+    return 1
+  fi
+  echo "ok: $description"
+}
+
+# rejects <description> <output-file> <command...>: the command must fail with one line on
+# stderr starting "flowmatch: error:", and leave neither the output nor a temporary file.
+rejects() {
+  local description=$1 output=$2
+  shift 2
+  "$@" > last.out 2> last.err
+  local status=$?
+  local lines
+  lines=$(wc -l < last.err)
+  if [ "$status" -eq 0 ]; then
+    fail "$description: exit status 0"
+  elif [ "$lines" -ne 1 ] || ! grep -q '^flowmatch: error: ' last.err; then
+    fail "$description: expected one line 'flowmatch: error: ...' on stderr, got $lines:"
+    cat last.err
+  elif [ -e "$output" ]; then
+    fail "$description: left $output behind"
+  elif compgen -G '*.tmp*' > /dev/null; then
+    fail "$description: left a temporary file: $(echo *.tmp*)"
+  else
+    echo "ok: $description rejected: $(cat last.err)"
+  fi
+  rm -f "$output"
+}
+
+tight=(--rtol 1e-10 --atol 1e-10)
+
+# --- Inputs: closed-form linear models (see cli_check.cpp), noise, labels, weights ----------
+"$check" linear-model linear.safetensors
+"$check" linear-model conditional.safetensors 3
+"$check" normal noise.npy 64 2 1
+"$check" normal data.npy 256 2 2 1.5
+"$check" labels labels.npy 64 3
+"$check" labels train_labels.npy 256 3
+"$check" normal many.npy 1000 2 4
+"$check" vector weights.npy "$(awk 'BEGIN { for (n = 0; n < 64; ++n) printf "%s%g", (n ? "," : ""), 0.5 + 0.05 * n }')"
+"$check" shape weights.npy 64 || fail "weights.npy should hold 64 weights"
+
+# --- sample / encode ------------------------------------------------------------------------
+ok "sample (dopri5) with --stats" "$tool" sample --model linear.safetensors --noise noise.npy \
+  --out x1.npy "${tight[@]}" --stats &&
+  for key in nfe accepted rejected; do
+    grep -q "\"$key\":[0-9]" last.out || fail "--stats lacks \"$key\": $(cat last.out)"
+  done
+"$check" sample linear.safetensors noise.npy x1.npy 1e-7 || fail "sample vs closed form"
+ok "encode" "$tool" encode --model linear.safetensors --data x1.npy --out x0.npy "${tight[@]}"
+"$check" encode linear.safetensors x1.npy x0.npy 1e-7 || fail "encode vs closed form"
+"$check" close x0.npy noise.npy 1e-7 || fail "encode(sample(noise)) recovers the noise"
+for method in euler midpoint heun2 heun3 rk4 rk38; do
+  ok "sample --method $method" "$tool" sample --model linear.safetensors --noise noise.npy \
+    --out fixed.npy --method "$method" --step-size 0.001
+  "$check" sample linear.safetensors noise.npy fixed.npy 1e-2 || fail "$method vs closed form"
+done
+ok "sample --method rk4 --step-size 0.01" "$tool" sample --model linear.safetensors \
+  --noise noise.npy --out rk4.npy --method rk4 --step-size 0.01 --stats
+grep -q '"accepted":100,' last.out || fail "rk4 with step 0.01 should take 100 steps: $(cat last.out)"
+"$check" sample linear.safetensors noise.npy rk4.npy 1e-8 || fail "rk4 vs closed form"
+for method in rkf78 tsit5; do
+  ok "sample --method $method" "$tool" sample --model linear.safetensors --noise noise.npy \
+    --out adaptive.npy --method "$method" "${tight[@]}"
+  "$check" sample linear.safetensors noise.npy adaptive.npy 1e-7 || fail "$method vs closed form"
+done
+ok "sample --precision float" "$tool" sample --model linear.safetensors --noise noise.npy \
+  --out x1_float.npy --precision float --rtol 1e-6 --atol 1e-6
+"$check" sample linear.safetensors noise.npy x1_float.npy 1e-4 || fail "float sample"
+
+# --- trajectories ---------------------------------------------------------------------------
+ok "sample --times --trajectory" "$tool" sample --model linear.safetensors --noise noise.npy \
+  --out x1_grid.npy --times 0,0.5,1 --trajectory trajectory.npy "${tight[@]}"
+"$check" shape trajectory.npy 3,64,2 || fail "trajectory shape [3, 64, 2]"
+"$check" trajectory-ends trajectory.npy noise.npy x1.npy 1e-7 || fail "trajectory endpoints"
+ok "sample --times at interior times" "$tool" sample --model linear.safetensors \
+  --noise noise.npy --out x1_interior.npy --times 0.25,0.5,0.75 --trajectory interior.npy
+"$check" shape interior.npy 3,64,2 || fail "interior trajectory shape [3, 64, 2]"
+ok "encode --times --trajectory" "$tool" encode --model linear.safetensors --data x1.npy \
+  --out x0_grid.npy --times 1,0.5,0 --trajectory encode_trajectory.npy "${tight[@]}"
+"$check" trajectory-ends encode_trajectory.npy x1.npy x0.npy 1e-7 ||
+  fail "encode trajectory endpoints"
+"$check" trajectory-row trajectory.npy 1 forward_half.npy
+"$check" trajectory-row encode_trajectory.npy 1 backward_half.npy
+"$check" close forward_half.npy backward_half.npy 1e-7 ||
+  fail "the states at t = 0.5 forward and backward differ"
+
+# --- loglik ---------------------------------------------------------------------------------
+ok "loglik (exact divergence)" "$tool" loglik --model linear.safetensors --data x1.npy \
+  --out ll.npy "${tight[@]}" --stats
+"$check" loglik linear.safetensors x1.npy ll.npy 1e-7 || fail "loglik vs closed form"
+"$check" shape ll.npy 64 || fail "loglik writes [N]"
+ok "loglik --times --trajectory" "$tool" loglik --model linear.safetensors --data x1.npy \
+  --out ll_grid.npy --times 1,0.5,0 --trajectory loglik_trajectory.npy "${tight[@]}"
+"$check" trajectory-ends loglik_trajectory.npy x1.npy noise.npy 1e-7 ||
+  fail "loglik trajectory from the data to the noise"
+ok "loglik --precision float" "$tool" loglik --model linear.safetensors --data x1.npy \
+  --out ll_float.npy --precision float --rtol 1e-6 --atol 1e-6
+"$check" loglik linear.safetensors x1.npy ll_float.npy 1e-4 || fail "float loglik"
+# Rademacher probes give the exact trace of a diagonal Jacobian.
+ok "loglik --divergence hutchinson" "$tool" loglik --model linear.safetensors --data x1.npy \
+  --out ll_hutchinson.npy --divergence hutchinson --probes 3 --seed 7 "${tight[@]}"
+"$check" loglik linear.safetensors x1.npy ll_hutchinson.npy 1e-7 || fail "Hutchinson loglik"
+ok "sample --loglik" "$tool" sample --model linear.safetensors --noise noise.npy \
+  --out x1_ll.npy --loglik ll_sample.npy "${tight[@]}"
+"$check" close ll_sample.npy ll.npy 1e-7 || fail "sample --loglik vs loglik"
+"$check" close x1_ll.npy x1.npy 1e-7 || fail "sample --loglik samples"
+ok "sample --loglik --trajectory" "$tool" sample --model linear.safetensors --noise noise.npy \
+  --out x1_ll_grid.npy --loglik ll_grid_sample.npy --times 0,0.5,1 \
+  --trajectory ll_trajectory.npy "${tight[@]}"
+"$check" trajectory-ends ll_trajectory.npy noise.npy x1.npy 1e-7 ||
+  fail "sample --loglik trajectory endpoints"
+
+# --- score ----------------------------------------------------------------------------------
+ok "score --mode approx" "$tool" score --model linear.safetensors --data x1.npy --t 0.3 \
+  --out score_approx.npy
+"$check" approx-score linear.safetensors x1.npy score_approx.npy 1e-10 0.3 ||
+  fail "approx score vs its formula on the CondOT path"
+ok "score --mode exact" "$tool" score --model linear.safetensors --data x1.npy --t 0.6 \
+  --mode exact --out score_exact.npy "${tight[@]}" --stats
+"$check" exact-score linear.safetensors x1.npy score_exact.npy 1e-7 0.6 ||
+  fail "exact score vs closed form"
+grep -q '"encode":' last.out || fail "exact score --stats reports the encoding"
+ok "score --mode exact --times --trajectory" "$tool" score --model linear.safetensors \
+  --data x1.npy --t 0.6 --mode exact --out score_grid.npy --times 0.6,0.3,0 \
+  --trajectory score_trajectory.npy "${tight[@]}"
+"$check" shape score_trajectory.npy 3,64,2 || fail "score trajectory shape [3, 64, 2]"
+"$check" close score_grid.npy score_exact.npy 1e-12 || fail "score --trajectory changed the score"
+row=0
+for time in 0.6 0.3 0; do
+  "$check" trajectory-row score_trajectory.npy "$row" score_state.npy
+  "$check" flow linear.safetensors x1.npy score_state.npy 1e-7 0.6 "$time" ||
+    fail "score trajectory at t = $time vs the closed-form flow from t = 0.6"
+  row=$((row + 1))
+done
+
+# --- schedule transform: same endpoints, so the same samples --------------------------------
+for scheduler in cosine poly:2; do
+  ok "sample --transform-to $scheduler" "$tool" sample --model linear.safetensors \
+    --noise noise.npy --out transformed.npy --transform-to "$scheduler" "${tight[@]}"
+  "$check" close transformed.npy x1.npy 1e-6 || fail "--transform-to $scheduler samples"
+done
+# VP and linear VP have an infinite sigma-dot at r = 1; the sampler finishes on the model's own
+# path there. Their noise x0 stands for s0 x(t0) of the model's flow (cli_check.cpp).
+for scheduler in vp linear-vp; do
+  ok "sample --transform-to $scheduler" "$tool" sample --model linear.safetensors \
+    --noise noise.npy --out transformed.npy --transform-to "$scheduler" "${tight[@]}" --stats
+  grep -q '"nfe":[1-9]' last.out || fail "--transform-to $scheduler --stats: $(cat last.out)"
+  "$check" transformed-sample linear.safetensors noise.npy transformed.npy 1e-6 "$scheduler" ||
+    fail "--transform-to $scheduler samples vs closed form"
+  ok "sample --transform-to $scheduler --times --trajectory" "$tool" sample \
+    --model linear.safetensors --noise noise.npy --out transformed_grid.npy \
+    --transform-to "$scheduler" --times 0,0.5,1 --trajectory transformed_trajectory.npy \
+    "${tight[@]}"
+  "$check" shape transformed_trajectory.npy 3,64,2 || fail "$scheduler trajectory shape"
+  "$check" trajectory-ends transformed_trajectory.npy noise.npy transformed.npy 1e-6 ||
+    fail "--transform-to $scheduler trajectory from the noise to the samples"
+done
+
+# --- conditional models: labels, guidance ---------------------------------------------------
+conditions=(--labels labels.npy --num-classes 3)
+ok "sample --labels" "$tool" sample --model conditional.safetensors --noise noise.npy \
+  --out labelled.npy "${conditions[@]}" "${tight[@]}"
+"$check" sample conditional.safetensors noise.npy labelled.npy 1e-7 labels.npy ||
+  fail "conditional sample vs closed form"
+ok "sample --guidance 2.5" "$tool" sample --model conditional.safetensors --noise noise.npy \
+  --out guided.npy "${conditions[@]}" --guidance 2.5 "${tight[@]}"
+"$check" sample conditional.safetensors noise.npy guided.npy 1e-7 labels.npy 2.5 ||
+  fail "guided sample vs closed form"
+ok "sample --guidance --loglik" "$tool" sample --model conditional.safetensors --noise noise.npy \
+  --out guided_ll.npy --loglik ll_guided.npy "${conditions[@]}" --guidance 2.5 "${tight[@]}"
+"$check" loglik conditional.safetensors guided_ll.npy ll_guided.npy 1e-7 labels.npy 2.5 ||
+  fail "log-densities of guided samples vs closed form"
+# Rademacher probes give the exact trace of the guided field's diagonal Jacobian as well.
+ok "sample --guidance --loglik --divergence hutchinson" "$tool" sample \
+  --model conditional.safetensors --noise noise.npy --out guided_hutchinson.npy \
+  --loglik ll_guided_hutchinson.npy "${conditions[@]}" --guidance 2.5 --divergence hutchinson \
+  --probes 3 --seed 5 "${tight[@]}"
+"$check" loglik conditional.safetensors guided_hutchinson.npy ll_guided_hutchinson.npy 1e-7 \
+  labels.npy 2.5 || fail "Hutchinson log-densities of guided samples vs closed form"
+ok "sample --guidance-file --loglik --divergence hutchinson" "$tool" sample \
+  --model conditional.safetensors --noise noise.npy --out guided_file_hutchinson.npy \
+  --loglik ll_guided_file_hutchinson.npy "${conditions[@]}" --guidance-file weights.npy \
+  --divergence hutchinson "${tight[@]}"
+"$check" loglik conditional.safetensors guided_file_hutchinson.npy \
+  ll_guided_file_hutchinson.npy 1e-7 labels.npy weights.npy ||
+  fail "Hutchinson log-densities of per-sample guided samples vs closed form"
+ok "sample --guidance-file" "$tool" sample --model conditional.safetensors --noise noise.npy \
+  --out guided_file.npy "${conditions[@]}" --guidance-file weights.npy "${tight[@]}"
+"$check" sample conditional.safetensors noise.npy guided_file.npy 1e-7 labels.npy weights.npy ||
+  fail "per-sample guidance vs closed form"
+ok "encode --guidance-file" "$tool" encode --model conditional.safetensors --data guided_file.npy \
+  --out guided_noise.npy "${conditions[@]}" --guidance-file weights.npy "${tight[@]}"
+"$check" close guided_noise.npy noise.npy 1e-7 || fail "guided round trip"
+ok "loglik --labels" "$tool" loglik --model conditional.safetensors --data labelled.npy \
+  --out ll_labelled.npy "${conditions[@]}" "${tight[@]}"
+"$check" loglik conditional.safetensors labelled.npy ll_labelled.npy 1e-7 labels.npy ||
+  fail "conditional loglik vs closed form"
+"$check" one-hot labels.npy 3 one_hot.npy
+ok "sample --cond" "$tool" sample --model conditional.safetensors --noise noise.npy \
+  --out conditioned.npy --cond one_hot.npy "${tight[@]}"
+cmp -s conditioned.npy labelled.npy || fail "--cond with one-hot rows differs from --labels"
+ok "score --labels" "$tool" score --model conditional.safetensors \
+  --data labelled.npy --t 0.3 --out score_labelled.npy "${conditions[@]}"
+"$check" approx-score conditional.safetensors labelled.npy score_labelled.npy 1e-10 0.3 \
+  labels.npy || fail "conditional approx score vs its formula"
+ok "score --labels --mode exact" "$tool" score --model conditional.safetensors \
+  --data labelled.npy --t 0.6 --mode exact --out score_labelled_exact.npy "${conditions[@]}" \
+  "${tight[@]}"
+"$check" exact-score conditional.safetensors labelled.npy score_labelled_exact.npy 1e-7 0.6 \
+  labels.npy || fail "conditional exact score vs closed form"
+ok "loglik --labels --divergence hutchinson" "$tool" loglik --model conditional.safetensors \
+  --data labelled.npy --out ll_labelled_hutchinson.npy "${conditions[@]}" \
+  --divergence hutchinson --probes 2 "${tight[@]}"
+"$check" loglik conditional.safetensors labelled.npy ll_labelled_hutchinson.npy 1e-7 labels.npy ||
+  fail "conditional Hutchinson loglik vs closed form"
+
+# --- train, info, resume --------------------------------------------------------------------
+small=(--hidden 16,16 --batch 32 --seed 3)
+ok "train" "$tool" train --data data.npy --out model.safetensors "${small[@]}" --steps 40
+ok "info" "$tool" info --model model.safetensors
+grep -qx 'dim: 2' last.out && grep -qx 'hidden: 16,16' last.out &&
+  grep -qx 'cond_dim: 0' last.out || fail "info of the trained model: $(cat last.out)"
+ok "train 20 steps with --checkpoint" "$tool" train --data data.npy --out half.safetensors \
+  "${small[@]}" --steps 20 --checkpoint checkpoint.safetensors
+ok "info on a checkpoint" "$tool" info --model checkpoint.safetensors
+grep -qx 'step: 20' last.out || fail "info of the checkpoint: $(cat last.out)"
+ok "train --resume to 40 steps" "$tool" train --data data.npy --out resumed.safetensors \
+  "${small[@]}" --steps 40 --resume checkpoint.safetensors
+cmp -s resumed.safetensors model.safetensors || fail "a resumed run differs from a direct one"
+ok "sample from the trained model" "$tool" sample --model model.safetensors --noise many.npy \
+  --out trained_samples.npy --threads 1 "${tight[@]}"
+ok "sample with --threads 2" "$tool" sample --model model.safetensors --noise many.npy \
+  --out trained_samples_2.npy --threads 2 "${tight[@]}"
+cmp -s trained_samples.npy trained_samples_2.npy || fail "results depend on --threads"
+ok "encode from the trained model" "$tool" encode --model model.safetensors \
+  --data trained_samples.npy --out trained_noise.npy "${tight[@]}" --threads 2
+"$check" close trained_noise.npy many.npy 1e-6 || fail "round trip through the trained model"
+ok "sample --loglik vs loglik on the trained model" "$tool" sample --model model.safetensors \
+  --noise noise.npy --out trained_x1.npy --loglik trained_ll_sample.npy "${tight[@]}"
+ok "loglik on the trained model" "$tool" loglik --model model.safetensors \
+  --data trained_x1.npy --out trained_ll.npy "${tight[@]}"
+"$check" close trained_ll.npy trained_ll_sample.npy 1e-6 || fail "trained model log-densities"
+# The exact score at t = 1 is the gradient of the log-likelihood.
+ok "score --mode exact on the trained model" "$tool" score --model model.safetensors \
+  --data trained_x1.npy --t 1 --mode exact --out trained_score.npy "${tight[@]}"
+for i in 0 1; do
+  "$check" shift trained_x1.npy plus.npy "$i" 1e-3
+  "$check" shift trained_x1.npy minus.npy "$i" -1e-3
+  ok "loglik at x + h e_$i" "$tool" loglik --model model.safetensors --data plus.npy \
+    --out ll_plus.npy "${tight[@]}"
+  ok "loglik at x - h e_$i" "$tool" loglik --model model.safetensors --data minus.npy \
+    --out ll_minus.npy "${tight[@]}"
+  "$check" central-difference trained_score.npy "$i" ll_plus.npy ll_minus.npy 1e-3 1e-4 ||
+    fail "exact score component $i vs central differences of loglik"
+done
+for coupling in ot "sinkhorn --sigma 0.1"; do
+  # shellcheck disable=SC2086
+  ok "train --coupling $coupling" "$tool" train --data data.npy --out coupled.safetensors \
+    --hidden 8 --batch 16 --steps 5 --coupling $coupling
+done
+ok "train --labels --precision float" "$tool" train --data data.npy \
+  --out labelled_model.safetensors --labels train_labels.npy --num-classes 3 --hidden 8 \
+  --batch 16 --steps 5 --precision float --activation tanh
+ok "info on the conditional model" "$tool" info --model labelled_model.safetensors
+grep -qx 'cond_dim: 3' last.out && grep -qx 'activation: tanh' last.out ||
+  fail "info of the conditional model: $(cat last.out)"
+
+# --- error paths ----------------------------------------------------------------------------
+printf 'not an npy file' > corrupt.npy
+head -c 40 linear.safetensors > corrupt.safetensors
+"$check" normal points3.npy 10 3 1
+"$check" vector short_weights.npy 1,2,3
+sample=("$tool" sample --model linear.safetensors --noise noise.npy --out out.npy)
+rejects "no subcommand" out.npy "$tool"
+rejects "unknown option" out.npy "${sample[@]}" --bogus
+rejects "missing model file" out.npy "$tool" sample --model missing.safetensors \
+  --noise noise.npy --out out.npy
+rejects "missing noise file" out.npy "$tool" sample --model linear.safetensors \
+  --noise missing.npy --out out.npy
+rejects "corrupt npy" out.npy "$tool" sample --model linear.safetensors --noise corrupt.npy \
+  --out out.npy
+rejects "corrupt safetensors" out.npy "$tool" encode --model corrupt.safetensors \
+  --data x1.npy --out out.npy
+rejects "points of the wrong dimension" out.npy "$tool" loglik --model linear.safetensors \
+  --data points3.npy --out out.npy
+rejects "unknown method" out.npy "${sample[@]}" --method leapfrog
+rejects "negative tolerance" out.npy "${sample[@]}" --rtol -1
+rejects "--step-size with an adaptive method" out.npy "${sample[@]}" --step-size 0.1
+rejects "--rtol with a fixed-step method" out.npy "${sample[@]}" --method rk4 --rtol 1e-3
+rejects "too many fixed steps" out.npy "${sample[@]}" --method euler --step-size 1e-9
+rejects "decreasing --times when sampling" out.npy "${sample[@]}" --times 1,0 \
+  --trajectory traj_out.npy
+rejects "--times outside [0, 1]" out.npy "${sample[@]}" --times 0,2
+rejects "unknown scheduler" out.npy "${sample[@]}" --transform-to zigzag
+rejects "--loglik with --transform-to vp" out.npy "${sample[@]}" --transform-to vp \
+  --loglik ll_out.npy
+rejects "bad polynomial exponent" out.npy "${sample[@]}" --transform-to poly:x
+rejects "invalid precision" out.npy "${sample[@]}" --precision half
+rejects "zero threads" out.npy "${sample[@]}" --threads 0
+rejects "unknown activation" out.npy "${sample[@]}" --activation swish2
+rejects "guidance on an unconditional model" out.npy "${sample[@]}" --guidance 2
+rejects "conditions on an unconditional model" out.npy "${sample[@]}" "${conditions[@]}"
+rejects "conditional model without conditions" out.npy "$tool" sample \
+  --model conditional.safetensors --noise noise.npy --out out.npy
+rejects "labels outside the classes" out.npy "$tool" sample --model conditional.safetensors \
+  --noise noise.npy --out out.npy --labels labels.npy --num-classes 2
+rejects "--labels without --num-classes" out.npy "$tool" sample \
+  --model conditional.safetensors --noise noise.npy --out out.npy --labels labels.npy
+rejects "float labels" out.npy "$tool" sample --model conditional.safetensors \
+  --noise noise.npy --out out.npy --labels noise.npy --num-classes 3
+rejects "guidance file of the wrong length" out.npy "$tool" sample \
+  --model conditional.safetensors --noise noise.npy --out out.npy "${conditions[@]}" \
+  --guidance-file short_weights.npy
+rejects "unknown divergence" out.npy "$tool" loglik --model linear.safetensors --data x1.npy \
+  --out out.npy --divergence guess
+rejects "zero probes" out.npy "$tool" loglik --model linear.safetensors --data x1.npy \
+  --out out.npy --divergence hutchinson --probes 0
+rejects "score time outside [0, 1]" out.npy "$tool" score --model linear.safetensors \
+  --data x1.npy --t 1.5 --out out.npy
+rejects "approx score at t = 1" out.npy "$tool" score --model linear.safetensors \
+  --data x1.npy --t 1 --out out.npy
+rejects "--trajectory with the approximate score" out.npy "$tool" score \
+  --model linear.safetensors --data x1.npy --t 0.5 --out out.npy --times 0.5,0 \
+  --trajectory traj_out.npy
+rejects "unknown score mode" out.npy "$tool" score --model linear.safetensors --data x1.npy \
+  --t 0.5 --out out.npy --mode guess
+rejects "unknown coupling" out.npy "$tool" train --data data.npy --out out.npy --coupling x
+rejects "sinkhorn without sigma" out.npy "$tool" train --data data.npy --out out.npy \
+  --coupling sinkhorn --steps 2
+rejects "train on a corrupt file" out.npy "$tool" train --data corrupt.npy --out out.npy
+rejects "resume from a missing checkpoint" out.npy "$tool" train --data data.npy \
+  --out out.npy --resume missing.safetensors --hidden 16,16
+rejects "resume with another network shape" out.npy "$tool" train --data data.npy \
+  --out out.npy --resume checkpoint.safetensors --hidden 8 --steps 30
+rejects "resume past --steps" out.npy "$tool" train --data data.npy --out out.npy \
+  --resume checkpoint.safetensors "${small[@]}" --steps 10
+rejects "info on a missing file" out.npy "$tool" info --model missing.safetensors
+rejects "info on a corrupt file" out.npy "$tool" info --model corrupt.safetensors
+# A failed run leaves an existing output file as it was.
+cp x1.npy kept.npy
+"$tool" sample --model linear.safetensors --noise corrupt.npy --out kept.npy 2> /dev/null &&
+  fail "a corrupt input must fail"
+cmp -s kept.npy x1.npy || fail "a failed run changed the existing output file"
+
+if [ "$failures" -ne 0 ]; then
+  echo "$failures check(s) failed"
+  exit 1
+fi
+echo "all checks passed"
