@@ -17,6 +17,7 @@
 #include "flowmatch/likelihood/conditioned_field.hpp"
 #include "flowmatch/likelihood/divergence.hpp"
 #include "flowmatch/likelihood/log_likelihood.hpp"
+#include "flowmatch/likelihood/standard_normal.hpp"
 #include "flowmatch/nn/mlp.hpp"
 #include "flowmatch/parallel/parallel_field.hpp"
 #include "flowmatch/parallel/thread_pool.hpp"
@@ -35,10 +36,7 @@ using flowmatch::Vector;
 template <class Scalar>
 Matrix<Scalar> normal_matrix(Index rows, Index cols, std::uint64_t seed) {
   std::mt19937_64 generator(seed);
-  std::normal_distribution<double> normal;
-  Matrix<Scalar> x(rows, cols);
-  for (Scalar& v : x.reshaped()) v = Scalar(normal(generator));
-  return x;
+  return flowmatch::StandardNormal::sample<Scalar>(rows, cols, generator);
 }
 
 template <class Scalar>

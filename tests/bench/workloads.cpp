@@ -37,6 +37,7 @@
 #include "flowmatch/coupling/exact_ot.hpp"
 #include "flowmatch/likelihood/divergence.hpp"
 #include "flowmatch/likelihood/log_likelihood.hpp"
+#include "flowmatch/likelihood/standard_normal.hpp"
 #include "flowmatch/nn/mlp.hpp"
 #include "flowmatch/parallel/parallel_field.hpp"
 #include "flowmatch/solver/integrate.hpp"
@@ -153,10 +154,7 @@ void report_rates(benchmark::State& state, double flops_per_iteration, const Sto
 template <class Scalar>
 Matrix<Scalar> normal_batch(Index rows, Index cols, std::uint64_t seed) {
   std::mt19937_64 generator(seed);
-  std::normal_distribution<double> normal;
-  Matrix<Scalar> x(rows, cols);
-  for (Scalar& v : x.reshaped()) v = Scalar(normal(generator));
-  return x;
+  return flowmatch::StandardNormal::sample<Scalar>(rows, cols, generator);
 }
 
 template <class Scalar>
