@@ -188,7 +188,9 @@ CLI::App* add_train_command(CLI::App& app, TrainOptions& options) {
   command->add_option("--seed", options.seed, "seed of the initial weights and the batches");
   command->add_option("--resume", options.resume, "continue the run saved by --checkpoint");
   command->add_option("--checkpoint", options.checkpoint, "save the training state at the end");
-  add_common_options(*command, options.common, "accepted for uniformity; training uses one thread");
+  add_common_options(*command, options.common,
+                     "threads computing each step's gradient (default 1; the trained model is "
+                     "the same for any number)");
   return command;
 }
 

@@ -27,6 +27,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+/// Columns per chunk of a training batch: the chunks, and so the trained model, do not depend
+/// on --threads.
+constexpr flowmatch::Index kGradientChunkColumns = 256;
+
 /// Training progress on stderr: a bar redrawn in place when stderr is a terminal, otherwise a
 /// line every few seconds (and one at the end), so that logs stay readable.
 class ProgressReport {
@@ -110,6 +114,8 @@ void run_train(const TrainOptions& options) {
   trainer_options.learning_rate =
       flowmatch::ConstantSchedule<Scalar>(static_cast<Scalar>(options.lr));
   trainer_options.report_every = 10;
+  trainer_options.chunk_columns = kGradientChunkColumns;
+  trainer_options.threads = options.common.threads;
 
   const auto make_trainer = [&] {
     if (conditions) {

@@ -257,6 +257,24 @@ grep -qx 'step: 20' last.out || fail "info of the checkpoint: $(cat last.out)"
 ok "train --resume to 40 steps" "$tool" train --data data.npy --out resumed.safetensors \
   "${small[@]}" --steps 40 --resume checkpoint.safetensors
 cmp -s resumed.safetensors model.safetensors || fail "a resumed run differs from a direct one"
+# A batch of 600 is three gradient chunks (256, 256, 88); the model must not depend on --threads.
+chunked=(--data data.npy --hidden 16,16 --batch 600 --steps 10 --seed 3)
+ok "train --batch 600 --threads 1" "$tool" train "${chunked[@]}" --out one_thread.safetensors \
+  --threads 1
+for threads in 2 3; do
+  ok "train --batch 600 --threads $threads" "$tool" train "${chunked[@]}" \
+    --out threaded.safetensors --threads "$threads"
+  cmp -s threaded.safetensors one_thread.safetensors ||
+    fail "train --threads $threads differs from --threads 1"
+done
+labelled=(--data data.npy --labels train_labels.npy --num-classes 3 --hidden 8 --batch 300
+  --steps 5 --precision float)
+ok "train --labels --precision float --threads 1" "$tool" train "${labelled[@]}" \
+  --out labelled_one_thread.safetensors --threads 1
+ok "train --labels --precision float --threads 2" "$tool" train "${labelled[@]}" \
+  --out labelled_threaded.safetensors --threads 2
+cmp -s labelled_threaded.safetensors labelled_one_thread.safetensors ||
+  fail "conditional float train --threads 2 differs from --threads 1"
 ok "sample from the trained model" "$tool" sample --model model.safetensors --noise many.npy \
   --out trained_samples.npy --threads 1 "${tight[@]}"
 ok "sample with --threads 2" "$tool" sample --model model.safetensors --noise many.npy \
@@ -327,6 +345,7 @@ rejects "--loglik with --transform-to vp" out.npy "${sample[@]}" --transform-to 
 rejects "bad polynomial exponent" out.npy "${sample[@]}" --transform-to poly:x
 rejects "invalid precision" out.npy "${sample[@]}" --precision half
 rejects "zero threads" out.npy "${sample[@]}" --threads 0
+rejects "zero training threads" out.npy "$tool" train --data data.npy --out out.npy --threads 0
 rejects "unknown activation" out.npy "${sample[@]}" --activation swish2
 rejects "guidance on an unconditional model" out.npy "${sample[@]}" --guidance 2
 rejects "conditions on an unconditional model" out.npy "${sample[@]}" "${conditions[@]}"

@@ -6,23 +6,41 @@
 ///   2. x₀ ~ N(0, I), d×B;
 ///   3. the regression batch of the objective (coupling, t, ε, x_t, u_t; objective.hpp);
 ///   4. L and ∂L/∂θ (flow_matching_loss.hpp), the gradient clipped to a global norm if set;
+///      with chunk_columns set, over chunks of the batch on a thread pool (below);
 ///   5. one Adam step with learning rate η(s) of the schedule;
 ///   6. one update of the exponential moving average of θ.
 /// The run is a deterministic function of the seed, and a checkpoint (checkpoint.hpp) taken
 /// between steps holds all the state, so a resumed run continues bit for bit (given the same
 /// data callable, objective and options). Saving and loading checkpoints as safetensors files
 /// is in checkpoint.hpp (which needs nlohmann-json); this header does not need it.
+///
+/// Chunked and threaded gradients: with options.chunk_columns = C ≥ 1, the regression batch of
+/// step 3 (built whole, so the random draws do not change) is split into chunks of C
+/// consecutive columns (the last shorter), and each chunk's forward pass, loss gradient and
+/// backward pass run as one task of a ThreadPool of options.threads threads, into buffers of
+/// its own. With S_c = Σ over chunk c of ‖u_θ − u_t‖², N the batch size and d the dimension,
+///
+///     L = (Σ_c S_c)/(N·d),   ∂L/∂θ = Σ_c ∂/∂θ [S_c/(N·d)],
+///
+/// each chunk back-propagating ∂L/∂u_θ = 2·(u_θ − u_t)/(N·d) of its columns, and the chunk
+/// sums are added in chunk order on the calling thread. The chunks depend only on N and C, so
+/// the run is bit for bit the same for every number of threads; it differs from the unchunked
+/// run (chunk_columns = 0, the default) only by rounding, and not at all if C ≥ N. The chunks
+/// keep one workspace and one gradient each, sized once by the constructor.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <random>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/parameter_checks.hpp"
@@ -30,6 +48,7 @@
 #include "flowmatch/likelihood/standard_normal.hpp"
 #include "flowmatch/nn/mlp.hpp"
 #include "flowmatch/nn/mlp_workspace.hpp"
+#include "flowmatch/parallel/thread_pool.hpp"
 #include "flowmatch/train/adam.hpp"
 #include "flowmatch/train/ema.hpp"
 #include "flowmatch/train/flow_matching_loss.hpp"
@@ -67,6 +86,12 @@ struct TrainerOptions {
   Scalar ema_decay = Scalar(0.999);         ///< decay of the moving average, in [0, 1].
   bool ema_warmup = false;                  ///< the EMA warm-up of ema.hpp.
   std::int64_t report_every = 100;          ///< callback period in steps (≥ 1).
+  /// C: 0 computes the loss and gradient of the whole batch in one pass; C ≥ 1 splits the
+  /// batch into chunks of C columns (see the file comment; 256 keeps a chunk in cache).
+  Index chunk_columns = 0;
+  /// The threads (≥ 1, the caller included) computing the chunks; more than 1 needs
+  /// chunk_columns ≥ 1. The results do not depend on it.
+  int threads = 1;
 };
 
 /// Trains an Mlp with Adam under a flow-matching objective (see the file comment).
@@ -140,7 +165,9 @@ class FlowMatchingTrainer {
         generator_(seed),
         adam_(parameter_count(model_), options_.adam),
         ema_(gather_parameters(model_), options_.ema_decay, options_.ema_warmup),
-        gradient_(model_.zero_gradient()) {
+        gradient_(model_.zero_gradient()),
+        prediction_(model_.dim(), std::max<Index>(options_.batch_size, 0)),
+        output_gradient_(prediction_.rows(), prediction_.cols()) {
     if ((minimum_cond_dim == 0) != (model_.cond_dim() == 0)) {
       throw std::invalid_argument(
           "FlowMatchingTrainer: model has cond_dim " + detail::to_text(model_.cond_dim()) +
@@ -158,7 +185,74 @@ class FlowMatchingTrainer {
     }
     detail::require_count<std::int64_t>("FlowMatchingTrainer: options.report_every",
                                         options_.report_every, 1);
+    detail::require_count<Index>("FlowMatchingTrainer: options.chunk_columns",
+                                 options_.chunk_columns, 0);
+    detail::require_count("FlowMatchingTrainer: options.threads", options_.threads, 1);
+    if (options_.threads > 1 && options_.chunk_columns == 0) {
+      throw std::invalid_argument("FlowMatchingTrainer: options.threads is " +
+                                  detail::to_text(options_.threads) +
+                                  " with options.chunk_columns 0, expected chunk_columns >= 1 "
+                                  "to split the batch between the threads");
+    }
     objective_.validate();
+    const Index chunks = (options_.batch_size + chunk_width() - 1) / chunk_width();
+    chunk_workspaces_.resize(static_cast<std::size_t>(chunks));
+    chunk_gradients_.assign(static_cast<std::size_t>(chunks), model_.zero_gradient());
+    chunk_squared_errors_.resize(static_cast<std::size_t>(chunks));
+    pool_ = std::make_shared<ThreadPool>(options_.threads);
+  }
+
+  // The columns of a chunk: chunk_columns, or the whole batch if 0.
+  [[nodiscard]] Index chunk_width() const {
+    return options_.chunk_columns > 0 ? options_.chunk_columns : options_.batch_size;
+  }
+
+  // L of @p batch, and ∂L/∂θ into gradient_, chunk by chunk on the pool (see the file comment).
+  Scalar batch_loss_and_gradient(const FlowMatchingBatch<Scalar>& batch) {
+    const Index columns = batch.x_t.cols();
+    const Index width = chunk_width();
+    const Scalar output_scale = Scalar(2) / Scalar(prediction_.size());  // 2/(N·d)
+    detail::require_finite("FlowMatchingTrainer::step: batch.u_t", batch.u_t);
+    pool_->parallel_for(static_cast<Index>(chunk_gradients_.size()), [&](Index chunk) {
+      const Index first = chunk * width;
+      const Index count = std::min(width, columns - first);
+      MlpWorkspace<Scalar>& workspace = chunk_workspaces_[static_cast<std::size_t>(chunk)];
+      auto prediction = prediction_.middleCols(first, count);
+      const auto times = batch.t.segment(first, count);
+      const auto points = batch.x_t.middleCols(first, count);
+      if (batch.cond.size() == 0) {
+        model_.forward(workspace, times, points, prediction);
+      } else {
+        model_.forward(workspace, times, points, batch.cond.middleCols(first, count), prediction);
+      }
+      const Index nonfinite = detail::first_nonfinite_column(prediction);
+      if (nonfinite >= 0) {
+        throw std::invalid_argument(
+            "FlowMatchingTrainer::step: the network output has a non-finite entry in column " +
+            detail::to_text(first + nonfinite));
+      }
+      const auto target = batch.u_t.middleCols(first, count);
+      chunk_squared_errors_[static_cast<std::size_t>(chunk)] = (prediction - target).squaredNorm();
+      auto output_gradient = output_gradient_.middleCols(first, count);
+      output_gradient = output_scale * (prediction - target);
+      model_.backward(workspace, output_gradient,
+                      chunk_gradients_[static_cast<std::size_t>(chunk)]);
+    });
+    Scalar squared_error = 0;
+    for (std::size_t chunk = 0; chunk < chunk_gradients_.size(); ++chunk) {
+      squared_error += chunk_squared_errors_[chunk];
+      const MlpGradient<Scalar>& part = chunk_gradients_[chunk];
+      for (std::size_t layer = 0; layer < part.weights.size(); ++layer) {
+        if (chunk == 0) {
+          gradient_.weights[layer] = part.weights[layer];
+          gradient_.biases[layer] = part.biases[layer];
+        } else {
+          gradient_.weights[layer] += part.weights[layer];
+          gradient_.biases[layer] += part.biases[layer];
+        }
+      }
+    }
+    return squared_error / Scalar(prediction_.size());
   }
 
   static ConditionedDataSampler without_conditions(DataSampler data) {
@@ -202,7 +296,7 @@ class FlowMatchingTrainer {
     const FlowMatchingBatch<Scalar> batch =
         model_.cond_dim() > 0 ? objective_.make_batch(x0, x1, drawn.conditions, generator_)
                               : objective_.make_batch(x0, x1, generator_);
-    const Scalar loss = mlp_flow_matching_loss(model_, workspace_, batch, gradient_);
+    const Scalar loss = batch_loss_and_gradient(batch);
     Vector<Scalar> flat_gradient = flatten_layers(gradient_.weights, gradient_.biases);
     if (options_.max_gradient_norm) clip_by_global_norm(flat_gradient, *options_.max_gradient_norm);
     Vector<Scalar> parameters = gather_parameters(model_);
@@ -247,6 +341,9 @@ class FlowMatchingTrainer {
   }
   /// The number of steps taken.
   [[nodiscard]] std::int64_t step_count() const { return step_; }
+  /// ∂L/∂θ of the last step, before clipping, at the weights before its update (zero before
+  /// the first step).
+  [[nodiscard]] const MlpGradient<Scalar>& gradient() const { return gradient_; }
   /// The objective.
   [[nodiscard]] const FlowMatchingObjective<Scalar>& objective() const { return objective_; }
 
@@ -298,8 +395,14 @@ class FlowMatchingTrainer {
   Generator generator_;
   Adam<Scalar> adam_;
   ExponentialMovingAverage<Scalar> ema_;
-  MlpGradient<Scalar> gradient_;
-  MlpWorkspace<Scalar> workspace_;
+  MlpGradient<Scalar> gradient_;    // ∂L/∂θ of the last step
+  Matrix<Scalar> prediction_;       // u_θ of the batch, d×N
+  Matrix<Scalar> output_gradient_;  // ∂L/∂u_θ of the batch, d×N
+  std::vector<MlpWorkspace<Scalar>> chunk_workspaces_;
+  std::vector<MlpGradient<Scalar>> chunk_gradients_;  // the gradient of each chunk's S_c/(N·d)
+  std::vector<Scalar> chunk_squared_errors_;          // S_c
+  // Shared by copies of the trainer (a pool cannot be copied; its calls are serialised).
+  std::shared_ptr<ThreadPool> pool_;
   std::int64_t step_ = 0;
 };
 
