@@ -1,18 +1,21 @@
-// mpi_shard: sampling, encoding and log-likelihoods of a saved model over an .npy file of many
-// points, sharded over MPI ranks. Each rank reads only its own rows of the input file,
+// mpi_shard: sampling, encoding, log-likelihoods and velocities of a saved model over an .npy
+// file of many points, sharded over MPI ranks. Each rank reads only its own rows of the input file,
 // integrates them, and rank 0 gathers the results and writes the output file.
 //
 // Usage (P ranks, T threads per rank; every option but the subcommand takes a value):
 //   mpirun -np P mpi_shard sample --model M.safetensors --in noise.npy --out samples.npy
 //   mpirun -np P mpi_shard encode --model M.safetensors --in data.npy --out noise.npy
 //   mpirun -np P mpi_shard loglik --model M.safetensors --in data.npy --out log_density.npy
+//   mpirun -np P mpi_shard velocity --model M.safetensors --in x.npy --time t --out u.npy
 //   mpirun -np P mpi_shard noise --dim D --rows N --seed S --out noise.npy
 // Solver options: --method NAME (default midpoint) with --steps K (fixed-step methods, default
 // 20), or --tolerance TOL (rtol = atol for dopri5, tsit5 and rkf78, default 1e-5);
 // --threads T (default 1) evaluates the model on T threads within each rank.
 //
 // sample and encode write the [N, d] end points, loglik the [N] log-densities log p_1(x) (exact
-// divergence), noise N standard normal points in R^D drawn chunk by chunk from the seed.
+// divergence), velocity the [N, d] velocities u_t(x) at the time t in [0, 1] (one evaluation of
+// the model, no solver options), noise N standard normal points in R^D drawn chunk by chunk
+// from the seed.
 //
 // Reproducibility: a matrix product may round a column differently in batches of other sizes,
 // so the rows are split between ranks at multiples of kChunkColumns and every rank evaluates
@@ -55,6 +58,8 @@ constexpr Index kChunkColumns = 256;
 constexpr std::string_view kUsage =
     "usage: mpi_shard <sample|encode|loglik> --model M.safetensors --in X.npy --out Y.npy\n"
     "                 [--method NAME] [--steps K] [--tolerance TOL] [--threads T]\n"
+    "       mpi_shard velocity --model M.safetensors --in X.npy --time T --out Y.npy\n"
+    "                 [--threads T]\n"
     "       mpi_shard noise --dim D --rows N --seed S --out Y.npy\n";
 
 // A command line that cannot be run (printed with the usage text).
@@ -104,6 +109,21 @@ class Arguments {
   }
 
   [[nodiscard]] double positive(std::string_view name, const char* fallback) const {
+    return number(
+        name, fallback, [](double value) { return value > 0.0; }, "a positive number");
+  }
+
+  [[nodiscard]] double time(std::string_view name) const {
+    return number(
+        name, nullptr, [](double value) { return value >= 0.0 && value <= 1.0; },
+        "a time in [0, 1]");
+  }
+
+ private:
+  // The value of option @p name as a finite number for which @p accept holds.
+  template <class Accept>
+  [[nodiscard]] double number(std::string_view name, const char* fallback, Accept accept,
+                              std::string_view expected) const {
     const std::string value_text = text(name, fallback);
     std::size_t used = 0;
     double value = 0.0;
@@ -112,13 +132,13 @@ class Arguments {
     } catch (const std::exception&) {
       used = 0;
     }
-    if (used == 0 || used != value_text.size() || !std::isfinite(value) || !(value > 0.0)) {
-      throw UsageError(std::string(name) + " is '" + value_text + "', expected a positive number");
+    if (used == 0 || used != value_text.size() || !std::isfinite(value) || !accept(value)) {
+      throw UsageError(std::string(name) + " is '" + value_text + "', expected " +
+                       std::string(expected));
     }
     return value;
   }
 
- private:
   std::map<std::string, std::string, std::less<>> values_;
 };
 
@@ -126,11 +146,14 @@ class Arguments {
 struct Job {
   std::string command;
   std::string output;
-  // sample, encode, loglik:
+  // sample, encode, loglik, velocity:
   std::string model;
   std::string input;
-  flowmatch::SolverOptions<double> options;
   int threads = 1;
+  // sample, encode, loglik:
+  flowmatch::SolverOptions<double> options;
+  // velocity:
+  double time = 0.0;
   // noise:
   Index dim = 0;
   Index rows = 0;
@@ -152,18 +175,28 @@ Job parse_job(int argc, char** argv) {
     job.output = arguments.text("--out");
     return job;
   }
-  if (job.command != "sample" && job.command != "encode" && job.command != "loglik") {
+  const bool velocity = job.command == "velocity";
+  if (!velocity && job.command != "sample" && job.command != "encode" && job.command != "loglik") {
     throw UsageError("unknown subcommand '" + job.command + "'");
   }
-  const Arguments arguments(
-      argc, argv, {"--model", "--in", "--out", "--method", "--steps", "--tolerance", "--threads"});
+  std::vector<std::string_view> allowed{"--model", "--in", "--out", "--threads"};
+  if (velocity) {
+    allowed.push_back("--time");
+  } else {
+    allowed.insert(allowed.end(), {"--method", "--steps", "--tolerance"});
+  }
+  const Arguments arguments(argc, argv, allowed);
   job.model = arguments.text("--model");
   job.input = arguments.text("--in");
   job.output = arguments.text("--out");
+  job.threads = static_cast<int>(arguments.integer("--threads", "1", 1, 1024));
+  if (velocity) {
+    job.time = arguments.time("--time");
+    return job;
+  }
   job.options.method = flowmatch::method_from_name(arguments.text("--method", "midpoint"));
   job.options.step_size = 1.0 / static_cast<double>(arguments.integer("--steps", "20", 1, 1000000));
   job.options.rtol = job.options.atol = arguments.positive("--tolerance", "1e-5");
-  job.threads = static_cast<int>(arguments.integer("--threads", "1", 1, 1024));
   return job;
 }
 
@@ -225,6 +258,11 @@ Matrix<double> compute_shard(const Job& job, int rank, int ranks, Index& total_r
   const auto field = flowmatch::parallel_field(model, pool, kChunkColumns);
   if (job.command == "sample") return flowmatch::sample(field, points, job.options).state;
   if (job.command == "encode") return flowmatch::encode(field, points, job.options).state;
+  if (job.command == "velocity") {
+    Matrix<double> velocity(points.rows(), points.cols());
+    field(job.time, points, velocity);
+    return velocity;
+  }
   return flowmatch::log_likelihood(field, points, job.options).log_prob.transpose();
 }
 

@@ -2,10 +2,12 @@
 // EIGEN_RUNTIME_NO_MALLOC must be defined before Eigen is included anywhere in this program.
 // Eigen reports a forbidden allocation through eigen_assert, which release builds compile out;
 // here eigen_assert counts failures instead, in every build type.
+#include <atomic>
 #include <cstddef>
 
 namespace {
-std::size_t failed_eigen_assertions = 0;
+// Counted from the worker threads of a ParallelField too.
+std::atomic<std::size_t> failed_eigen_assertions = 0;
 void record_failed_eigen_assertion() {
   ++failed_eigen_assertions;
 }
@@ -15,9 +17,13 @@ void record_failed_eigen_assertion() {
 #define eigen_assert(condition) ((condition) ? void(0) : record_failed_eigen_assertion())
 #include <catch2/catch.hpp>
 
+#include <array>
+#include <initializer_list>
+#include <limits>
 #include <random>
 #include <vector>
 
+#include "flowmatch/detail/matrix_product.hpp"
 #include "flowmatch/likelihood/divergence.hpp"
 #include "flowmatch/likelihood/log_likelihood.hpp"
 #include "flowmatch/nn/mlp.hpp"
@@ -27,6 +33,7 @@ void record_failed_eigen_assertion() {
 namespace {
 
 using flowmatch::ConstMatrixRef;
+using flowmatch::Index;
 using flowmatch::Matrix;
 using flowmatch::MatrixRef;
 using flowmatch::Method;
@@ -55,6 +62,61 @@ TEST_CASE("a forbidden allocation is detected", "[solver][no-malloc]") {
   Eigen::internal::set_is_malloc_allowed(true);
   CHECK(allocated.size() == 256);
   CHECK(failed_eigen_assertions > 0);
+}
+
+// ProductBuffers against Eigen's product expressions, on shapes that pack more than the stack
+// limit, on blocks of larger matrices (outer stride ≠ rows) and with accumulation; once sized,
+// products of the same or smaller shapes allocate nothing.
+template <class Scalar>
+void check_product_buffers() {
+  using Block = Eigen::Block<Matrix<Scalar>>;
+  flowmatch::detail::ProductBuffers<Scalar> products;
+  const Scalar tolerance = std::numeric_limits<Scalar>::epsilon() * 512;
+  const auto close = [tolerance](const Matrix<Scalar>& actual, const Matrix<Scalar>& expected) {
+    return (actual - expected).cwiseAbs().maxCoeff() <= tolerance * expected.cwiseAbs().maxCoeff();
+  };
+  for (const auto& [rows, depth, cols] :
+       {std::array<Index, 3>{256, 256, 300}, std::array<Index, 3>{3, 128, 257},
+        std::array<Index, 3>{200, 2, 1}, std::array<Index, 3>{5, 7, 3}}) {
+    INFO(rows << "x" << depth << " times " << depth << "x" << cols);
+    const Matrix<Scalar> lhs = Matrix<Scalar>::Random(rows, depth);
+    const Matrix<Scalar> lhs_transposed = lhs.transpose();
+    const Matrix<Scalar> rhs_storage = Matrix<Scalar>::Random(depth + 3, cols + 2);
+    const auto rhs = rhs_storage.block(1, 2, depth, cols);  // a block: outer stride ≠ rows
+    const Matrix<Scalar> rhs_transposed = rhs.transpose();
+    const Matrix<Scalar> start = Matrix<Scalar>::Random(rows, cols);
+    const Matrix<Scalar> expected = lhs * rhs;
+    Matrix<Scalar> out_storage = Matrix<Scalar>::Random(rows + 1, cols);
+    Block out = out_storage.topRows(rows);
+    // Results, sized before allocation is forbidden.
+    Matrix<Scalar> plain(rows, cols), transposed_lhs(rows, cols), transposed_rhs(rows, cols),
+        accumulated(rows, cols);
+    for (int repeat = 0; repeat < 2; ++repeat) {
+      // The first round sizes the buffers (for the largest shape, first in the list).
+      failed_eigen_assertions = 0;
+      Eigen::internal::set_is_malloc_allowed(repeat == 0);
+      products.multiply(lhs, rhs, out);
+      plain = out;
+      products.multiply_transposed_lhs(lhs_transposed, rhs, out);
+      transposed_lhs = out;
+      products.multiply_transposed_rhs(lhs, rhs_transposed, out);
+      transposed_rhs = out;
+      out = start;
+      products.multiply(lhs, rhs, out, true);
+      accumulated = out;
+      Eigen::internal::set_is_malloc_allowed(true);
+      CHECK(close(plain, expected));
+      CHECK(close(transposed_lhs, expected));
+      CHECK(close(transposed_rhs, expected));
+      CHECK(close(accumulated, start + expected));
+      if (repeat == 1) CHECK(failed_eigen_assertions == 0);
+    }
+  }
+}
+
+TEST_CASE("products with kept packing buffers equal Eigen's and allocate nothing", "[no-malloc]") {
+  check_product_buffers<float>();
+  check_product_buffers<double>();
 }
 
 TEST_CASE("no allocation after the first accepted step", "[solver][no-malloc]") {
@@ -94,35 +156,37 @@ TEST_CASE("no allocation after the first accepted step", "[solver][no-malloc]") 
 
 namespace {
 
-// Samples with every method class and computes exact and Hutchinson log-likelihoods with
+// Samples with each of @p methods and computes exact and Hutchinson log-likelihoods with
 // @p field, forbidding allocation from the first accepted step to the end of the integration
 // (the likelihood functions allocate their results afterwards). Returns the number of
 // forbidden allocations.
-template <class Field>
-std::size_t allocations_in_network_loops(const Field& field, const Matrix<double>& x) {
+template <class Scalar, class Field>
+std::size_t allocations_in_network_loops(const Field& field, const Matrix<Scalar>& x,
+                                         std::initializer_list<Method> methods) {
   std::size_t allocations = 0;
-  for (const Method method : {Method::midpoint, Method::rk4, Method::dopri5, Method::tsit5}) {
-    flowmatch::SolverOptions<double> options;
+  for (const Method method : methods) {
+    INFO(flowmatch::method_name(method));
+    flowmatch::SolverOptions<Scalar> options;
     options.method = method;
-    options.step_size = 0.1;
-    options.rtol = options.atol = 1e-6;
+    options.step_size = Scalar(0.25);
+    options.rtol = options.atol = Scalar(1e-4);
     std::size_t observed = 0;
-    options.observer = [&observed](double t, const Matrix<double>&, const flowmatch::SolverStats&) {
-      Eigen::internal::set_is_malloc_allowed(t == 1.0);  // allowed again after the last step
+    options.observer = [&observed](Scalar t, const Matrix<Scalar>&, const flowmatch::SolverStats&) {
+      Eigen::internal::set_is_malloc_allowed(t == 1);  // allowed again after the last step
       ++observed;
     };
     failed_eigen_assertions = 0;
     {
       const AllowMallocOnExit guard;
-      const flowmatch::SolveResult<double> result = flowmatch::sample(field, x, options);
+      const flowmatch::SolveResult<Scalar> result = flowmatch::sample(field, x, options);
       CHECK(result.state.allFinite());
     }
     allocations += failed_eigen_assertions;
     CHECK(observed > 1);
 
     // log_likelihood integrates from t = 1 to t = 0.
-    options.observer = [&observed](double t, const Matrix<double>&, const flowmatch::SolverStats&) {
-      Eigen::internal::set_is_malloc_allowed(t == 0.0);
+    options.observer = [&observed](Scalar t, const Matrix<Scalar>&, const flowmatch::SolverStats&) {
+      Eigen::internal::set_is_malloc_allowed(t == 0);
       ++observed;
     };
     std::mt19937_64 generator(3);
@@ -132,7 +196,7 @@ std::size_t allocations_in_network_loops(const Field& field, const Matrix<double
       failed_eigen_assertions = 0;
       {
         const AllowMallocOnExit guard;
-        const flowmatch::LikelihoodResult<double> result =
+        const flowmatch::LikelihoodResult<Scalar> result =
             exact ? flowmatch::log_likelihood(field, x, options)
                   : flowmatch::log_likelihood(field, x, options, hutchinson);
         CHECK(result.log_prob.allFinite());
@@ -143,24 +207,54 @@ std::size_t allocations_in_network_loops(const Field& field, const Matrix<double
   return allocations;
 }
 
+// The network on its own and through ParallelField over 1 and 2 threads, with chunks of
+// @p chunk_columns such that the batch ends in a shorter chunk.
+template <class Scalar>
+void check_network_loops(const flowmatch::MlpConfig& config, Index batch, Index chunk_columns,
+                         std::initializer_list<Method> methods) {
+  std::mt19937_64 generator(1);
+  const flowmatch::Mlp<Scalar> mlp(config, generator);
+  const Matrix<Scalar> x = Matrix<Scalar>::Random(config.dim, batch);
+  CHECK(allocations_in_network_loops(mlp, x, methods) == 0);
+  for (const int threads : {1, 2}) {
+    INFO("ParallelField over " << threads << " threads");
+    flowmatch::ThreadPool pool(threads);
+    CHECK(allocations_in_network_loops(flowmatch::parallel_field(mlp, pool, chunk_columns), x,
+                                       methods) == 0);
+  }
+}
+
 }  // namespace
 
-// Sizes are kept small enough for Eigen's matrix products to pack their operands on the stack
-// (below EIGEN_STACK_ALLOCATION_LIMIT); larger products allocate their packing buffers
-// themselves.
+// The shapes of the sampling and likelihood benchmarks: every matrix product there packs
+// more than Eigen puts on the stack (a 256×256 float weight is 256 KiB), so the network's
+// products keep their packing buffers between calls.
+TEST_CASE("network loops at benchmark widths allocate nothing per step", "[solver][no-malloc]") {
+  flowmatch::MlpConfig sampling_network;  // 2 → 4×128 SiLU → 2
+  sampling_network.dim = 2;
+  sampling_network.hidden = {128, 128, 128, 128};
+  flowmatch::MlpConfig likelihood_network;  // 32 → 3×256 SiLU → 32
+  likelihood_network.dim = 32;
+  likelihood_network.hidden = {256, 256, 256};
+  const auto all_methods = {Method::midpoint, Method::rk4, Method::dopri5, Method::tsit5};
+  SECTION("float") {
+    // 300 columns: an Mlp panel of 256 and one of 44.
+    check_network_loops<float>(sampling_network, 300, 256, all_methods);
+    check_network_loops<float>(likelihood_network, 12, 8, {Method::midpoint, Method::dopri5});
+  }
+  SECTION("double") {
+    check_network_loops<double>(sampling_network, 300, 256, all_methods);
+    check_network_loops<double>(likelihood_network, 12, 8, {Method::midpoint, Method::dopri5});
+  }
+}
+
+// Small widths, where several chunk sizes alternate on each thread.
 TEST_CASE("network sampling and likelihood loops allocate nothing per step",
           "[solver][no-malloc]") {
   flowmatch::MlpConfig config;
   config.dim = 3;
   config.hidden = {24, 24, 24};
-  std::mt19937_64 generator(1);
-  const flowmatch::Mlp<double> mlp(config, generator);
-  const Matrix<double> x = Matrix<double>::Random(3, 150);
-  CHECK(allocations_in_network_loops(mlp, x) == 0);
-  for (const int threads : {1, 2}) {
-    INFO("ParallelField over " << threads << " threads");
-    flowmatch::ThreadPool pool(threads);
-    // Chunks of 64, 64 and 22 columns: every thread alternates between two chunk sizes.
-    CHECK(allocations_in_network_loops(flowmatch::parallel_field(mlp, pool, 64), x) == 0);
-  }
+  // Chunks of 64, 64 and 22 columns: every thread alternates between two chunk sizes.
+  check_network_loops<double>(config, 150, 64,
+                              {Method::midpoint, Method::rk4, Method::dopri5, Method::tsit5});
 }

@@ -563,15 +563,16 @@ class Mlp {
     // The bias of a hidden layer is added by the activation pass, of the output layer here.
     Matrix<Scalar>& first = layers == 1 ? workspace.output_ : workspace.hidden_[0];
     first.resize(layer_output_size(0), batch);
-    first.noalias() = x_weight() * x;
+    detail::ProductBuffers<Scalar>& products = workspace.products_;
+    products.multiply(x_weight(), x, first);
     if (workspace.time_shared_) {
       workspace.first_bias_.noalias() = time_weight() * workspace.shared_time_features_;
       workspace.first_bias_ += biases_[0];
     } else {
-      first.noalias() += time_weight() * workspace.time_features_;
+      products.multiply(time_weight(), workspace.time_features_, first, true);
       workspace.first_bias_ = biases_[0];
     }
-    if (cond != nullptr) first.noalias() += cond_weight() * *cond;
+    if (cond != nullptr) products.multiply(cond_weight(), *cond, first, true);
     if (layers == 1) {
       first.colwise() += workspace.first_bias_;
       if (output != nullptr) *output = first;
@@ -583,13 +584,13 @@ class Mlp {
       const Matrix<Scalar>& hidden = workspace.hidden_[layer];
       if (layer + 2 == layers) {
         MatrixRef<Scalar> last = output != nullptr ? *output : prepare_output(workspace, batch);
-        last.noalias() = weights_[layer + 1] * hidden;
+        products.multiply(weights_[layer + 1], hidden, last);
         last.colwise() += biases_[layer + 1];
         break;
       }
       Matrix<Scalar>& next = workspace.hidden_[layer + 1];
       next.resize(layer_output_size(layer + 1), batch);
-      next.noalias() = weights_[layer + 1] * hidden;
+      products.multiply(weights_[layer + 1], hidden, next);
     }
     workspace.network_ = this;
     workspace.has_slopes_ = with_slopes;
@@ -625,39 +626,41 @@ class Mlp {
       if (layer > 0) {
         Matrix<Scalar>& previous = workspace.layer_scratch_[layer - 1];
         previous.resize(layer_input_size(layer), batch);
-        previous.noalias() = weights_[layer].transpose() * delta;
+        workspace.products_.multiply_transposed_lhs(weights_[layer], delta, previous);
         previous.array() *= workspace.slopes_[layer - 1].array();
       } else if (x_gradient) {
         workspace.output_.resize(dim(), batch);
-        workspace.output_.noalias() = x_weight().transpose() * delta;
+        workspace.products_.multiply_transposed_lhs(x_weight(), delta, workspace.output_);
       }
     }
   }
 
   // ∂L/∂W_ℓ = δ_ℓ·h_{ℓ−1}ᵀ and ∂L/∂b_ℓ = Σ_n δ_ℓ[:, n]; for the first layer by column blocks.
-  void write_layer_gradient(const MlpWorkspace<Scalar>& workspace, Index layer,
+  void write_layer_gradient(MlpWorkspace<Scalar>& workspace, Index layer,
                             const ConstMatrixRef<Scalar>& delta,
                             MlpGradient<Scalar>& gradient) const {
     Matrix<Scalar>& weight_gradient = gradient.weights[layer];
     Vector<Scalar>& bias_gradient = gradient.biases[layer];
     weight_gradient.resize(weights_[layer].rows(), weights_[layer].cols());
     bias_gradient.noalias() = delta.rowwise().sum();
+    detail::ProductBuffers<Scalar>& products = workspace.products_;
     if (layer > 0) {
-      weight_gradient.noalias() = delta * workspace.hidden_[layer - 1].transpose();
+      products.multiply_transposed_rhs(delta, workspace.hidden_[layer - 1], weight_gradient);
       return;
     }
     const Index features = config_.time_embedding.feature_count();
-    weight_gradient.leftCols(dim()).noalias() = delta * workspace.x_.transpose();
+    products.multiply_transposed_rhs(delta, workspace.x_, weight_gradient.leftCols(dim()));
     // A shared time enters every column with the same features: Σ_n δ[:, n]·φᵀ.
     if (workspace.time_shared_) {
       weight_gradient.middleCols(dim(), features).noalias() =
           bias_gradient * workspace.shared_time_features_.transpose();
     } else {
-      weight_gradient.middleCols(dim(), features).noalias() =
-          delta * workspace.time_features_.transpose();
+      products.multiply_transposed_rhs(delta, workspace.time_features_,
+                                       weight_gradient.middleCols(dim(), features));
     }
     if (cond_dim() > 0) {
-      weight_gradient.rightCols(cond_dim()).noalias() = delta * workspace.cond_.transpose();
+      products.multiply_transposed_rhs(delta, workspace.cond_,
+                                       weight_gradient.rightCols(cond_dim()));
     }
   }
 
@@ -673,13 +676,13 @@ class Mlp {
     // ∂z₀ = W_x·tangent (t and c are held fixed), then ∂h_ℓ = σ'(z_ℓ) ⊙ ∂z_ℓ.
     Matrix<Scalar>& first = layers == 1 ? workspace.output_ : workspace.layer_scratch_[0];
     first.resize(layer_output_size(0), batch);
-    first.noalias() = x_weight() * tangent;
+    workspace.products_.multiply(x_weight(), tangent, first);
     for (Index layer = 0; layer + 1 < layers; ++layer) {
       workspace.layer_scratch_[layer].array() *= workspace.slopes_[layer].array();
       Matrix<Scalar>& next =
           layer + 2 == layers ? workspace.output_ : workspace.layer_scratch_[layer + 1];
       next.resize(layer_output_size(layer + 1), batch);
-      next.noalias() = weights_[layer + 1] * workspace.layer_scratch_[layer];
+      workspace.products_.multiply(weights_[layer + 1], workspace.layer_scratch_[layer], next);
     }
     out = workspace.output_;
   }
@@ -739,7 +742,8 @@ class Mlp {
         }
         continue;
       }
-      tangents.noalias() = weights_[layer] * workspace.direction_tangents_[layer - 1];
+      workspace.products_.multiply(weights_[layer], workspace.direction_tangents_[layer - 1],
+                                   tangents);
       for (Index direction = 0; direction < dim(); ++direction) {
         tangents.middleCols(direction * batch, batch).array() *= workspace.slopes_[layer].array();
       }
@@ -759,6 +763,7 @@ class Mlp {
     std::vector<Matrix<Scalar>> row_gradients;    // g_ℓ^i = ∂u_i/∂h_ℓ, direction blocks
     std::vector<Matrix<Scalar>> adjoints;         // δ_ℓ = d(∇·u)/dz_ℓ, width_ℓ×N
     std::vector<Matrix<Scalar>> propagated;       // W_{ℓ+1}ᵀ·δ_{ℓ+1}, width_ℓ×N
+    detail::ProductBuffers<Scalar> products;
   };
 
   static CurvatureWorkspace& curvature_workspace() {
@@ -800,16 +805,16 @@ class Mlp {
       activations.resize(layer_output_size(layer), batch);
       tangents.resize(layer_output_size(layer), directions);
       if (layer == 0) {
-        activations.noalias() = x_weight() * x;
+        work.products.multiply(x_weight(), x, activations);
         activations.colwise() += work.first_bias;
-        if (cond != nullptr) activations.noalias() += cond_weight() * *cond;
+        if (cond != nullptr) work.products.multiply(cond_weight(), *cond, activations, true);
         for (Index direction = 0; direction < dim(); ++direction) {
           block(tangents, direction).colwise() = x_weight().col(direction);
         }
       } else {
-        activations.noalias() = weights_[layer] * work.activations[layer - 1];
+        work.products.multiply(weights_[layer], work.activations[layer - 1], activations);
         activations.colwise() += biases_[layer];
-        tangents.noalias() = weights_[layer] * work.scaled_tangents[layer - 1];
+        work.products.multiply(weights_[layer], work.scaled_tangents[layer - 1], tangents);
       }
       detail::apply_activation_with_curvature(config_.activation, activations, work.slopes[layer],
                                               work.curvatures[layer]);
@@ -833,7 +838,8 @@ class Mlp {
         }
       } else {
         // row_gradients[ℓ + 1] already holds σ'(z_{ℓ+1}) ⊙ g_{ℓ+1}^i.
-        rows.noalias() = weights_[layer + 1].transpose() * work.row_gradients[layer + 1];
+        work.products.multiply_transposed_lhs(weights_[layer + 1], work.row_gradients[layer + 1],
+                                              rows);
       }
       Matrix<Scalar>& adjoint = work.adjoints[layer];
       adjoint.setZero(layer_output_size(layer), batch);
@@ -845,7 +851,8 @@ class Mlp {
       if (layer + 1 < hidden_layers) {
         Matrix<Scalar>& propagated = work.propagated[layer];
         propagated.resize(layer_output_size(layer), batch);
-        propagated.noalias() = weights_[layer + 1].transpose() * work.adjoints[layer + 1];
+        work.products.multiply_transposed_lhs(weights_[layer + 1], work.adjoints[layer + 1],
+                                              propagated);
         adjoint.array() += work.slopes[layer].array() * propagated.array();
       }
       if (layer == 0) break;
@@ -853,7 +860,7 @@ class Mlp {
         block(rows, direction).array() *= work.slopes[layer].array();
       }
     }
-    out.noalias() = x_weight().transpose() * work.adjoints[0];
+    work.products.multiply_transposed_lhs(x_weight(), work.adjoints[0], out);
   }
 
   MlpConfig config_;

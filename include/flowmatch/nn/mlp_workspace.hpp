@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "flowmatch/core/types.hpp"
+#include "flowmatch/detail/matrix_product.hpp"
 
 namespace flowmatch {
 
@@ -51,6 +52,7 @@ class MlpWorkspace {
   std::vector<Matrix<Scalar>> direction_tangents_;  // width_ℓ×(dim·N): ∂h_ℓ along e_1..e_d
   Vector<Scalar> trace_weights_;  // Σ_i W₁[i,j]·W₀[j,i], for one hidden layer
   Matrix<Scalar> output_;         // dim×N staging of the output, tangent or input gradient
+  detail::ProductBuffers<Scalar> products_;  // packing buffers of the matrix products
 };
 
 }  // namespace flowmatch
