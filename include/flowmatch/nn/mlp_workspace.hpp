@@ -21,8 +21,9 @@ struct MlpGradient {
 };
 
 /// Buffers of one evaluation of an Mlp: the inputs, every hidden activation and its slope
-/// σ'(z), and scratch space for tangents and adjoints. A workspace sizes itself on first use
-/// and then evaluates batches of the same size without allocating. After Mlp::forward it holds
+/// σ'(z), scratch space for tangents and adjoints, and the packing buffers of the matrix
+/// products. A workspace sizes itself on first use and then evaluates batches of the same size
+/// without allocating, whatever the layer widths. After Mlp::forward it holds
 /// everything Mlp::backward needs. One workspace must not be used by two threads at once.
 template <class Scalar>
 class MlpWorkspace {
