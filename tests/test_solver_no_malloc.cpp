@@ -28,6 +28,7 @@ void record_failed_eigen_assertion() {
 #include "flowmatch/likelihood/log_likelihood.hpp"
 #include "flowmatch/nn/mlp.hpp"
 #include "flowmatch/parallel/parallel_field.hpp"
+#include "flowmatch/score/exact_score.hpp"
 #include "flowmatch/solver/integrate.hpp"
 
 namespace {
@@ -156,10 +157,10 @@ TEST_CASE("no allocation after the first accepted step", "[solver][no-malloc]") 
 
 namespace {
 
-// Samples with each of @p methods and computes exact and Hutchinson log-likelihoods with
-// @p field, forbidding allocation from the first accepted step to the end of the integration
-// (the likelihood functions allocate their results afterwards). Returns the number of
-// forbidden allocations.
+// Samples with each of @p methods, without and with exact scores, and computes exact and
+// Hutchinson log-likelihoods with @p field, forbidding allocation from the first accepted step to
+// the end of the integration (the likelihood functions allocate their results afterwards). Returns
+// the number of forbidden allocations.
 template <class Scalar, class Field>
 std::size_t allocations_in_network_loops(const Field& field, const Matrix<Scalar>& x,
                                          std::initializer_list<Method> methods) {
@@ -183,6 +184,15 @@ std::size_t allocations_in_network_loops(const Field& field, const Matrix<Scalar
     }
     allocations += failed_eigen_assertions;
     CHECK(observed > 1);
+
+    // Sampling with the exact score of the model's density (vjp and ∇div at every step).
+    failed_eigen_assertions = 0;
+    {
+      const AllowMallocOnExit guard;
+      const flowmatch::ScoreResult<Scalar> result = flowmatch::sample_with_score(field, x, options);
+      CHECK(result.score.allFinite());
+    }
+    allocations += failed_eigen_assertions;
 
     // log_likelihood integrates from t = 1 to t = 0.
     options.observer = [&observed](Scalar t, const Matrix<Scalar>&, const flowmatch::SolverStats&) {

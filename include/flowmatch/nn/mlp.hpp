@@ -414,13 +414,16 @@ class Mlp {
     }
   }
 
-  // The calling thread's workspace for a batch of @p batch columns. Each thread keeps a few,
-  // for the batch sizes it evaluated last, so that alternating sizes (the full chunks and the
-  // shorter last chunks of ParallelField) do not reallocate at every call. A size not among
-  // them takes the workspace used least recently.
-  static MlpWorkspace<Scalar>& thread_workspace(Index batch) {
+  // The calling thread's Workspace (MlpWorkspace, or CurvatureWorkspace for the divergence
+  // gradient) for a batch of @p batch columns. Each thread keeps a few of each type, for the
+  // batch sizes it evaluated last, so that alternating sizes (the full chunks and the shorter
+  // last chunks of ParallelField) do not reallocate at every call. A size not among them takes
+  // the workspace used least recently.
+  template <class Workspace = MlpWorkspace<Scalar>>
+  static Workspace& thread_workspace(Index batch) {
     constexpr int slots = 4;
-    thread_local MlpWorkspace<Scalar> workspaces[slots];
+    thread_local Workspace workspaces[slots];
+    thread_local Index batch_sizes[slots] = {};
     thread_local std::uint64_t last_use[slots] = {};
     thread_local std::uint64_t calls = 0;
     int chosen = 0;
@@ -428,8 +431,9 @@ class Mlp {
       if (last_use[slot] < last_use[chosen]) chosen = slot;
     }
     for (int slot = 0; slot < slots; ++slot) {
-      if (last_use[slot] != 0 && workspaces[slot].batch_size() == batch) chosen = slot;
+      if (last_use[slot] != 0 && batch_sizes[slot] == batch) chosen = slot;
     }
+    batch_sizes[chosen] = batch;
     last_use[chosen] = ++calls;
     return workspaces[chosen];
   }
@@ -766,11 +770,6 @@ class Mlp {
     detail::ProductBuffers<Scalar> products;
   };
 
-  static CurvatureWorkspace& curvature_workspace() {
-    thread_local CurvatureWorkspace workspace;
-    return workspace;
-  }
-
   // ∇ₓ(∇·u) by the recursions documented at divergence_gradient(). The forward pass is its
   // own: it keeps σ''(z_ℓ), which needs z_ℓ before the activation overwrites it.
   void run_divergence_gradient(Scalar t, const ConstMatrixRef<Scalar>& x,
@@ -784,7 +783,7 @@ class Mlp {
     }
     const Index batch = x.cols();
     const Index directions = dim() * batch;
-    CurvatureWorkspace& work = curvature_workspace();
+    CurvatureWorkspace& work = thread_workspace<CurvatureWorkspace>(batch);
     for (std::vector<Matrix<Scalar>>* buffers :
          {&work.activations, &work.slopes, &work.curvatures, &work.tangents, &work.scaled_tangents,
           &work.row_gradients, &work.adjoints, &work.propagated}) {
