@@ -14,6 +14,9 @@
 
 #include "flowmatch/core/types.hpp"
 
+// The kernel's interface used below (with the result's inner stride) is that of Eigen 3.4.
+static_assert(EIGEN_VERSION_AT_LEAST(3, 4, 0), "flowmatch needs Eigen 3.4 or later");
+
 namespace flowmatch::detail {
 
 /// Packing buffers for products of column-major operands, either of them possibly transposed,
