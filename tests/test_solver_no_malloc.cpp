@@ -93,7 +93,7 @@ void check_product_buffers() {
     Matrix<Scalar> plain(rows, cols), transposed_lhs(rows, cols), transposed_rhs(rows, cols),
         accumulated(rows, cols);
     for (int repeat = 0; repeat < 2; ++repeat) {
-      // The first round sizes the buffers (for the largest shape, first in the list).
+      // The first round may grow the buffers; the second must not allocate.
       failed_eigen_assertions = 0;
       Eigen::internal::set_is_malloc_allowed(repeat == 0);
       products.multiply(lhs, rhs, out);
