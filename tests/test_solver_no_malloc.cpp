@@ -1,17 +1,47 @@
-// The stepping loop of every method allocates nothing once its steppers are sized.
+// The stepping loop of every method, and a training step, allocate nothing once sized.
 // EIGEN_RUNTIME_NO_MALLOC must be defined before Eigen is included anywhere in this program.
 // Eigen reports a forbidden allocation through eigen_assert, which release builds compile out;
-// here eigen_assert counts failures instead, in every build type.
+// here eigen_assert counts failures instead, in every build type. Eigen allocates with malloc;
+// every other allocation goes through operator new, which this program replaces to count the
+// calls while counting_allocations is set (not under AddressSanitizer, which replaces it).
 #include <atomic>
 #include <cstddef>
+#include <cstdlib>
+#include <new>
 
 namespace {
-// Counted from the worker threads of a ParallelField too.
+// Counted from the worker threads of a ParallelField and of a trainer too.
 std::atomic<std::size_t> failed_eigen_assertions = 0;
 void record_failed_eigen_assertion() {
   ++failed_eigen_assertions;
 }
+std::atomic<bool> counting_allocations = false;
+std::atomic<std::size_t> counted_allocations = 0;
 }  // namespace
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FLOWMATCH_TEST_UNDER_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define FLOWMATCH_TEST_UNDER_ASAN 1
+#endif
+
+#ifndef FLOWMATCH_TEST_UNDER_ASAN
+void* operator new(std::size_t size) {
+  if (counting_allocations) ++counted_allocations;
+  if (void* memory = std::malloc(size > 0 ? size : 1)) return memory;
+  throw std::bad_alloc();
+}
+// GCC inlines these into delete expressions and then sees free() of memory from new.
+[[gnu::noinline]] void operator delete(void* memory) noexcept {
+  std::free(memory);
+}
+[[gnu::noinline]] void operator delete(void* memory, std::size_t) noexcept {
+  std::free(memory);
+}
+#endif
 
 #define EIGEN_RUNTIME_NO_MALLOC
 #define eigen_assert(condition) ((condition) ? void(0) : record_failed_eigen_assertion())
@@ -30,6 +60,8 @@ void record_failed_eigen_assertion() {
 #include "flowmatch/parallel/parallel_field.hpp"
 #include "flowmatch/score/exact_score.hpp"
 #include "flowmatch/solver/integrate.hpp"
+#include "flowmatch/train/objective.hpp"
+#include "flowmatch/train/trainer.hpp"
 
 namespace {
 
@@ -267,4 +299,67 @@ TEST_CASE("network sampling and likelihood loops allocate nothing per step",
   // Chunks of 64, 64 and 22 columns: every thread alternates between two chunk sizes.
   check_network_loops<double>(config, 150, 64,
                               {Method::midpoint, Method::rk4, Method::dopri5, Method::tsit5});
+}
+
+// A training step of the sampling benchmark's network (batch 1024, chunks of 256 columns), with
+// and without conditions and label dropout, on 1 and 2 threads: after the first steps size the
+// buffers, further steps allocate nothing, neither through Eigen nor through operator new.
+template <class Scalar>
+void check_training_step_allocations(bool conditional, int threads) {
+  using Trainer = flowmatch::FlowMatchingTrainer<Scalar>;
+  std::mt19937_64 generator(3);
+  flowmatch::MlpConfig config;
+  config.dim = 2;
+  config.cond_dim = conditional ? 3 : 0;
+  config.hidden = {128, 128, 128, 128};
+  flowmatch::Mlp<Scalar> model(config, generator);
+  const Matrix<Scalar> data = Matrix<Scalar>::Random(2, 5000);
+  flowmatch::TrainerOptions<Scalar> options;
+  options.batch_size = 1024;
+  options.chunk_columns = 256;
+  options.threads = threads;
+  options.max_gradient_norm = Scalar(1);
+  auto objective = flowmatch::FlowMatchingObjective<Scalar>::independent(Scalar(0.01));
+  objective.label_dropout = Scalar(0.2);
+  Trainer trainer =
+      conditional ? Trainer(std::move(model), objective,
+                            Trainer::resample(data, Matrix<Scalar>::Identity(3, 5000)), options, 9)
+                  : Trainer(std::move(model), objective, Trainer::resample(data), options, 9);
+  trainer.step();
+  trainer.step();
+  failed_eigen_assertions = 0;
+  counted_allocations = 0;
+  {
+    const AllowMallocOnExit guard;
+    Eigen::internal::set_is_malloc_allowed(false);
+    counting_allocations = true;
+    for (int step = 0; step < 3; ++step) trainer.step();
+    counting_allocations = false;
+  }
+  CHECK(failed_eigen_assertions == 0);
+  CHECK(counted_allocations == 0);
+  CHECK(trainer.step_count() == 5);
+}
+
+TEST_CASE("a training step allocates nothing once the trainer is sized", "[train][no-malloc]") {
+  for (const int threads : {1, 2}) {
+    for (const bool conditional : {false, true}) {
+      INFO("threads " << threads << ", conditional " << conditional);
+      check_training_step_allocations<float>(conditional, threads);
+      check_training_step_allocations<double>(conditional, threads);
+    }
+  }
+}
+
+TEST_CASE("the allocation counters see allocations", "[no-malloc]") {
+  counted_allocations = 0;
+  counting_allocations = true;
+  std::vector<int>* allocated = new std::vector<int>(100);
+  counting_allocations = false;
+  const std::size_t size = allocated->size();
+  delete allocated;
+  CHECK(size == 100);
+#ifndef FLOWMATCH_TEST_UNDER_ASAN
+  CHECK(counted_allocations >= 2);
+#endif
 }

@@ -20,7 +20,7 @@
 #include <ostream>
 #include <type_traits>
 
-#include <Eigen/Core>
+#include "flowmatch/detail/eigen_core.hpp"
 
 namespace flowmatch {
 

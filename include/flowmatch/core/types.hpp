@@ -6,7 +6,7 @@
 /// log-densities, guidance weights) are length-N column vectors.
 #pragma once
 
-#include <Eigen/Core>
+#include "flowmatch/detail/eigen_core.hpp"
 
 namespace flowmatch {
 

@@ -44,17 +44,19 @@ namespace detail {
 template <class Scalar>
 void require_batch_pair(const char* function, const Matrix<Scalar>& x0, const Matrix<Scalar>& x1,
                         bool same_count) {
-  const std::string prefix(function);
+  const auto name = [function](const char* argument) { return argument_name(function, argument); };
   if (x0.rows() < 1 || x0.cols() < 1) {
-    throw std::invalid_argument(prefix + ": x0 has shape " + to_text(x0.rows()) + "x" +
+    throw std::invalid_argument(name("x0") + " has shape " + to_text(x0.rows()) + "x" +
                                 to_text(x0.cols()) + ", expected at least 1x1");
   }
-  require_shape((prefix + ": x1").c_str(), x1, x0.rows(), same_count ? x0.cols() : Index(-1));
-  if (x1.cols() < 1) {
-    throw std::invalid_argument(prefix + ": x1 has no columns, expected at least 1");
+  if (x1.rows() != x0.rows() || (same_count && x1.cols() != x0.cols())) {
+    require_shape(name("x1").c_str(), x1, x0.rows(), same_count ? x0.cols() : Index(-1));
   }
-  require_finite((prefix + ": x0").c_str(), x0);
-  require_finite((prefix + ": x1").c_str(), x1);
+  if (x1.cols() < 1) {
+    throw std::invalid_argument(name("x1") + " has no columns, expected at least 1");
+  }
+  if (first_nonfinite_column(x0) >= 0) require_finite(name("x0").c_str(), x0);
+  if (first_nonfinite_column(x1) >= 0) require_finite(name("x1").c_str(), x1);
 }
 
 /// The index k with cumulative[k − 1] ≤ u < cumulative[k] for u uniform on [0, total), where

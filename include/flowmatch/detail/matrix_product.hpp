@@ -10,7 +10,7 @@
 /// results are those of the general (blocked) product path for any shape.
 #pragma once
 
-#include <Eigen/Core>
+#include "flowmatch/detail/eigen_core.hpp"
 
 #include "flowmatch/core/types.hpp"
 

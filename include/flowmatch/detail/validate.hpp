@@ -20,6 +20,12 @@ std::string to_text(const T& value) {
   return stream.str();
 }
 
+/// "function: argument", the name of an argument in an error message. Compose it only once a
+/// check has failed, so that passing checks do not allocate.
+inline std::string argument_name(const char* function, const char* argument) {
+  return std::string(function) + ": " + argument;
+}
+
 /// Index of the first column of @p matrix holding a non-finite entry, or -1 if all are finite.
 template <class Derived>
 Index first_nonfinite_column(const Eigen::DenseBase<Derived>& matrix) {

@@ -37,10 +37,19 @@ struct StandardNormal {
       throw std::invalid_argument("StandardNormal::sample: shape " + std::to_string(dim) + "x" +
                                   std::to_string(count) + " has a negative size");
     }
-    std::normal_distribution<Scalar> normal(Scalar(0), Scalar(1));
     Matrix<Scalar> noise(dim, count);
-    for (Scalar& value : noise.reshaped()) value = normal(generator);
+    sample_into<Scalar>(noise, generator);
     return noise;
+  }
+
+  /// Fills @p noise (any shape) with independent N(0, 1) entries from @p generator, in storage
+  /// order: the draws sample() makes for that shape, without allocating.
+  template <class Scalar, std::uniform_random_bit_generator Generator>
+  static void sample_into(MatrixRef<Scalar> noise, Generator& generator) {
+    std::normal_distribution<Scalar> normal(Scalar(0), Scalar(1));
+    for (Index col = 0; col < noise.cols(); ++col) {
+      for (Scalar& value : noise.col(col)) value = normal(generator);
+    }
   }
 
   /// ∇log N(x; 0, I) = −x for each column of @p x.

@@ -18,11 +18,12 @@
 #include <utility>
 #include <vector>
 
-#include <Eigen/Eigenvalues>
-
 #include "flowmatch/core/errors.hpp"
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/validate.hpp"
+
+// After core/types.hpp, which includes Eigen's core module (detail/eigen_core.hpp).
+#include <Eigen/Eigenvalues>
 
 namespace flowmatch {
 

@@ -9,7 +9,7 @@
 #include <cmath>
 #include <limits>
 
-#include <Eigen/Core>
+#include "flowmatch/detail/eigen_core.hpp"
 
 #include "flowmatch/solver/odeint_eigen.hpp"
 

@@ -17,13 +17,13 @@
 
 #include <type_traits>
 
-#include <Eigen/Core>
 #include <boost/numeric/odeint/algebra/default_operations.hpp>
 #include <boost/numeric/odeint/algebra/vector_space_algebra.hpp>
 #include <boost/numeric/odeint/external/eigen/eigen_resize.hpp>
 #include <boost/numeric/odeint/util/copy.hpp>
 #include <boost/numeric/odeint/util/resizer.hpp>
 #include <boost/numeric/odeint/util/unit_helper.hpp>
+#include "flowmatch/detail/eigen_core.hpp"
 
 namespace flowmatch::detail {
 

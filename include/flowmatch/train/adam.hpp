@@ -76,22 +76,14 @@ class Adam {
             Scalar learning_rate) {
     detail::require_step_arguments<Scalar>("Adam::step", parameters, gradient,
                                            state_.first_moment.size(), learning_rate);
-    const Scalar beta1 = options_.beta1;
-    const Scalar beta2 = options_.beta2;
-    const Scalar decay = options_.weight_decay;
-    const bool l2 = options_.weight_decay_mode == WeightDecay::l2;
     ++state_.step;
-    const Scalar correction1 = Scalar(1) - std::pow(beta1, Scalar(state_.step));
-    const Scalar correction2 = Scalar(1) - std::pow(beta2, Scalar(state_.step));
-    for (Index k = 0; k < parameters.size(); ++k) {
-      const Scalar g = l2 ? gradient(k) + decay * parameters(k) : gradient(k);
-      Scalar& m = state_.first_moment(k);
-      Scalar& v = state_.second_moment(k);
-      m = beta1 * m + (Scalar(1) - beta1) * g;
-      v = beta2 * v + (Scalar(1) - beta2) * g * g;
-      if (!l2) parameters(k) -= learning_rate * decay * parameters(k);
-      parameters(k) -=
-          learning_rate * (m / correction1) / (std::sqrt(v / correction2) + options_.epsilon);
+    const Scalar correction1 = Scalar(1) - std::pow(options_.beta1, Scalar(state_.step));
+    const Scalar correction2 = Scalar(1) - std::pow(options_.beta2, Scalar(state_.step));
+    if (options_.weight_decay_mode == WeightDecay::l2) {
+      update(parameters, gradient.array() + options_.weight_decay * parameters.array(),
+             learning_rate, correction1, correction2);
+    } else {
+      update(parameters, gradient.array(), learning_rate, correction1, correction2);
     }
   }
 
@@ -118,6 +110,24 @@ class Adam {
   }
 
  private:
+  // The moments and the parameters from the (possibly L2-decayed) gradient g, entry by entry in
+  // vectorised passes; each statement reads the parameters before the next one changes them.
+  template <class Gradient>
+  void update(VectorRef<Scalar> parameters, const Gradient& gradient, Scalar learning_rate,
+              Scalar correction1, Scalar correction2) {
+    const Scalar beta1 = options_.beta1;
+    const Scalar beta2 = options_.beta2;
+    auto first = state_.first_moment.array();
+    auto second = state_.second_moment.array();
+    first = beta1 * first + (Scalar(1) - beta1) * gradient;
+    second = beta2 * second + (Scalar(1) - beta2) * gradient * gradient;
+    if (options_.weight_decay_mode == WeightDecay::decoupled) {
+      parameters.array() -= learning_rate * options_.weight_decay * parameters.array();
+    }
+    parameters.array() -=
+        learning_rate * (first / correction1) / ((second / correction2).sqrt() + options_.epsilon);
+  }
+
   AdamOptions<Scalar> options_;
   AdamState<Scalar> state_;
 };

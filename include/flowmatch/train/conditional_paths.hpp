@@ -177,22 +177,35 @@ class ConditionalPath {
                                           const ConstMatrixRef<Scalar>& x1,
                                           const ConstMatrixRef<Scalar>& noise,
                                           const ConstVectorRef<Scalar>& t) const {
+    PathSample<Scalar> result{Matrix<Scalar>(x0.rows(), x0.cols()),
+                              Matrix<Scalar>(x0.rows(), x0.cols())};
+    sample_into(x0, x1, noise, t, result.x_t, result.dx_t);
+    return result;
+  }
+
+  /// As sample(), writing x_t into @p x_t and u_t into @p u_t (both d×N) without allocating.
+  /// The noise may be the same matrix as u_t (each entry of u_t is written after it is read),
+  /// but no other argument may share memory with an output.
+  /// @throws std::invalid_argument for bad shapes or non-finite entries; std::domain_error as
+  ///         coefficients(). The outputs are then unspecified.
+  void sample_into(const ConstMatrixRef<Scalar>& x0, const ConstMatrixRef<Scalar>& x1,
+                   const ConstMatrixRef<Scalar>& noise, const ConstVectorRef<Scalar>& t,
+                   MatrixRef<Scalar> x_t, MatrixRef<Scalar> u_t) const {
     detail::require_shape("ConditionalPath::sample: x1", x1, x0.rows(), x0.cols());
     detail::require_shape("ConditionalPath::sample: noise", noise, x0.rows(), x0.cols());
     detail::require_shape("ConditionalPath::sample: t", t, x0.cols(), 1);
+    detail::require_shape("ConditionalPath::sample: x_t", x_t, x0.rows(), x0.cols());
+    detail::require_shape("ConditionalPath::sample: u_t", u_t, x0.rows(), x0.cols());
     detail::require_finite("ConditionalPath::sample: x0", x0);
     detail::require_finite("ConditionalPath::sample: x1", x1);
     detail::require_finite("ConditionalPath::sample: noise", noise);
-    PathSample<Scalar> result{Matrix<Scalar>(x0.rows(), x0.cols()),
-                              Matrix<Scalar>(x0.rows(), x0.cols())};
     for (Index col = 0; col < x0.cols(); ++col) {
       const ConditionalPathCoefficients<Scalar> values = coefficients(t(col));
-      result.x_t.col(col) =
+      x_t.col(col) =
           values.alpha * x1.col(col) + values.sigma * x0.col(col) + values.gamma * noise.col(col);
-      result.dx_t.col(col) = values.d_alpha * x1.col(col) + values.d_sigma * x0.col(col) +
-                             values.d_gamma * noise.col(col);
+      u_t.col(col) = values.d_alpha * x1.col(col) + values.d_sigma * x0.col(col) +
+                     values.d_gamma * noise.col(col);
     }
-    return result;
   }
 
  private:

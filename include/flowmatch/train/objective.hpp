@@ -36,6 +36,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -86,15 +87,26 @@ struct TimeDistribution {
     if (!logit_normal) return sample_uniform_times<Scalar>(count, generator);
     return sample_logit_normal_times<Scalar>(count, generator, location, scale);
   }
+
+  /// As sample(), one draw per entry of @p times, without allocating.
+  template <std::uniform_random_bit_generator Generator>
+  void sample_into(VectorRef<Scalar> times, Generator& generator) const {
+    if (!logit_normal) {
+      sample_uniform_times_into<Scalar>(times, generator);
+    } else {
+      sample_logit_normal_times_into<Scalar>(times, generator, location, scale);
+    }
+  }
 };
 
 namespace detail {
 
 /// Throws std::invalid_argument naming @p name unless 0 ≤ @p value ≤ 1.
 template <class Scalar>
-void require_probability(const std::string& name, Scalar value) {
+void require_probability(std::string_view name, Scalar value) {
   if (!(value >= Scalar(0) && value <= Scalar(1))) {
-    throw std::invalid_argument(name + " is " + to_text(value) + ", expected in [0, 1]");
+    throw std::invalid_argument(std::string(name) + " is " + to_text(value) +
+                                ", expected in [0, 1]");
   }
 }
 
@@ -193,13 +205,24 @@ struct FlowMatchingObjective {
   /// @throws std::invalid_argument for an invalid time distribution or count < 0.
   template <std::uniform_random_bit_generator Generator>
   [[nodiscard]] Vector<Scalar> sample_times(Index count, Generator& generator) const {
-    time.validate();
-    Vector<Scalar> times = time.sample(count, generator);
-    if (!path.open_interval()) return times;
-    for (Scalar& t : times) {
-      while (t <= Scalar(0) || t >= Scalar(1)) t = time.sample(1, generator)(0);
-    }
+    detail::require_count<Index>("FlowMatchingObjective::sample_times: count", count, 0);
+    Vector<Scalar> times(count);
+    sample_times_into(times, generator);
     return times;
+  }
+
+  /// As sample_times, one time per entry of @p times, without allocating.
+  /// @throws std::invalid_argument for an invalid time distribution.
+  template <std::uniform_random_bit_generator Generator>
+  void sample_times_into(VectorRef<Scalar> times, Generator& generator) const {
+    time.validate();
+    time.sample_into(times, generator);
+    if (!path.open_interval()) return;
+    for (Index k = 0; k < times.size(); ++k) {
+      while (times(k) <= Scalar(0) || times(k) >= Scalar(1)) {
+        time.sample_into(times.segment(k, 1), generator);
+      }
+    }
   }
 
   /// The pairs (i_k, j_k) of the coupling of @p x0 and @p x1 (both d×N): source column
@@ -233,7 +256,9 @@ struct FlowMatchingObjective {
   [[nodiscard]] FlowMatchingBatch<Scalar> make_batch(const Matrix<Scalar>& x0,
                                                      const Matrix<Scalar>& x1,
                                                      Generator& generator) const {
-    return make_batch_impl(x0, x1, nullptr, generator);
+    FlowMatchingBatch<Scalar> batch;
+    make_batch_into(x0, x1, generator, batch);
+    return batch;
   }
 
   /// As make_batch, with conditions @p cond (k×N, one per data column, finite) that follow
@@ -244,40 +269,76 @@ struct FlowMatchingObjective {
                                                      const Matrix<Scalar>& x1,
                                                      const Matrix<Scalar>& cond,
                                                      Generator& generator) const {
+    FlowMatchingBatch<Scalar> batch;
+    make_batch_into(x0, x1, cond, generator, batch);
+    return batch;
+  }
+
+  /// As make_batch, into @p batch, whose matrices are reused: with the independent coupling,
+  /// once they have the batch's shape, nothing is allocated. The same draws as make_batch.
+  template <std::uniform_random_bit_generator Generator>
+  void make_batch_into(const Matrix<Scalar>& x0, const Matrix<Scalar>& x1, Generator& generator,
+                       FlowMatchingBatch<Scalar>& batch) const {
+    fill_batch(x0, x1, nullptr, generator, batch);
+  }
+
+  /// As make_batch with conditions, into @p batch (see the other make_batch_into).
+  template <std::uniform_random_bit_generator Generator>
+  void make_batch_into(const Matrix<Scalar>& x0, const Matrix<Scalar>& x1,
+                       const Matrix<Scalar>& cond, Generator& generator,
+                       FlowMatchingBatch<Scalar>& batch) const {
     detail::require_shape("FlowMatchingObjective::make_batch: cond", cond, -1, x1.cols());
     if (cond.rows() < 1) {
       throw std::invalid_argument(
           "FlowMatchingObjective::make_batch: cond has no rows, expected a k×N matrix, k >= 1");
     }
     detail::require_finite("FlowMatchingObjective::make_batch: cond", cond);
-    return make_batch_impl(x0, x1, &cond, generator);
+    fill_batch(x0, x1, &cond, generator, batch);
   }
 
  private:
   template <class Generator>
-  FlowMatchingBatch<Scalar> make_batch_impl(const Matrix<Scalar>& x0, const Matrix<Scalar>& x1,
-                                            const Matrix<Scalar>* cond,
-                                            Generator& generator) const {
-    const auto [source, data] = couple(x0, x1, generator);
-    const Index count = x0.cols();
-    Matrix<Scalar> paired_x0(x0.rows(), count);
-    Matrix<Scalar> paired_x1(x1.rows(), count);
-    for (Index k = 0; k < count; ++k) {
-      paired_x0.col(k) = x0.col(source[k]);
-      paired_x1.col(k) = x1.col(data[k]);
+  void fill_batch(const Matrix<Scalar>& x0, const Matrix<Scalar>& x1, const Matrix<Scalar>* cond,
+                  Generator& generator, FlowMatchingBatch<Scalar>& batch) const {
+    if (coupling == CouplingKind::independent) {
+      validate();
+      detail::require_batch_pair("FlowMatchingObjective::couple", x0, x1, true);
+      fill_paired_batch(x0, x1, generator, batch);
+      if (cond != nullptr) batch.cond = *cond;
+    } else {
+      const auto [source, data] = couple(x0, x1, generator);
+      const Index count = x0.cols();
+      Matrix<Scalar> paired_x0(x0.rows(), count);
+      Matrix<Scalar> paired_x1(x1.rows(), count);
+      for (Index k = 0; k < count; ++k) {
+        paired_x0.col(k) = x0.col(source[k]);
+        paired_x1.col(k) = x1.col(data[k]);
+      }
+      fill_paired_batch(paired_x0, paired_x1, generator, batch);
+      if (cond != nullptr) {
+        batch.cond.resize(cond->rows(), count);
+        for (Index k = 0; k < count; ++k) batch.cond.col(k) = cond->col(data[k]);
+      }
     }
-    FlowMatchingBatch<Scalar> batch;
-    batch.t = sample_times(count, generator);
-    const Matrix<Scalar> noise = StandardNormal::sample<Scalar>(x0.rows(), count, generator);
-    PathSample<Scalar> points = path.sample(paired_x0, paired_x1, noise, batch.t);
-    batch.x_t = std::move(points.x_t);
-    batch.u_t = std::move(points.dx_t);
     if (cond != nullptr) {
-      batch.cond.resize(cond->rows(), count);
-      for (Index k = 0; k < count; ++k) batch.cond.col(k) = cond->col(data[k]);
       drop_conditions<Scalar>(batch.cond, label_dropout, null_condition, generator);
+    } else {
+      batch.cond.resize(0, 0);
     }
-    return batch;
+  }
+
+  // Times, smoothing noise and the path for the pairs (column k of x0 with column k of x1).
+  // The noise is drawn into u_t, which the path then overwrites with the target velocity.
+  template <class Generator>
+  void fill_paired_batch(const Matrix<Scalar>& x0, const Matrix<Scalar>& x1, Generator& generator,
+                         FlowMatchingBatch<Scalar>& batch) const {
+    const Index count = x0.cols();
+    batch.t.resize(count);
+    batch.x_t.resize(x0.rows(), count);
+    batch.u_t.resize(x0.rows(), count);
+    sample_times_into(batch.t, generator);
+    StandardNormal::sample_into<Scalar>(batch.u_t, generator);
+    path.sample_into(x0, x1, batch.u_t, batch.t, batch.x_t, batch.u_t);
   }
 
   // N pairs from the plan as plan_sampling says, by index (see sample_pairs_from_plan).

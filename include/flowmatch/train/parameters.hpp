@@ -79,22 +79,30 @@ template <class Scalar>
 void require_step_arguments(const char* function, const ConstVectorRef<Scalar>& parameters,
                             const ConstVectorRef<Scalar>& gradient, Index count,
                             Scalar learning_rate) {
-  const std::string prefix(function);
-  require_shape((prefix + ": parameters").c_str(), parameters, count, 1);
-  require_shape((prefix + ": gradient").c_str(), gradient, count, 1);
-  require_finite((prefix + ": gradient").c_str(), gradient);
-  require_nonnegative(prefix + ": learning_rate", learning_rate);
+  if (parameters.size() != count) {
+    require_shape(argument_name(function, "parameters").c_str(), parameters, count, 1);
+  }
+  if (gradient.size() != count) {
+    require_shape(argument_name(function, "gradient").c_str(), gradient, count, 1);
+  }
+  if (first_nonfinite_column(gradient) >= 0) {
+    require_finite(argument_name(function, "gradient").c_str(), gradient);
+  }
+  if (!(learning_rate >= Scalar(0)) || !std::isfinite(learning_rate)) {
+    require_nonnegative(argument_name(function, "learning_rate"), learning_rate);
+  }
 }
 
 }  // namespace detail
 
-/// The flat vector [vec(W₀), b₀, vec(W₁), b₁, …] of per-layer matrices and vectors (for
-/// instance the weights and biases of a gradient).
-/// @throws std::invalid_argument if the two lists differ in length.
+/// Writes the flat vector [vec(W₀), b₀, vec(W₁), b₁, …] of per-layer matrices and vectors (for
+/// instance the weights and biases of a gradient) into @p flat, without allocating.
+/// @throws std::invalid_argument if the two lists differ in length or flat has another size.
 template <class Scalar>
-[[nodiscard]] Vector<Scalar> flatten_layers(const std::vector<Matrix<Scalar>>& weights,
-                                            const std::vector<Vector<Scalar>>& biases) {
-  Vector<Scalar> flat(detail::layer_parameter_count("flatten_layers", weights, biases));
+void flatten_layers(const std::vector<Matrix<Scalar>>& weights,
+                    const std::vector<Vector<Scalar>>& biases, VectorRef<Scalar> flat) {
+  detail::require_flat_size<Scalar>(
+      "flatten_layers", flat, detail::layer_parameter_count("flatten_layers", weights, biases));
   Index offset = 0;
   detail::for_each_layer("flatten_layers", weights, biases,
                          [&](std::size_t, const auto& weight, const auto& bias) {
@@ -103,6 +111,15 @@ template <class Scalar>
                            flat.segment(offset, bias.size()) = bias;
                            offset += bias.size();
                          });
+}
+
+/// The flat vector [vec(W₀), b₀, vec(W₁), b₁, …] of per-layer matrices and vectors.
+/// @throws std::invalid_argument if the two lists differ in length.
+template <class Scalar>
+[[nodiscard]] Vector<Scalar> flatten_layers(const std::vector<Matrix<Scalar>>& weights,
+                                            const std::vector<Vector<Scalar>>& biases) {
+  Vector<Scalar> flat(detail::layer_parameter_count("flatten_layers", weights, biases));
+  flatten_layers<Scalar>(weights, biases, flat);
   return flat;
 }
 
@@ -134,10 +151,13 @@ template <LayeredModel Model>
   return count;
 }
 
-/// The parameters of @p model as one flat vector (layout in the file comment).
+/// Writes the parameters of @p model into the flat vector @p flat (layout in the file comment),
+/// without allocating.
+/// @throws std::invalid_argument unless flat has parameter_count(model) entries.
 template <LayeredModel Model>
-[[nodiscard]] Vector<typename Model::scalar_type> gather_parameters(const Model& model) {
-  Vector<typename Model::scalar_type> flat(parameter_count(model));
+void gather_parameters(const Model& model, VectorRef<typename Model::scalar_type> flat) {
+  detail::require_flat_size<typename Model::scalar_type>("gather_parameters", flat,
+                                                         parameter_count(model));
   Index offset = 0;
   for (Index layer = 0; layer < model.layer_count(); ++layer) {
     const auto& weight = model.weight(layer);
@@ -147,6 +167,13 @@ template <LayeredModel Model>
     flat.segment(offset, bias.size()) = bias;
     offset += bias.size();
   }
+}
+
+/// The parameters of @p model as one flat vector (layout in the file comment).
+template <LayeredModel Model>
+[[nodiscard]] Vector<typename Model::scalar_type> gather_parameters(const Model& model) {
+  Vector<typename Model::scalar_type> flat(parameter_count(model));
+  gather_parameters(model, flat);
   return flat;
 }
 

@@ -27,21 +27,43 @@ namespace detail {
 /// Throws std::invalid_argument unless location is finite and scale finite and > 0.
 template <class Scalar>
 void require_logit_normal(const char* function, Scalar location, Scalar scale) {
-  require_finite_value((std::string(function) + ": location").c_str(), location);
-  require_positive(std::string(function) + ": scale", scale);
+  if (!std::isfinite(location)) {
+    require_finite_value(argument_name(function, "location").c_str(), location);
+  }
+  if (!(scale > Scalar(0)) || !std::isfinite(scale)) {
+    require_positive(argument_name(function, "scale"), scale);
+  }
 }
 
 }  // namespace detail
+
+/// Fills @p times with independent draws from U[0, 1), one per entry, without allocating.
+template <class Scalar, class Generator>
+void sample_uniform_times_into(VectorRef<Scalar> times, Generator& generator) {
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  for (Scalar& time : times) time = static_cast<Scalar>(uniform(generator));
+}
 
 /// n times drawn independently from U[0, 1), one per sample (a length-n vector).
 /// @throws std::invalid_argument if n < 0.
 template <class Scalar = double, class Generator>
 [[nodiscard]] Vector<Scalar> sample_uniform_times(Index n, Generator& generator) {
   detail::require_count<Index>("sample_uniform_times: n", n, 0);
-  std::uniform_real_distribution<double> uniform(0.0, 1.0);
   Vector<Scalar> times(n);
-  for (Scalar& time : times) time = static_cast<Scalar>(uniform(generator));
+  sample_uniform_times_into<Scalar>(times, generator);
   return times;
+}
+
+/// Fills @p times with independent draws from the logit-normal distribution t = sigmoid(m + s·z),
+/// z ~ N(0, 1), m = @p location, s = @p scale, without allocating.
+/// @throws std::invalid_argument if location is not finite or scale is not finite and > 0.
+template <class Scalar, class Generator>
+void sample_logit_normal_times_into(VectorRef<Scalar> times, Generator& generator, Scalar location,
+                                    Scalar scale) {
+  detail::require_logit_normal("sample_logit_normal_times", location, scale);
+  std::normal_distribution<double> normal(static_cast<double>(location),
+                                          static_cast<double>(scale));
+  for (Scalar& time : times) time = static_cast<Scalar>(1.0 / (1.0 + std::exp(-normal(generator))));
 }
 
 /// n times drawn independently from the logit-normal distribution: t = sigmoid(m + s·z),
@@ -53,11 +75,8 @@ template <class Scalar = double, class Generator>
                                                        Scalar location = Scalar(0),
                                                        Scalar scale = Scalar(1)) {
   detail::require_count<Index>("sample_logit_normal_times: n", n, 0);
-  detail::require_logit_normal("sample_logit_normal_times", location, scale);
-  std::normal_distribution<double> normal(static_cast<double>(location),
-                                          static_cast<double>(scale));
   Vector<Scalar> times(n);
-  for (Scalar& time : times) time = static_cast<Scalar>(1.0 / (1.0 + std::exp(-normal(generator))));
+  sample_logit_normal_times_into<Scalar>(times, generator, location, scale);
   return times;
 }
 

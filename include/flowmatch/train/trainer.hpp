@@ -115,8 +115,8 @@ class FlowMatchingTrainer {
   ///         is invalid.
   FlowMatchingTrainer(Mlp<Scalar> model, FlowMatchingObjective<Scalar> objective, DataSampler data,
                       TrainerOptions<Scalar> options, std::uint64_t seed)
-      : FlowMatchingTrainer(std::move(model), std::move(objective),
-                            without_conditions(std::move(data)), std::move(options), seed, 0) {}
+      : FlowMatchingTrainer(std::move(model), std::move(objective), batch_drawer(std::move(data)),
+                            std::move(options), seed, 0) {}
 
   /// A trainer of the conditional @p model (cond_dim k ≥ 1): each step draws data with their
   /// conditions, and the objective's label_dropout replaces conditions by its null condition
@@ -126,7 +126,7 @@ class FlowMatchingTrainer {
   FlowMatchingTrainer(Mlp<Scalar> model, FlowMatchingObjective<Scalar> objective,
                       ConditionedDataSampler data, TrainerOptions<Scalar> options,
                       std::uint64_t seed)
-      : FlowMatchingTrainer(std::move(model), std::move(objective), std::move(data),
+      : FlowMatchingTrainer(std::move(model), std::move(objective), batch_drawer(std::move(data)),
                             std::move(options), seed, 1) {}
 
   /// A ConditionedDataSampler drawing B columns of @p data (d×M) with the same columns of
@@ -134,33 +134,93 @@ class FlowMatchingTrainer {
   /// @throws std::invalid_argument if data is empty, the column counts differ or a value is
   ///         not finite.
   static ConditionedDataSampler resample(Matrix<Scalar> data, Matrix<Scalar> conditions) {
-    if (data.size() == 0) {
-      throw std::invalid_argument("FlowMatchingTrainer::resample: data is empty");
-    }
-    detail::require_finite("FlowMatchingTrainer::resample: data", data);
+    require_data_set("FlowMatchingTrainer::resample", data);
     detail::require_shape("FlowMatchingTrainer::resample: conditions", conditions, -1, data.cols());
     detail::require_finite("FlowMatchingTrainer::resample: conditions", conditions);
-    return [data = std::move(data), conditions = std::move(conditions)](Index batch_size,
-                                                                        Generator& generator) {
-      std::uniform_int_distribution<Index> column(0, data.cols() - 1);
-      ConditionedBatch batch{Matrix<Scalar>(data.rows(), batch_size),
-                             Matrix<Scalar>(conditions.rows(), batch_size)};
-      for (Index k = 0; k < batch_size; ++k) {
-        const Index chosen = column(generator);
-        batch.data.col(k) = data.col(chosen);
-        batch.conditions.col(k) = conditions.col(chosen);
-      }
-      return batch;
-    };
+    return ConditionalResampler{{std::move(data), std::move(conditions)}};
+  }
+
+  /// A DataSampler drawing B columns of @p data (d×M, M ≥ 1, finite) uniformly with
+  /// replacement.
+  /// @throws std::invalid_argument if data is empty or not finite.
+  static DataSampler resample(Matrix<Scalar> data) {
+    require_data_set("FlowMatchingTrainer::resample", data);
+    return UnconditionalResampler{{std::move(data), Matrix<Scalar>()}};
   }
 
  private:
+  // Draws a batch of B data samples (and their conditions) into the trainer's buffers.
+  using BatchDrawer = std::function<void(Index, Generator&, ConditionedBatch&)>;
+
+  // Draws columns of a stored data set (d×M) and of its conditions (k×M, or 0×0 without)
+  // uniformly with replacement, one uniform index per column: what resample() returns. The
+  // trainer recognises it inside a sampler and draws into its own buffers, without allocating;
+  // the call operators of the two derived types serve other users of a DataSampler or
+  // ConditionedDataSampler.
+  struct DatasetResampler {
+    Matrix<Scalar> data;
+    Matrix<Scalar> conditions;
+
+    void draw_into(Index batch_size, Generator& generator, ConditionedBatch& batch) const {
+      std::uniform_int_distribution<Index> column(0, data.cols() - 1);
+      batch.data.resize(data.rows(), batch_size);
+      batch.conditions.resize(conditions.rows(), conditions.rows() > 0 ? batch_size : 0);
+      for (Index k = 0; k < batch_size; ++k) {
+        const Index chosen = column(generator);
+        batch.data.col(k) = data.col(chosen);
+        if (conditions.rows() > 0) batch.conditions.col(k) = conditions.col(chosen);
+      }
+    }
+  };
+  struct UnconditionalResampler : DatasetResampler {
+    Matrix<Scalar> operator()(Index batch_size, Generator& generator) const {
+      ConditionedBatch batch;
+      this->draw_into(batch_size, generator, batch);
+      return std::move(batch.data);
+    }
+  };
+  struct ConditionalResampler : DatasetResampler {
+    ConditionedBatch operator()(Index batch_size, Generator& generator) const {
+      ConditionedBatch batch;
+      this->draw_into(batch_size, generator, batch);
+      return batch;
+    }
+  };
+
+  static void require_data_set(const char* function, const Matrix<Scalar>& data) {
+    if (data.size() == 0) throw std::invalid_argument(std::string(function) + ": data is empty");
+    detail::require_finite((std::string(function) + ": data").c_str(), data);
+  }
+
+  // The drawer of a sampler: in place for a resample() sampler, else through its result.
+  template <class Sampler>
+  static BatchDrawer batch_drawer(Sampler data) {
+    if (!data) throw std::invalid_argument("FlowMatchingTrainer: data is empty");
+    using Resampler = std::conditional_t<std::is_same_v<Sampler, DataSampler>,
+                                         UnconditionalResampler, ConditionalResampler>;
+    if (const Resampler* resampler = data.template target<Resampler>()) {
+      return [resampler = *resampler](Index batch_size, Generator& generator,
+                                      ConditionedBatch& batch) {
+        resampler.draw_into(batch_size, generator, batch);
+      };
+    }
+    return
+        [data = std::move(data)](Index batch_size, Generator& generator, ConditionedBatch& batch) {
+          if constexpr (std::is_same_v<Sampler, DataSampler>) {
+            batch.data = data(batch_size, generator);
+            batch.conditions.resize(0, 0);
+          } else {
+            batch = data(batch_size, generator);
+          }
+        };
+  }
+
   FlowMatchingTrainer(Mlp<Scalar> model, FlowMatchingObjective<Scalar> objective,
-                      ConditionedDataSampler data, TrainerOptions<Scalar> options,
-                      std::uint64_t seed, Index minimum_cond_dim)
+                      BatchDrawer draw_batch, TrainerOptions<Scalar> options, std::uint64_t seed,
+                      Index minimum_cond_dim)
       : model_(std::move(model)),
         objective_(std::move(objective)),
-        data_(std::move(data)),
+        draw_batch_(std::move(draw_batch)),
         options_(std::move(options)),
         generator_(seed),
         adam_(parameter_count(model_), options_.adam),
@@ -174,7 +234,6 @@ class FlowMatchingTrainer {
           (minimum_cond_dim == 0 ? ", expected an unconditional model (cond_dim 0)"
                                  : ", expected a conditional model for conditioned data"));
     }
-    if (!data_) throw std::invalid_argument("FlowMatchingTrainer: data is empty");
     detail::require_count<Index>("FlowMatchingTrainer: options.batch_size", options_.batch_size, 1);
     if (!options_.learning_rate) {
       throw std::invalid_argument("FlowMatchingTrainer: options.learning_rate is empty");
@@ -199,6 +258,8 @@ class FlowMatchingTrainer {
     chunk_workspaces_.resize(static_cast<std::size_t>(chunks));
     chunk_gradients_.assign(static_cast<std::size_t>(chunks), model_.zero_gradient());
     chunk_squared_errors_.resize(static_cast<std::size_t>(chunks));
+    parameters_.resize(parameter_count(model_));
+    flat_gradient_.resize(parameters_.size());
     pool_ = std::make_shared<ThreadPool>(options_.threads);
   }
 
@@ -255,54 +316,35 @@ class FlowMatchingTrainer {
     return squared_error / Scalar(prediction_.size());
   }
 
-  static ConditionedDataSampler without_conditions(DataSampler data) {
-    if (!data) throw std::invalid_argument("FlowMatchingTrainer: data is empty");
-    return [data = std::move(data)](Index batch_size, Generator& generator) {
-      return ConditionedBatch{data(batch_size, generator), Matrix<Scalar>()};
-    };
-  }
-
  public:
-  /// A DataSampler drawing B columns of @p data (d×M, M ≥ 1, finite) uniformly with
-  /// replacement.
-  /// @throws std::invalid_argument if data is empty or not finite.
-  static DataSampler resample(Matrix<Scalar> data) {
-    if (data.size() == 0) {
-      throw std::invalid_argument("FlowMatchingTrainer::resample: data is empty");
-    }
-    detail::require_finite("FlowMatchingTrainer::resample: data", data);
-    return [data = std::move(data)](Index batch_size, Generator& generator) {
-      std::uniform_int_distribution<Index> column(0, data.cols() - 1);
-      Matrix<Scalar> batch(data.rows(), batch_size);
-      for (Index k = 0; k < batch_size; ++k) batch.col(k) = data.col(column(generator));
-      return batch;
-    };
-  }
-
   /// Takes one training step and returns its loss.
   /// @throws std::invalid_argument if the data batch is not d×B and finite.
   Scalar step() {
     const Index dim = model_.dim();
     const Index batch_size = options_.batch_size;
-    const ConditionedBatch drawn = data_(batch_size, generator_);
-    const Matrix<Scalar>& x1 = drawn.data;
+    draw_batch_(batch_size, generator_, drawn_);
+    const Matrix<Scalar>& x1 = drawn_.data;
     detail::require_shape("FlowMatchingTrainer::step: data batch", x1, dim, batch_size);
     detail::require_finite("FlowMatchingTrainer::step: data batch", x1);
     if (model_.cond_dim() > 0) {
-      detail::require_shape("FlowMatchingTrainer::step: conditions", drawn.conditions,
+      detail::require_shape("FlowMatchingTrainer::step: conditions", drawn_.conditions,
                             model_.cond_dim(), batch_size);
     }
-    const Matrix<Scalar> x0 = StandardNormal::sample<Scalar>(dim, batch_size, generator_);
-    const FlowMatchingBatch<Scalar> batch =
-        model_.cond_dim() > 0 ? objective_.make_batch(x0, x1, drawn.conditions, generator_)
-                              : objective_.make_batch(x0, x1, generator_);
-    const Scalar loss = batch_loss_and_gradient(batch);
-    Vector<Scalar> flat_gradient = flatten_layers(gradient_.weights, gradient_.biases);
-    if (options_.max_gradient_norm) clip_by_global_norm(flat_gradient, *options_.max_gradient_norm);
-    Vector<Scalar> parameters = gather_parameters(model_);
-    adam_.step(parameters, flat_gradient, options_.learning_rate(step_));
-    scatter_parameters(parameters, model_);
-    ema_.update(parameters);
+    source_.resize(dim, batch_size);
+    StandardNormal::sample_into<Scalar>(source_, generator_);
+    if (model_.cond_dim() > 0) {
+      objective_.make_batch_into(source_, x1, drawn_.conditions, generator_, batch_);
+    } else {
+      objective_.make_batch_into(source_, x1, generator_, batch_);
+    }
+    const Scalar loss = batch_loss_and_gradient(batch_);
+    flatten_layers<Scalar>(gradient_.weights, gradient_.biases, flat_gradient_);
+    if (options_.max_gradient_norm)
+      clip_by_global_norm(flat_gradient_, *options_.max_gradient_norm);
+    gather_parameters(model_, parameters_);
+    adam_.step(parameters_, flat_gradient_, options_.learning_rate(step_));
+    scatter_parameters(parameters_, model_);
+    ema_.update(parameters_);
     ++step_;
     return loss;
   }
@@ -390,7 +432,7 @@ class FlowMatchingTrainer {
  private:
   Mlp<Scalar> model_;
   FlowMatchingObjective<Scalar> objective_;
-  ConditionedDataSampler data_;
+  BatchDrawer draw_batch_;
   TrainerOptions<Scalar> options_;
   Generator generator_;
   Adam<Scalar> adam_;
@@ -401,6 +443,12 @@ class FlowMatchingTrainer {
   std::vector<MlpWorkspace<Scalar>> chunk_workspaces_;
   std::vector<MlpGradient<Scalar>> chunk_gradients_;  // the gradient of each chunk's S_c/(N·d)
   std::vector<Scalar> chunk_squared_errors_;          // S_c
+  // The buffers of a step, reused from step to step.
+  ConditionedBatch drawn_;           // x₁ and its conditions
+  Matrix<Scalar> source_;            // x₀
+  FlowMatchingBatch<Scalar> batch_;  // the regression batch
+  Vector<Scalar> parameters_;        // θ, flat
+  Vector<Scalar> flat_gradient_;     // ∂L/∂θ, flat
   // Shared by copies of the trainer (a pool cannot be copied; its calls are serialised).
   std::shared_ptr<ThreadPool> pool_;
   std::int64_t step_ = 0;
