@@ -1,17 +1,23 @@
 // Tests of the minibatch couplings: the assignment solver against brute force and LP duality,
-// the exact OT pairing, log-domain Sinkhorn and the sampling of pairs from a plan.
+// the exact OT pairing, Sinkhorn against a plain log-domain reference and the sampling of pairs
+// from a plan.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <numeric>
 #include <random>
+#include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include "flowmatch/coupling/coupling.hpp"
 #include "flowmatch/coupling/exact_ot.hpp"
 #include "flowmatch/coupling/sinkhorn.hpp"
+#include "flowmatch/detail/sinkhorn_relaxation.hpp"
+#include "flowmatch/detail/stabilised_sinkhorn.hpp"
 
 namespace {
 
@@ -42,27 +48,47 @@ double brute_force_minimum(const Matrix<double>& cost) {
   return best;
 }
 
-// Checks that an assignment is injective, that its reported cost is its cost, and that the
-// potentials are a feasible dual solution (u_i + v_j ≤ C_ij, v ≤ 0) with the same objective:
-// by weak duality the assignment is then optimal.
-void check_certificate(const Matrix<double>& cost, const flowmatch::AssignmentResult<double>& r) {
-  REQUIRE(static_cast<Index>(r.column_of_row.size()) == cost.rows());
+// Checks that an assignment is injective and that its reported cost is its cost, and that the
+// potentials are a feasible dual solution with the same objective: u_i + v_j ≤ C_ij, v ≤ 0,
+// v_j = 0 on every unused column, u_i + v_σ(i) = C_iσ(i), and so Σu + Σv = Σ_i C_iσ(i). By weak
+// LP duality no assignment then costs less.
+// Rounding tolerance: u and v are rounded to Scalar, and C_ij − u_i − v_j is then exact only up
+// to a few units in the last place of m = max(|C|, |u|, |v|). We allow 16·ε·m per entry (ε of
+// Scalar: a rounding of u and of v, ε/2·m each, and those of the solver's own subtractions, with
+// room to spare) and N times that for the sums over the N assigned entries. A wrong assignment
+// or a wrong potential shows up far above this (the costs of competing assignments of random
+// instances differ by much more than ε·m).
+template <class Scalar>
+void check_certificate(const Matrix<Scalar>& cost, const flowmatch::AssignmentResult<Scalar>& r) {
+  const Index rows = cost.rows();
+  REQUIRE(static_cast<Index>(r.column_of_row.size()) == rows);
+  REQUIRE(r.row_potential.size() == rows);
+  REQUIRE(r.column_potential.size() == cost.cols());
+  const Matrix<double> c = cost.template cast<double>();
+  const Vector<double> u = r.row_potential.template cast<double>();
+  const Vector<double> v = r.column_potential.template cast<double>();
+  const double magnitude =
+      std::max({c.cwiseAbs().maxCoeff(), u.cwiseAbs().maxCoeff(), v.cwiseAbs().maxCoeff()});
+  const double tolerance = 16.0 * std::numeric_limits<Scalar>::epsilon() * magnitude;
+  const Matrix<double> reduced = (c.colwise() - u).rowwise() - v.transpose();
   std::vector<int> used(static_cast<std::size_t>(cost.cols()), 0);
   double total = 0;
-  for (Index row = 0; row < cost.rows(); ++row) {
+  for (Index row = 0; row < rows; ++row) {
     const Index col = r.column_of_row[row];
     REQUIRE(col >= 0);
     REQUIRE(col < cost.cols());
     CHECK(++used[col] == 1);
-    total += cost(row, col);
+    CHECK(std::abs(reduced(row, col)) <= tolerance);
+    total += c(row, col);
   }
-  const double scale = cost.cwiseAbs().maxCoeff() * static_cast<double>(cost.rows());
-  CHECK_THAT(r.total_cost, WithinAbs(total, 1e-13 * scale));
-  const Matrix<double> slack = cost.colwise() - r.row_potential;
-  const Matrix<double> reduced = slack.rowwise() - r.column_potential.transpose();
-  CHECK(reduced.minCoeff() >= -1e-12 * scale);
-  CHECK(r.column_potential.maxCoeff() <= 0.0);
-  CHECK_THAT(r.row_potential.sum() + r.column_potential.sum(), WithinAbs(total, 1e-12 * scale));
+  CHECK(reduced.minCoeff() >= -tolerance);
+  CHECK(v.maxCoeff() <= 0.0);
+  for (Index col = 0; col < cost.cols(); ++col) {
+    if (used[col] == 0) CHECK(v(col) == 0.0);
+  }
+  const double sum_tolerance = static_cast<double>(rows) * tolerance;
+  CHECK_THAT(static_cast<double>(r.total_cost), WithinAbs(total, sum_tolerance));
+  CHECK_THAT(u.sum() + v.sum(), WithinAbs(total, sum_tolerance));
 }
 
 }  // namespace
@@ -168,6 +194,152 @@ TEST_CASE("the assignment works in float", "[exact_ot]") {
   const auto in_double = flowmatch::exact_ot_pairing(x0, x1);
   const auto in_float = flowmatch::exact_ot_pairing<float>(x0.cast<float>(), x1.cast<float>());
   CHECK_THAT(in_float.total_cost, WithinRel(in_double.total_cost, 1e-5));
+}
+
+TEST_CASE("the assignment matches brute force on many small instances, in double and float",
+          "[exact_ot]") {
+  // Square and rectangular costs of four kinds: continuous values of both signs, integers in
+  // {0, 1, 2} (many optimal assignments), one value everywhere, and squared distances between
+  // point sets that repeat a few points.
+  std::mt19937_64 generator(11);
+  std::uniform_int_distribution<int> size(1, 6);
+  std::uniform_int_distribution<int> small_integer(0, 2);
+  std::uniform_real_distribution<double> uniform(-5.0, 5.0);
+  for (int instance = 0; instance < 400; ++instance) {
+    const Index rows = size(generator);
+    const Index cols = std::min<Index>(rows + instance % 3, 7);
+    Matrix<double> cost(rows, cols);
+    if (instance % 4 == 0) {
+      for (double& value : cost.reshaped()) value = uniform(generator);
+    } else if (instance % 4 == 1) {
+      for (double& value : cost.reshaped()) value = small_integer(generator);
+    } else if (instance % 4 == 2) {
+      cost.setConstant(uniform(generator));
+    } else {
+      const Matrix<double> points = gaussian_batch(2, 3, generator);
+      Matrix<double> x0(2, rows);
+      Matrix<double> x1(2, cols);
+      for (Index k = 0; k < rows; ++k) x0.col(k) = points.col(small_integer(generator));
+      for (Index k = 0; k < cols; ++k) x1.col(k) = points.col(small_integer(generator));
+      cost = flowmatch::squared_euclidean_cost(x0, x1);
+    }
+    INFO("instance " << instance << ", " << rows << "x" << cols);
+    // Totals of at most 7 entries: a few roundings of the magnitude in double, and in float the
+    // rounding of the total itself (relative 6e-8).
+    const double magnitude = 1.0 + cost.cwiseAbs().maxCoeff();
+    const auto in_double = flowmatch::solve_assignment(cost);
+    check_certificate(cost, in_double);
+    CHECK_THAT(in_double.total_cost, WithinAbs(brute_force_minimum(cost), 1e-13 * magnitude));
+    const Matrix<float> cost_float = cost.cast<float>();
+    const auto in_float = flowmatch::solve_assignment(cost_float);
+    check_certificate(cost_float, in_float);
+    CHECK_THAT(in_float.total_cost,
+               WithinAbs(brute_force_minimum(cost_float.cast<double>()), 1e-5 * magnitude));
+  }
+}
+
+TEST_CASE("the certificate holds at N = 300 in double and float", "[exact_ot]") {
+  // Standard normal sources; targets standard normal or shifted far away (which the potentials
+  // must absorb), in 2 and 32 dimensions. The float problem is the double one rounded, so the
+  // optimal costs agree to within N roundings of the largest cost.
+  for (const Index dim : {2, 32}) {
+    for (const double shift : {0.0, 3.0}) {
+      std::mt19937_64 generator(static_cast<std::uint64_t>(dim) + 100);
+      const Index n = 300;
+      const Matrix<double> x0 = gaussian_batch(dim, n, generator);
+      const Matrix<double> x1 = (gaussian_batch(dim, n, generator).array() + shift).matrix();
+      INFO("d = " << dim << ", shift = " << shift);
+      const Matrix<double> cost = flowmatch::squared_euclidean_cost(x0, x1);
+      const auto in_double = flowmatch::exact_ot_pairing(x0, x1);
+      check_certificate(cost, in_double);
+      const Matrix<float> cost_float =
+          flowmatch::squared_euclidean_cost<float>(x0.cast<float>(), x1.cast<float>());
+      const auto in_float = flowmatch::solve_assignment(cost_float);
+      check_certificate(cost_float, in_float);
+      const double rounding =
+          static_cast<double>(n) * std::numeric_limits<float>::epsilon() * cost.maxCoeff();
+      CHECK_THAT(in_float.total_cost, WithinAbs(in_double.total_cost, rounding));
+    }
+  }
+}
+
+TEST_CASE("ties, repeated points and constant costs at N = 300 are certified", "[exact_ot]") {
+  const Index n = 300;
+  std::mt19937_64 generator(12);
+  std::uniform_int_distribution<int> small_integer(0, 3);
+  Matrix<double> integers(n, n);
+  for (double& value : integers.reshaped()) value = small_integer(generator);
+  // Ten distinct targets, each repeated 30 times, against distinct sources.
+  const Matrix<double> x0 = gaussian_batch(2, n, generator);
+  const Matrix<double> targets = gaussian_batch(2, 10, generator);
+  Matrix<double> x1(2, n);
+  for (Index k = 0; k < n; ++k) x1.col(k) = targets.col(k % 10);
+  const std::vector<Matrix<double>> costs{
+      Matrix<double>::Zero(n, n), Matrix<double>::Constant(n, n, -2.5), integers,
+      flowmatch::squared_euclidean_cost(x0, x1), flowmatch::squared_euclidean_cost(x0, x0)};
+  for (std::size_t kind = 0; kind < costs.size(); ++kind) {
+    INFO("cost " << kind);
+    check_certificate(costs[kind], flowmatch::solve_assignment(costs[kind]));
+    const Matrix<float> cost_float = costs[kind].cast<float>();
+    check_certificate(cost_float, flowmatch::solve_assignment(cost_float));
+  }
+  // A constant cost costs N times the constant whatever the assignment.
+  CHECK(flowmatch::solve_assignment(costs[1]).total_cost == -2.5 * n);
+  // A point set paired with itself costs nothing.
+  CHECK(flowmatch::solve_assignment(costs[4]).total_cost == 0.0);
+  // Ties are broken the same way every time.
+  const auto first = flowmatch::solve_assignment(integers);
+  const auto second = flowmatch::solve_assignment(integers);
+  CHECK(first.column_of_row == second.column_of_row);
+  CHECK(first.row_potential == second.row_potential);
+  CHECK(first.column_potential == second.column_potential);
+}
+
+TEST_CASE("rectangular assignments leave the unused columns at zero potential", "[exact_ot]") {
+  // N < M: every row assigned, v ≤ 0 and v_j = 0 on the M − N unused columns (checked by
+  // check_certificate), for targets near and far from the sources.
+  for (const double shift : {0.0, 3.0}) {
+    std::mt19937_64 generator(13);
+    const Matrix<double> x0 = gaussian_batch(2, 120, generator);
+    const Matrix<double> x1 = (gaussian_batch(2, 300, generator).array() + shift).matrix();
+    INFO("shift = " << shift);
+    const Matrix<double> cost = flowmatch::squared_euclidean_cost(x0, x1);
+    check_certificate(cost, flowmatch::solve_assignment(cost));
+    const Matrix<float> cost_float = cost.cast<float>();
+    check_certificate(cost_float, flowmatch::solve_assignment(cost_float));
+  }
+}
+
+TEST_CASE("the assignment ignores the scale of the cost and per-row and per-column offsets",
+          "[exact_ot]") {
+  // C_ij·s and C_ij + a_i + b_j have the same optimal assignments as C; a continuous random
+  // cost has a single one.
+  std::mt19937_64 generator(14);
+  const Index n = 150;
+  const Matrix<double> cost = flowmatch::squared_euclidean_cost(gaussian_batch(2, n, generator),
+                                                                gaussian_batch(2, n, generator));
+  const auto reference = flowmatch::solve_assignment(cost);
+  check_certificate(cost, reference);
+  for (const double scale : {1e-150, 1e150}) {
+    const Matrix<double> scaled = cost * scale;
+    const auto result = flowmatch::solve_assignment(scaled);
+    check_certificate(scaled, result);
+    CHECK(result.column_of_row == reference.column_of_row);
+  }
+  Matrix<double> offset = cost;
+  offset.colwise() += (10.0 * gaussian_batch(n, 1, generator)).col(0);
+  offset.rowwise() += (10.0 * gaussian_batch(1, n, generator)).row(0);
+  const auto result = flowmatch::solve_assignment(offset);
+  check_certificate(offset, result);
+  CHECK(result.column_of_row == reference.column_of_row);
+}
+
+TEST_CASE("costs spanning the whole double range throw numerical_error", "[exact_ot]") {
+  // The optimal cost −2·max overflows; the solver reports it instead of returning infinities.
+  const double max = std::numeric_limits<double>::max();
+  Matrix<double> cost(2, 2);
+  cost << max, -max, -max, max;
+  CHECK_THROWS_AS(flowmatch::solve_assignment(cost), flowmatch::numerical_error);
 }
 
 TEST_CASE("the assignment solver rejects invalid input", "[exact_ot]") {
@@ -395,6 +567,275 @@ TEST_CASE("pairs drawn from a Sinkhorn plan are reproducible and follow the plan
   }
 }
 
+namespace {
+
+// The entropic plan by its definition: plain log-domain Sinkhorn in double,
+// φ_i = log a − LSE_j(ψ_j − C_ij/ε), ψ_j = log b − LSE_i(φ_i − C_ij/ε), from zero potentials
+// until the row error of the plan is at most 1e-14 + 1e-17 · max C/ε (its column sums are
+// exact; rounding φ_i + ψ_j − C_ij/ε leaves about 1e-17 · max C/ε).
+Matrix<double> reference_log_plan(const Matrix<double>& cost, double epsilon) {
+  const Eigen::ArrayXXd scaled = -cost.array() / epsilon;
+  const Eigen::ArrayXXd scaled_transpose = scaled.transpose();
+  const auto log_sum_exp = [](const auto& values) {
+    const double top = values.maxCoeff();
+    return top + std::log((values - top).exp().sum());
+  };
+  const double log_a = -std::log(static_cast<double>(cost.rows()));
+  const double log_b = -std::log(static_cast<double>(cost.cols()));
+  Eigen::ArrayXd phi = Eigen::ArrayXd::Zero(cost.rows());
+  Eigen::ArrayXd psi = Eigen::ArrayXd::Zero(cost.cols());
+  const double tolerance = 1e-14 + 1e-17 * cost.maxCoeff() / epsilon;
+  Eigen::ArrayXXd log_plan;
+  for (int iteration = 1; iteration <= 1000000; ++iteration) {
+    for (Index i = 0; i < cost.rows(); ++i) {
+      phi(i) = log_a - log_sum_exp(scaled_transpose.col(i) + psi);
+    }
+    for (Index j = 0; j < cost.cols(); ++j) psi(j) = log_b - log_sum_exp(scaled.col(j) + phi);
+    if (iteration % 10 != 0) continue;
+    log_plan = (scaled.colwise() + phi).rowwise() + psi.transpose();
+    if ((log_plan.exp().rowwise().sum() - std::exp(log_a)).abs().sum() <= tolerance) break;
+  }
+  return log_plan.matrix();
+}
+
+// Σ_ij |π_ij − π'_ij| between the plans of two log-plans.
+double plan_distance(const Matrix<double>& log_plan, const Matrix<double>& other) {
+  return (log_plan.array().exp() - other.array().exp()).abs().sum();
+}
+
+// Σ_i |Σ_j π_ij − 1/N| and Σ_j |Σ_i π_ij − 1/M| of the plan exp(log_plan), in double.
+std::pair<double, double> marginal_errors(const Matrix<double>& log_plan) {
+  const Eigen::ArrayXXd plan = log_plan.array().exp();
+  return {(plan.rowwise().sum() - 1.0 / static_cast<double>(plan.rows())).abs().sum(),
+          (plan.colwise().sum() - 1.0 / static_cast<double>(plan.cols())).abs().sum()};
+}
+
+// Squared Euclidean costs between `rows` 2-D standard normal points and `cols` points of
+// N((1, 1), 4I). The counts are coprime: no partial sums of the marginals agree, the plan's
+// support tends to a connected tree as ε → 0, and plain Sinkhorn (the reference) converges
+// linearly at every ε. (Square problems tend to a permutation, and the convergence becomes
+// sublinear at ε = 1e-2 of the mean cost for a dozen points.)
+Matrix<double> sample_cost(Index rows, Index cols, std::uint64_t seed) {
+  std::mt19937_64 generator(seed);
+  const Matrix<double> x0 = gaussian_batch(2, rows, generator);
+  const Matrix<double> x1 = gaussian_batch(2, cols, generator) * 2.0;
+  return flowmatch::squared_euclidean_cost(x0, (x1.colwise() + Vector<double>::Ones(2)).eval());
+}
+
+}  // namespace
+
+TEST_CASE("the Sinkhorn plan matches a plain log-domain reference for every epsilon",
+          "[sinkhorn]") {
+  // Down to ε = 1e-3 of the mean cost, where exp(−C/ε) underflows for most entries.
+  for (const auto& [rows, cols] : {std::pair<Index, Index>{10, 7}, {12, 11}}) {
+    const Matrix<double> cost = sample_cost(rows, cols, 31);
+    for (const double epsilon : {1.0, 0.1, 0.01, 1e-3}) {
+      INFO("rows " << rows << ", cols " << cols << ", epsilon " << epsilon);
+      flowmatch::SinkhornOptions<double> options;
+      options.epsilon = epsilon;
+      options.epsilon_relative_to_mean_cost = true;
+      options.tolerance = 1e-12;
+      options.max_iterations = 100000;
+      const auto result = flowmatch::sinkhorn(cost, options);
+      REQUIRE(result.converged);
+      const Matrix<double> reference = reference_log_plan(cost, result.epsilon);
+      CHECK(plan_distance(result.log_plan, reference) <= 1e-11);
+      // Entries of non-negligible mass agree in the log domain too.
+      const auto significant = reference.array() > std::log(1e-8);
+      CHECK(significant.select(result.log_plan - reference, 0.0).cwiseAbs().maxCoeff() <= 1e-9);
+    }
+  }
+}
+
+TEST_CASE("the Sinkhorn fixed point satisfies both marginals, in double and float", "[sinkhorn]") {
+  const Matrix<double> cost = sample_cost(24, 19, 32);
+  for (const double epsilon : {1.0, 0.1, 0.01, 1e-3}) {
+    INFO("epsilon " << epsilon);
+    flowmatch::SinkhornOptions<double> options;
+    options.epsilon = epsilon;
+    options.epsilon_relative_to_mean_cost = true;
+    options.tolerance = 1e-12;
+    options.max_iterations = 100000;
+    const auto result = flowmatch::sinkhorn(cost, options);
+    REQUIRE(result.converged);
+    const auto [row_error, column_error] = marginal_errors(result.log_plan);
+    CHECK(row_error <= options.tolerance);
+    CHECK_THAT(row_error, WithinAbs(result.marginal_error, 1e-15));
+    CHECK(column_error <= 1e-12);  // the last update makes the column sums exact
+
+    // In float the default tolerance, 1e-6, is reached, and the plan is the entropic plan of
+    // the float cost to float rounding.
+    flowmatch::SinkhornOptions<float> float_options;
+    float_options.epsilon = static_cast<float>(epsilon);
+    float_options.epsilon_relative_to_mean_cost = true;
+    float_options.max_iterations = 100000;
+    const Matrix<float> float_cost = cost.cast<float>();
+    const auto in_float = flowmatch::sinkhorn(float_cost, float_options);
+    REQUIRE(in_float.converged);
+    CHECK(in_float.marginal_error <= 1e-6f);
+    const Matrix<double> float_log_plan = in_float.log_plan.cast<double>();
+    const auto [float_row_error, float_column_error] = marginal_errors(float_log_plan);
+    CHECK(float_row_error <= 1e-6);
+    CHECK(float_column_error <= 1e-6);
+    const Matrix<double> reference =
+        reference_log_plan(float_cost.cast<double>(), static_cast<double>(in_float.epsilon));
+    CHECK(plan_distance(float_log_plan, reference) <= 1e-5);
+  }
+}
+
+TEST_CASE("a cold start at a tiny epsilon absorbs the scalings and stays exact", "[sinkhorn]") {
+  // A constant added to every cost leaves the plan unchanged, but with it every kernel entry
+  // exp(−C/ε) underflows: the columns need log-domain updates, and the scalings that follow
+  // exceed e^177 and are absorbed into the potentials.
+  const Matrix<double> cost = sample_cost(10, 7, 33);
+  const double epsilon = 1e-3 * cost.mean();
+  const Matrix<double> shifted = cost.array() + 50 * cost.mean();
+  const Matrix<double> reference = reference_log_plan(cost, epsilon);
+  flowmatch::detail::StabilisedSinkhorn<double> cold(shifted);
+  cold.set_epsilon(epsilon);
+  double row_error = 1;
+  for (int iteration = 0; iteration < 100000; ++iteration) {
+    row_error = cold.update_columns(1.0).row_error;
+    if (row_error <= 1e-12) break;
+    cold.update_rows(1.0);
+  }
+  REQUIRE(row_error <= 1e-12);
+  CHECK(cold.log_domain_updates() > 0);
+  CHECK(cold.absorptions() > 0);
+  CHECK(plan_distance(cold.release_log_plan(), reference) <= 1e-10);
+
+  // A warm start from a larger ε (a step of ε-scaling) reaches the same plan.
+  flowmatch::detail::StabilisedSinkhorn<double> warm(cost);
+  warm.set_epsilon(100 * epsilon);
+  for (int iteration = 0; iteration < 20; ++iteration) {
+    static_cast<void>(warm.update_columns(1.0));
+    warm.update_rows(1.0);
+  }
+  warm.set_epsilon(epsilon);
+  for (int iteration = 0; iteration < 100000; ++iteration) {
+    row_error = warm.update_columns(1.0).row_error;
+    if (row_error <= 1e-12) break;
+    warm.update_rows(1.0);
+  }
+  REQUIRE(row_error <= 1e-12);
+  CHECK(plan_distance(warm.release_log_plan(), reference) <= 1e-10);
+}
+
+TEST_CASE("the Sinkhorn progress callback reports every stage in order", "[sinkhorn]") {
+  const Matrix<double> cost = sample_cost(32, 27, 34);
+  flowmatch::SinkhornOptions<double> options;
+  options.epsilon = 1e-2;
+  options.epsilon_relative_to_mean_cost = true;
+  std::vector<flowmatch::SinkhornProgress<double>> reports;
+  options.progress = [&reports](const flowmatch::SinkhornProgress<double>& progress) {
+    reports.push_back(progress);
+  };
+  // An interval of 0 reports after every iteration.
+  options.progress_interval_seconds = 0;
+  const auto result = flowmatch::sinkhorn(cost, options);
+  REQUIRE(result.converged);
+  REQUIRE(static_cast<Index>(reports.size()) == result.iterations);
+  for (std::size_t k = 0; k < reports.size(); ++k) {
+    CHECK(reports[k].iteration == static_cast<Index>(k) + 1);
+    CHECK(std::isfinite(reports[k].marginal_error));
+    CHECK(reports[k].epsilon >= result.epsilon);
+    if (k > 0) {
+      CHECK(reports[k].elapsed_seconds >= reports[k - 1].elapsed_seconds);
+      CHECK(reports[k].epsilon <= reports[k - 1].epsilon);  // ε-scaling only shrinks ε
+    }
+  }
+  // The ε-scaling stages ran (ε is far below the cost range), then the target ε.
+  CHECK(reports.front().epsilon > 10 * result.epsilon);
+  CHECK(reports.back().epsilon == result.epsilon);
+  CHECK_THAT(reports.back().marginal_error, WithinAbs(result.marginal_error, 1e-13));
+
+  // A long interval: never called for a solve shorter than it.
+  reports.clear();
+  options.progress_interval_seconds = 3600;
+  static_cast<void>(flowmatch::sinkhorn(cost, options));
+  CHECK(reports.empty());
+
+  // An exception thrown by the callback ends the solve.
+  options.progress_interval_seconds = 0;
+  options.progress = [](const flowmatch::SinkhornProgress<double>&) {
+    throw std::runtime_error("stop");
+  };
+  CHECK_THROWS_WITH(flowmatch::sinkhorn(cost, options), "stop");
+}
+
+TEST_CASE("Sinkhorn stopped at max_iterations says so and reports its error", "[sinkhorn]") {
+  const Matrix<double> cost = sample_cost(32, 27, 35);
+  for (const Index max_iterations : {1, 2, 7}) {
+    INFO("max_iterations " << max_iterations);
+    flowmatch::SinkhornOptions<double> options;
+    options.epsilon = 1e-3;
+    options.epsilon_relative_to_mean_cost = true;
+    options.max_iterations = max_iterations;
+    const auto result = flowmatch::sinkhorn(cost, options);
+    CHECK_FALSE(result.converged);
+    CHECK(result.iterations == max_iterations);
+    const auto [row_error, column_error] = marginal_errors(result.log_plan);
+    CHECK(result.marginal_error > options.tolerance);
+    CHECK_THAT(row_error, WithinAbs(result.marginal_error, 1e-14));
+    CHECK(column_error <= 1e-12);
+
+    flowmatch::SinkhornOptions<float> float_options;
+    float_options.epsilon = 1e-3f;
+    float_options.epsilon_relative_to_mean_cost = true;
+    float_options.max_iterations = max_iterations;
+    const auto in_float = flowmatch::sinkhorn<float>(cost.cast<float>(), float_options);
+    CHECK_FALSE(in_float.converged);
+    CHECK(in_float.iterations == max_iterations);
+    CHECK(in_float.marginal_error > float_options.tolerance);
+    CHECK(in_float.log_plan.allFinite());
+  }
+}
+
+TEST_CASE("the Sinkhorn relaxation factor is Young's optimum for the observed rate", "[sinkhorn]") {
+  // Plain iterations whose error shrinks by θ = 0.99 per iteration: after two windows of 10 the
+  // factor is ω* = 2 / (1 + √(1 − θ)).
+  const double theta = 0.99;
+  const double optimal = 2 / (1 + std::sqrt(1 - theta));
+  flowmatch::detail::SinkhornRelaxation<double> relaxation(1e-12);
+  double error = 0.05;
+  for (int iteration = 0; iteration < 20; ++iteration) {
+    CHECK(relaxation.factor() == 1.0);
+    relaxation.record(error, 0.0);
+    error *= theta;
+  }
+  CHECK_THAT(relaxation.factor(), WithinRel(optimal, 1e-9));
+  // At ω*, the rate ω* − 1 of over-relaxed iterations keeps the factor (near ω*: the first
+  // window still holds a plain iteration).
+  for (int iteration = 0; iteration < 30; ++iteration) {
+    relaxation.record(error, 0.0);
+    error *= optimal - 1;
+  }
+  CHECK_THAT(relaxation.factor(), WithinRel(optimal, 1e-3));
+  // Once the error is within 100 times the tolerance, the next iteration is plain (a test of
+  // convergence); a failed test returns to ω*.
+  flowmatch::detail::SinkhornRelaxation<double> testing(error / 50);
+  for (int iteration = 0; iteration < 20; ++iteration) {
+    testing.record(10 * error * std::pow(theta, iteration), 0.0);
+  }
+  REQUIRE(testing.factor() > 1.0);
+  testing.record(error, 0.0);
+  CHECK(testing.factor() == 1.0);
+  testing.record(error / 10, 0.0);
+  CHECK(testing.factor() > 1.0);
+  // Two windows over which the error grows reset the factor to 1.
+  for (int iteration = 0; iteration < 30; ++iteration) {
+    relaxation.record(error, 0.0);
+    error *= 1.01;
+  }
+  CHECK(relaxation.factor() == 1.0);
+  // Far from the fixed point (error above 0.1) the factor is 1.
+  flowmatch::detail::SinkhornRelaxation<double> far(1e-12);
+  for (int iteration = 0; iteration < 20; ++iteration) {
+    far.record(0.5 * std::pow(theta, iteration), 0.0);
+  }
+  CHECK(far.factor() == 1.0);
+}
+
 TEST_CASE("Sinkhorn and plan sampling reject invalid input", "[sinkhorn]") {
   const Matrix<double> x0 = Matrix<double>::Random(2, 4);
   flowmatch::SinkhornOptions<double> options;
@@ -415,6 +856,12 @@ TEST_CASE("Sinkhorn and plan sampling reject invalid input", "[sinkhorn]") {
   options.tolerance = -1.0;
   CHECK_THROWS_WITH(flowmatch::sinkhorn_pairing(x0, x0, options), Catch::Contains("tolerance"));
   options.tolerance = 1e-6;
+  options.progress_interval_seconds = -1;
+  CHECK_THROWS_WITH(flowmatch::sinkhorn_pairing(x0, x0, options),
+                    Catch::Contains("progress_interval_seconds"));
+  options.progress_interval_seconds = std::numeric_limits<double>::quiet_NaN();
+  CHECK_THROWS_AS(flowmatch::sinkhorn_pairing(x0, x0, options), std::invalid_argument);
+  options.progress_interval_seconds = 0.25;
   Matrix<double> bad = x0;
   bad(1, 1) = std::nan("");
   CHECK_THROWS_AS(flowmatch::sinkhorn_pairing(x0, bad, options), std::invalid_argument);

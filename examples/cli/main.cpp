@@ -182,6 +182,14 @@ CLI::App* add_train_command(CLI::App& app, TrainOptions& options) {
   command->add_option("--sigma", options.sigma, "path smoothing sigma (default 0)")
       ->check(non_negative);
   command
+      ->add_option("--sinkhorn-iterations", options.sinkhorn_iterations,
+                   "largest number of Sinkhorn iterations per batch (default 1000)")
+      ->check(positive);
+  command
+      ->add_option("--sinkhorn-tolerance", options.sinkhorn_tolerance,
+                   "Sinkhorn stops at this L1 marginal error of the plan (default 1e-9)")
+      ->check(non_negative);
+  command
       ->add_option("--label-dropout", options.label_dropout,
                    "probability of the null condition (default 0.1)")
       ->check(CLI::Range(0.0, 1.0));

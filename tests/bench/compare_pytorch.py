@@ -287,3 +287,7 @@ def main():
         print(f"{label:46} {ours[name]:9.3f}s {their_time:9.3f}s {their_time / ours[name]:6.2f}x"
               f"  {note} (PyTorch: {environment})")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

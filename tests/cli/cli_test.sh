@@ -306,6 +306,16 @@ for coupling in ot "sinkhorn --sigma 0.1"; do
   ok "train --coupling $coupling" "$tool" train --data data.npy --out coupled.safetensors \
     --hidden 8 --batch 16 --steps 5 --coupling $coupling
 done
+# A Sinkhorn coupling cut short says so once, with the marginal error it reached, and the
+# progress line counts such couplings.
+ok "train --coupling sinkhorn --sinkhorn-iterations 2" "$tool" train --data data.npy \
+  --out coupled.safetensors --hidden 8 --batch 16 --steps 3 --coupling sinkhorn --sigma 0.1 \
+  --sinkhorn-iterations 2
+[ "$(grep -c 'warning: step 1: the Sinkhorn coupling stopped after 2 iterations with marginal error' last.err)" -eq 1 ] &&
+  grep -q '(3 unconverged couplings)' last.err ||
+  fail "an unconverged Sinkhorn coupling is not reported: $(cat last.err)"
+rejects "negative --sinkhorn-tolerance" out.safetensors "$tool" train --data data.npy \
+  --out out.safetensors --coupling sinkhorn --sigma 0.1 --sinkhorn-tolerance -1
 ok "train --labels --precision float" "$tool" train --data data.npy \
   --out labelled_model.safetensors --labels train_labels.npy --num-classes 3 --hidden 8 \
   --batch 16 --steps 5 --precision float --activation tanh

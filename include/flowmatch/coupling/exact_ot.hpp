@@ -1,32 +1,39 @@
 /// @file exact_ot.hpp
-/// @brief Exact minibatch optimal transport: a dense linear assignment solver (Jonker–Volgenant
-/// shortest augmenting paths) and the exact OT pairing of two batches under squared Euclidean
-/// cost.
+/// @brief Exact minibatch optimal transport: a dense linear assignment solver and the exact OT
+/// pairing of two batches under squared Euclidean cost.
 ///
 /// For a cost matrix C (N×M, N ≤ M) the solver finds the injective assignment σ of rows to
-/// columns minimising Σ_i C_{iσ(i)}. It keeps dual potentials u (rows) and v (columns, v ≤ 0)
-/// with reduced costs C_ij − u_i − v_j ≥ 0 and assigns each row in turn along a shortest
-/// augmenting path in the reduced costs (Dijkstra over the columns), then raises the potentials
-/// by the path lengths so that the reduced costs stay nonnegative and vanish on the assignment
-/// (R. Jonker and A. Volgenant, Computing 38, 1987; D. F. Crouse, IEEE Trans. Aerosp. Electron.
-/// Syst. 52(4), 2016). O(N²M) time, O(NM) memory for the cost only.
+/// columns minimising Σ_i C_{iσ(i)}, with dual potentials u (rows) and v (columns, v ≤ 0) that
+/// certify it. It follows Jonker and Volgenant (Computing 38, 1987): reduced costs
+/// C_ij − u_i − v_j stay ≥ 0 and vanish on the assignment, and free rows are assigned along
+/// shortest augmenting paths (Dijkstra over the columns), after an initialisation that assigns
+/// most rows cheaply. For a square cost that initialisation is column reduction and an ε-scaling
+/// auction (D. P. Bertsekas, Ann. Oper. Res. 14, 1988), which bring the potentials close to
+/// optimal; augmenting row reduction (the auction without ε, which keeps the reduced costs
+/// exact) then assigns most of the remaining rows.
+/// Rows are mostly read through short lists of their cheapest columns with a lower bound on the
+/// rest, and in full only when a list cannot vouch for its row (detail/candidate_columns.hpp).
+/// Potentials and path lengths are computed in double (or in Scalar if it is wider). Worst case
+/// O(N²M) time; besides the cost (and its transpose when N < M), O(N + M) memory.
 ///
 /// At the end u_i + v_j ≤ C_ij for all i, j, u_i + v_{σ(i)} = C_{iσ(i)} on the assignment and
 /// v_j = 0 on unassigned columns, so Σu + Σv equals the total cost: the potentials certify
-/// optimality by linear-programming duality.
+/// optimality by linear-programming duality. These hold up to the rounding of the potentials:
+/// a few units in the last place of max(|C|, |u|, |v|) for each entry.
 #pragma once
 
-#include <algorithm>
+#include <cmath>
 #include <cstddef>
-#include <limits>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "flowmatch/core/errors.hpp"
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/coupling/coupling.hpp"
+#include "flowmatch/detail/linear_assignment.hpp"
 #include "flowmatch/detail/validate.hpp"
 
 namespace flowmatch {
@@ -48,8 +55,8 @@ struct AssignmentResult {
 /// columns unused; more rows than columns is rejected: transpose the cost instead).
 /// Ties are broken deterministically.
 /// @throws std::invalid_argument if the cost is empty, has more rows than columns, or has a
-///         non-finite entry; flowmatch::numerical_error if path lengths overflow (costs near
-///         the largest finite value of Scalar).
+///         non-finite entry; flowmatch::numerical_error if path lengths or potentials overflow
+///         (costs spanning nearly the whole range of Scalar).
 template <class Scalar>
 [[nodiscard]] AssignmentResult<Scalar> solve_assignment(const Matrix<Scalar>& cost) {
   const Index rows = cost.rows();
@@ -60,76 +67,47 @@ template <class Scalar>
   }
   detail::require_finite("solve_assignment: cost", cost);
 
-  constexpr Scalar infinity = std::numeric_limits<Scalar>::infinity();
-  const auto at = [](Index k) { return static_cast<std::size_t>(k); };
-  AssignmentResult<Scalar> result{std::vector<Index>(at(rows), -1), Scalar(0),
-                                  Vector<Scalar>::Zero(rows), Vector<Scalar>::Zero(cols)};
-  auto& column_of_row = result.column_of_row;
-  auto& u = result.row_potential;
-  auto& v = result.column_potential;
-  std::vector<Index> row_of_column(at(cols), -1);
-  std::vector<Scalar> shortest(at(cols));    // shortest reduced path length to each column
-  std::vector<Index> predecessor(at(cols));  // the row from which that path enters the column
-  std::vector<char> column_scanned(at(cols));
-  std::vector<Index> scanned_rows;
-
-  for (Index free_row = 0; free_row < rows; ++free_row) {
-    std::fill(shortest.begin(), shortest.end(), infinity);
-    std::fill(column_scanned.begin(), column_scanned.end(), char(0));
-    scanned_rows.clear();
-    Index row = free_row;
-    Scalar path_length(0);
-    Index sink = -1;
-    while (sink < 0) {
-      scanned_rows.push_back(row);
-      Index closest = -1;
-      for (Index col = 0; col < cols; ++col) {
-        if (column_scanned[at(col)]) continue;
-        const Scalar length = path_length + cost(row, col) - u(row) - v(col);
-        if (length < shortest[at(col)]) {
-          shortest[at(col)] = length;
-          predecessor[at(col)] = row;
-        }
-        // The closest unscanned column; among equals a free one ends the search sooner.
-        if (closest < 0 || shortest[at(col)] < shortest[at(closest)] ||
-            (shortest[at(col)] == shortest[at(closest)] && row_of_column[at(col)] < 0)) {
-          closest = col;
-        }
-      }
-      path_length = shortest[at(closest)];
-      if (!(path_length < infinity)) {
-        throw numerical_error("solve_assignment: augmenting path length overflowed at row " +
-                                  detail::to_text(free_row),
-                              0.0, free_row);
-      }
-      column_scanned[at(closest)] = 1;
-      if (row_of_column[at(closest)] < 0) {
-        sink = closest;
-      } else {
-        row = row_of_column[at(closest)];
-      }
-    }
-
-    // Raise the potentials by the path lengths: reduced costs stay ≥ 0 and the new path is tight.
-    u(free_row) += path_length;
-    for (const Index scanned : scanned_rows) {
-      if (scanned != free_row) u(scanned) += path_length - shortest[at(column_of_row[at(scanned)])];
-    }
+  using Work = std::common_type_t<Scalar, double>;
+  using Solver = detail::LinearAssignmentSolver<Scalar, Work>;
+  std::vector<Index> column_of_row(static_cast<std::size_t>(rows));
+  Eigen::Array<Work, Eigen::Dynamic, 1> u(rows);
+  Eigen::Array<Work, Eigen::Dynamic, 1> v(cols);
+  if (rows == cols) {
+    // The solver reads rows contiguously, which the columns of a column-major cost are: it
+    // solves the transposed problem (columns assigned to rows), whose column potentials are u.
+    auto transposed = Solver(cost).solve();
+    u = std::move(transposed.column_potential);
     for (Index col = 0; col < cols; ++col) {
-      if (column_scanned[at(col)]) v(col) -= path_length - shortest[at(col)];
+      const Index row = transposed.column_of_row[static_cast<std::size_t>(col)];
+      column_of_row[static_cast<std::size_t>(row)] = col;
+      v(col) = static_cast<Work>(cost(row, col)) - u(row);  // v_j = C_σ⁻¹(j)j − u_σ⁻¹(j)
     }
-
-    // Augment: flip the assignment along the path from the sink back to the free row.
-    Index col = sink;
-    Index path_row = -1;
-    do {
-      path_row = predecessor[at(col)];
-      row_of_column[at(col)] = path_row;
-      std::swap(column_of_row[at(path_row)], col);
-    } while (path_row != free_row);
+    // Every column is used: u + c and v − c certify the assignment as well as u and v do, and
+    // c = max_j v_j makes v ≤ 0.
+    const Work top = v.maxCoeff();
+    v -= top;
+    u += top;
+  } else {
+    const Matrix<Scalar> row_costs = detail::transpose_by_tiles(cost);
+    auto solved = Solver(row_costs).solve();
+    column_of_row = std::move(solved.column_of_row);
+    v = std::move(solved.column_potential);
+    for (Index row = 0; row < rows; ++row) {
+      const Index col = column_of_row[static_cast<std::size_t>(row)];
+      u(row) = static_cast<Work>(cost(row, col)) - v(col);  // u_i = C_iσ(i) − v_σ(i)
+    }
   }
-
-  for (Index row = 0; row < rows; ++row) result.total_cost += cost(row, column_of_row[at(row)]);
+  Work total(0);
+  for (Index row = 0; row < rows; ++row) {
+    total += static_cast<Work>(cost(row, column_of_row[static_cast<std::size_t>(row)]));
+  }
+  AssignmentResult<Scalar> result{std::move(column_of_row), static_cast<Scalar>(total),
+                                  u.matrix().template cast<Scalar>(),
+                                  v.matrix().template cast<Scalar>()};
+  if (!std::isfinite(result.total_cost) || !result.row_potential.allFinite() ||
+      !result.column_potential.allFinite()) {
+    throw numerical_error("solve_assignment: the potentials overflowed", 0.0);
+  }
   return result;
 }
 

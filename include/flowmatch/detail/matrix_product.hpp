@@ -1,23 +1,126 @@
 /// @file matrix_product.hpp
-/// @brief Matrix products whose packing buffers outlive the product.
+/// @brief Matrix products for the network's layers: register-tiled kernels for the shapes of
+/// hidden layers, Eigen's blocked product with packing buffers that outlive it for the rest.
+///
+/// The products of a network's hidden layers are W·H with W a few hundred rows deep and H a
+/// panel of a few hundred columns. For them a register-tiled kernel (below) reads both operands
+/// in place and keeps a tile of the result in vector registers over the whole depth: on an
+/// AVX-512 machine it runs at about 95 % of the processor's peak, where Eigen's general product
+/// reaches about 60 % on these shapes (the measurements are in the README).
 ///
 /// Eigen's blocked matrix product copies blocks of both operands into packing buffers. A
 /// product expression (`out.noalias() = lhs * rhs`) takes them from the stack up to
 /// EIGEN_STACK_ALLOCATION_LIMIT bytes and from the heap above it, at every product: a 256×256
 /// float weight matrix alone needs 256 KiB. ProductBuffers runs the same blocked kernel with
 /// buffers it keeps, so a product allocates only when it needs larger buffers than any product
-/// before it. The blocking sizes are the ones Eigen computes for the product expression, so the
-/// results are those of the general (blocked) product path for any shape.
+/// before it. The blocking sizes are the ones Eigen computes for the product expression.
 #pragma once
 
-#include "flowmatch/detail/eigen_core.hpp"
+#include <algorithm>
 
 #include "flowmatch/core/types.hpp"
+#include "flowmatch/detail/eigen_core.hpp"
 
 // The kernel's interface used below (with the result's inner stride) is that of Eigen 3.4.
 static_assert(EIGEN_VERSION_AT_LEAST(3, 4, 0), "flowmatch needs Eigen 3.4 or later");
 
 namespace flowmatch::detail {
+
+// Eigen's packet types are SIMD vector types, whose alignment attributes GCC reports as
+// ignored when they are template arguments; Eigen silences the same warning in its headers.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+
+/// The register tile of tiled_product: 2 packets of rows by tiled_product_columns columns, so
+/// that its 2·columns accumulators, the two lhs packets and a broadcast rhs entry fit in the
+/// vector registers (32 with AVX-512: 14 columns; 16 with AVX or SSE: 6).
+template <class Scalar>
+struct TiledProductShape {
+  using Packet = typename Eigen::internal::packet_traits<Scalar>::type;
+  static constexpr Index packet_size = Eigen::internal::unpacket_traits<Packet>::size;
+  static constexpr Index rows = 2 * packet_size;
+  static constexpr int columns = (EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS - 4) / 2;
+  /// Whether the kernel runs vectorised for this scalar type.
+  static constexpr bool vectorised = Eigen::internal::packet_traits<Scalar>::Vectorizable;
+};
+
+/// One tile: out[0 : 2P, 0 : Columns] (+)= Σ_k lhs[0 : 2P, k]·rhs[k, 0 : Columns], where
+/// rhs[k, j] is at rhs + j·rhs_column_stride + k (RhsTransposed false: a column-major rhs) or
+/// rhs + k·rhs_depth_stride + j (RhsTransposed true: the transpose of a column-major matrix).
+/// The sums run over k in order, in registers, each step one fused multiply-add per packet.
+template <class Scalar, bool RhsTransposed, int Columns>
+EIGEN_ALWAYS_INLINE void multiply_tile(Index depth, const Scalar* lhs, Index lhs_stride,
+                                       const Scalar* rhs, Index rhs_stride, Scalar* out,
+                                       Index out_stride, bool accumulate) {
+  namespace packet = Eigen::internal;
+  using Packet = typename TiledProductShape<Scalar>::Packet;
+  constexpr Index size = TiledProductShape<Scalar>::packet_size;
+  Packet upper[Columns];
+  Packet lower[Columns];
+  for (int col = 0; col < Columns; ++col) {
+    upper[col] = accumulate ? packet::ploadu<Packet>(out + col * out_stride)
+                            : packet::pset1<Packet>(Scalar(0));
+    lower[col] = accumulate ? packet::ploadu<Packet>(out + col * out_stride + size)
+                            : packet::pset1<Packet>(Scalar(0));
+  }
+  for (Index k = 0; k < depth; ++k) {
+    const Packet lhs_upper = packet::ploadu<Packet>(lhs + k * lhs_stride);
+    const Packet lhs_lower = packet::ploadu<Packet>(lhs + k * lhs_stride + size);
+    for (int col = 0; col < Columns; ++col) {
+      const Scalar entry = RhsTransposed ? rhs[k * rhs_stride + col] : rhs[col * rhs_stride + k];
+      const Packet broadcast = packet::pset1<Packet>(entry);
+      upper[col] = packet::pmadd(lhs_upper, broadcast, upper[col]);
+      lower[col] = packet::pmadd(lhs_lower, broadcast, lower[col]);
+    }
+  }
+  for (int col = 0; col < Columns; ++col) {
+    packet::pstoreu(out + col * out_stride, upper[col]);
+    packet::pstoreu(out + col * out_stride + size, lower[col]);
+  }
+}
+
+/// multiply_tile with a run-time column count @p columns ≤ Columns.
+template <class Scalar, bool RhsTransposed, int Columns>
+void multiply_tile_with_columns(int columns, Index depth, const Scalar* lhs, Index lhs_stride,
+                                const Scalar* rhs, Index rhs_stride, Scalar* out, Index out_stride,
+                                bool accumulate) {
+  if constexpr (Columns > 0) {
+    if (columns == Columns) {
+      multiply_tile<Scalar, RhsTransposed, Columns>(depth, lhs, lhs_stride, rhs, rhs_stride, out,
+                                                    out_stride, accumulate);
+    } else {
+      multiply_tile_with_columns<Scalar, RhsTransposed, Columns - 1>(
+          columns, depth, lhs, lhs_stride, rhs, rhs_stride, out, out_stride, accumulate);
+    }
+  }
+}
+
+/// out[0 : R, :] (+)= lhs[0 : R, :]·rhs for the first R rows of the result, R the largest
+/// multiple of the tile height not above lhs.rows(): column blocks of the tile's width (the
+/// block of rhs stays in the first-level cache while every row strip passes over it), each in
+/// tiles. Returns R; the caller computes the remaining rows. rhs is k×n (RhsTransposed false) or
+/// is given as its n×k transpose (RhsTransposed true).
+template <class Scalar, bool RhsTransposed>
+Index tiled_product(const ConstMatrixRef<Scalar>& lhs, const ConstMatrixRef<Scalar>& rhs,
+                    MatrixRef<Scalar>& out, bool accumulate) {
+  using Shape = TiledProductShape<Scalar>;
+  const Index tiled_rows = lhs.rows() - lhs.rows() % Shape::rows;
+  const Index depth = lhs.cols();
+  const Index cols = out.cols();
+  for (Index col = 0; col < cols; col += Shape::columns) {
+    const int width = static_cast<int>(std::min<Index>(Shape::columns, cols - col));
+    const Scalar* rhs_block =
+        RhsTransposed ? rhs.data() + col : rhs.data() + col * rhs.outerStride();
+    for (Index row = 0; row < tiled_rows; row += Shape::rows) {
+      multiply_tile_with_columns<Scalar, RhsTransposed, Shape::columns>(
+          width, depth, lhs.data() + row, lhs.outerStride(), rhs_block, rhs.outerStride(),
+          out.data() + col * out.outerStride() + row, out.outerStride(), accumulate);
+    }
+  }
+  return tiled_rows;
+}
+
+#pragma GCC diagnostic pop
 
 /// Packing buffers for products of column-major operands, either of them possibly transposed,
 /// and the products themselves. One object must not be used by two threads at once.
@@ -33,14 +136,26 @@ class ProductBuffers : private Eigen::internal::level3_blocking<Scalar, Scalar> 
   void multiply(const ConstMatrixRef<Scalar>& lhs, const ConstMatrixRef<Scalar>& rhs,
                 MatrixRef<Scalar> out, bool accumulate = false) {
     eigen_assert(lhs.cols() == rhs.rows() && out.rows() == lhs.rows() && out.cols() == rhs.cols());
-    run<Eigen::ColMajor, Eigen::ColMajor>(lhs.rows(), rhs.cols(), lhs.cols(), lhs, rhs, out,
-                                          accumulate);
+    const Index tiled_rows = tiled(lhs, rhs, out, accumulate, false);
+    if (tiled_rows == lhs.rows()) return;
+    MatrixRef<Scalar> rest = out.bottomRows(lhs.rows() - tiled_rows);
+    run<Eigen::ColMajor, Eigen::ColMajor>(rest.rows(), rhs.cols(), lhs.cols(),
+                                          lhs.bottomRows(rest.rows()), rhs, rest, accumulate);
   }
 
   /// out = lhsᵀ·rhs, or out += lhsᵀ·rhs if @p accumulate; lhs k×m, rhs k×n, out m×n.
   void multiply_transposed_lhs(const ConstMatrixRef<Scalar>& lhs, const ConstMatrixRef<Scalar>& rhs,
                                MatrixRef<Scalar> out, bool accumulate = false) {
     eigen_assert(lhs.rows() == rhs.rows() && out.rows() == lhs.cols() && out.cols() == rhs.cols());
+    if (use_tiles(lhs.cols(), lhs.rows(), rhs.cols())) {
+      // The tiles read lhsᵀ by columns: a copy of it in a kept buffer, m·k entries against the
+      // m·k·n multiply-adds of the product.
+      if (transposed_lhs_.size() < lhs.size()) transposed_lhs_.resize(lhs.size());
+      Eigen::Map<Matrix<Scalar>> transposed(transposed_lhs_.data(), lhs.cols(), lhs.rows());
+      transposed = lhs.transpose();
+      multiply(transposed, rhs, out, accumulate);
+      return;
+    }
     // The transpose of a column-major matrix is the same memory read as row-major.
     run<Eigen::RowMajor, Eigen::ColMajor>(lhs.cols(), rhs.cols(), lhs.rows(), lhs, rhs, out,
                                           accumulate);
@@ -50,11 +165,33 @@ class ProductBuffers : private Eigen::internal::level3_blocking<Scalar, Scalar> 
   void multiply_transposed_rhs(const ConstMatrixRef<Scalar>& lhs, const ConstMatrixRef<Scalar>& rhs,
                                MatrixRef<Scalar> out, bool accumulate = false) {
     eigen_assert(lhs.cols() == rhs.cols() && out.rows() == lhs.rows() && out.cols() == rhs.rows());
-    run<Eigen::ColMajor, Eigen::RowMajor>(lhs.rows(), rhs.rows(), lhs.cols(), lhs, rhs, out,
-                                          accumulate);
+    const Index tiled_rows = tiled(lhs, rhs, out, accumulate, true);
+    if (tiled_rows == lhs.rows()) return;
+    MatrixRef<Scalar> rest = out.bottomRows(lhs.rows() - tiled_rows);
+    run<Eigen::ColMajor, Eigen::RowMajor>(rest.rows(), rhs.rows(), lhs.cols(),
+                                          lhs.bottomRows(rest.rows()), rhs, rest, accumulate);
   }
 
  private:
+  // Whether a rows×depth by depth×cols product takes the register tiles: a vectorised scalar
+  // type, at least one tile of rows, and enough work for the tiles to pay (small products are
+  // as fast through Eigen, whose results they then keep).
+  static bool use_tiles(Index rows, Index depth, Index cols) {
+    using Shape = TiledProductShape<Scalar>;
+    return Shape::vectorised && rows >= Shape::rows && depth >= 8 && cols >= Shape::columns;
+  }
+
+  // The tiled rows of out (+)= lhs·op(rhs) (see tiled_product), or none.
+  static Index tiled(const ConstMatrixRef<Scalar>& lhs, const ConstMatrixRef<Scalar>& rhs,
+                     MatrixRef<Scalar>& out, bool accumulate, bool rhs_transposed) {
+    if constexpr (TiledProductShape<Scalar>::vectorised) {
+      if (!use_tiles(out.rows(), lhs.cols(), out.cols())) return 0;
+      return rhs_transposed ? tiled_product<Scalar, true>(lhs, rhs, out, accumulate)
+                            : tiled_product<Scalar, false>(lhs, rhs, out, accumulate);
+    }
+    return 0;
+  }
+
   // out (+)= op(lhs)·op(rhs) for a rows×depth by depth×cols product, where op reads a
   // column-major operand as stored (ColMajor) or as its transpose (RowMajor).
   template <int LhsStorageOrder, int RhsStorageOrder>
@@ -88,6 +225,7 @@ class ProductBuffers : private Eigen::internal::level3_blocking<Scalar, Scalar> 
 
   Vector<Scalar> lhs_block_;
   Vector<Scalar> rhs_block_;
+  Vector<Scalar> transposed_lhs_;  // lhsᵀ of multiply_transposed_lhs, column-major
 };
 
 }  // namespace flowmatch::detail

@@ -62,7 +62,7 @@ namespace detail {
 /// L = 1/(1 + e) = s(|z|) and S = e·L = s(−|z|), none of which overflows: s(z) = L for z ≥ 0
 /// and S otherwise, and since s·(1 − s) = L·S, σ' = s·(1 + z·(1 − s)) = s + z·L·S.
 template <class Packet>
-void silu_packet(const Packet& z, Packet& value, Packet& slope) {
+EIGEN_ALWAYS_INLINE void silu_packet(const Packet& z, Packet& value, Packet& slope) {
   namespace packet = Eigen::internal;
   const Packet one = packet::pset1<Packet>(1);
   const Packet decay = packet::pexp(packet::pnegate(packet::pabs(z)));

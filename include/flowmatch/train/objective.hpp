@@ -33,6 +33,7 @@
 /// permutation itself, so every sample of the batch is used once.
 #pragma once
 
+#include <functional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -146,9 +147,18 @@ struct FlowMatchingObjective {
   Scalar entropic_regularisation = 0;                    ///< ε_reg (> 0) for entropic_ot.
   PlanSampling plan_sampling = PlanSampling::flattened;  ///< pair drawing for entropic_ot.
   Index sinkhorn_max_iterations = 1000;                  ///< Sinkhorn cap for entropic_ot.
-  TimeDistribution<Scalar> time{};                       ///< distribution of t.
-  Scalar label_dropout = 0;       ///< p, the probability of the null condition, in [0, 1].
-  Vector<Scalar> null_condition;  ///< the null condition; empty = zeros.
+  /// The Sinkhorn stopping tolerance for entropic_ot: the L1 row-marginal error of the plan.
+  Scalar sinkhorn_tolerance = SinkhornOptions<Scalar>{}.tolerance;
+  /// Receives the progress of an entropic coupling that runs for longer than a quarter of a
+  /// second (SinkhornOptions::progress), for instance to show it on a training progress line.
+  std::function<void(const SinkhornProgress<Scalar>&)> coupling_progress;
+  /// Receives every entropic coupling that stopped at sinkhorn_max_iterations before reaching
+  /// sinkhorn_tolerance (its marginal_error says how far its marginals are from uniform); the
+  /// batch is still drawn from that plan. Set it to report such couplings: nothing else does.
+  std::function<void(const SinkhornResult<Scalar>&)> coupling_not_converged;
+  TimeDistribution<Scalar> time{};  ///< distribution of t.
+  Scalar label_dropout = 0;         ///< p, the probability of the null condition, in [0, 1].
+  Vector<Scalar> null_condition;    ///< the null condition; empty = zeros.
 
   /// I-CFM: straight paths with smoothing σ, independent coupling.
   static FlowMatchingObjective independent(Scalar sigma) {
@@ -184,7 +194,8 @@ struct FlowMatchingObjective {
   }
 
   /// Throws std::invalid_argument for an invalid setting: coupling outside the enumeration,
-  /// entropic_ot with ε_reg not finite and > 0, sinkhorn_max_iterations < 1, an invalid time
+  /// entropic_ot with ε_reg not finite and > 0, sinkhorn_max_iterations < 1,
+  /// sinkhorn_tolerance < 0 or not finite, an invalid time
   /// distribution, or label_dropout outside [0, 1].
   void validate() const {
     if (coupling != CouplingKind::independent && coupling != CouplingKind::exact_ot &&
@@ -197,6 +208,7 @@ struct FlowMatchingObjective {
     }
     detail::require_count<Index>("FlowMatchingObjective: sinkhorn_max_iterations",
                                  sinkhorn_max_iterations, 1);
+    detail::require_nonnegative("FlowMatchingObjective: sinkhorn_tolerance", sinkhorn_tolerance);
     time.validate();
     detail::require_probability("FlowMatchingObjective: label_dropout", label_dropout);
   }
@@ -243,7 +255,11 @@ struct FlowMatchingObjective {
       SinkhornOptions<Scalar> options;
       options.epsilon = entropic_regularisation;
       options.max_iterations = sinkhorn_max_iterations;
-      const Matrix<Scalar> plan = sinkhorn(squared_euclidean_cost(x0, x1), options).plan();
+      options.tolerance = sinkhorn_tolerance;
+      options.progress = coupling_progress;
+      const SinkhornResult<Scalar> result = sinkhorn(squared_euclidean_cost(x0, x1), options);
+      if (!result.converged && coupling_not_converged) coupling_not_converged(result);
+      const Matrix<Scalar> plan = result.plan();
       draw_plan_pairs(plan, generator, source, data);
     }
     return {std::move(source), std::move(data)};
