@@ -285,8 +285,13 @@ TEST_CASE("ties, repeated points and constant costs at N = 300 are certified", "
   }
   // A constant cost costs N times the constant whatever the assignment.
   CHECK(flowmatch::solve_assignment(costs[1]).total_cost == -2.5 * n);
-  // A point set paired with itself costs nothing.
-  CHECK(flowmatch::solve_assignment(costs[4]).total_cost == 0.0);
+  // A point set is paired with itself, at no cost but the rounding of the expanded distance
+  // ‖a‖² + ‖a‖² − 2·a·a on the diagonal (a few ulps of ‖a‖² = O(1) per point).
+  const auto with_itself = flowmatch::solve_assignment(costs[4]);
+  for (Index row = 0; row < n; ++row) {
+    CHECK(with_itself.column_of_row[static_cast<std::size_t>(row)] == row);
+  }
+  CHECK_THAT(with_itself.total_cost, Catch::Matchers::WithinAbs(0.0, 1e-12));
   // Ties are broken the same way every time.
   const auto first = flowmatch::solve_assignment(integers);
   const auto second = flowmatch::solve_assignment(integers);

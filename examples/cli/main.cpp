@@ -187,7 +187,8 @@ CLI::App* add_train_command(CLI::App& app, TrainOptions& options) {
       ->check(positive);
   command
       ->add_option("--sinkhorn-tolerance", options.sinkhorn_tolerance,
-                   "Sinkhorn stops at this L1 marginal error of the plan (default 1e-9)")
+                   "Sinkhorn stops at this L1 marginal error of the plan (default 1e-9 in double, "
+                   "1e-6 in float)")
       ->check(non_negative);
   command
       ->add_option("--label-dropout", options.label_dropout,

@@ -109,8 +109,8 @@ struct TrainOptions {
   double lr = 1e-3;
   std::string coupling = "independent";  ///< independent, ot or sinkhorn
   double sigma = 0;
-  std::int64_t sinkhorn_iterations = 1000;  ///< the cap of --coupling sinkhorn per batch
-  double sinkhorn_tolerance = 1e-9;         ///< its L1 marginal error to stop at
+  std::int64_t sinkhorn_iterations = 1000;   ///< the cap of --coupling sinkhorn per batch
+  std::optional<double> sinkhorn_tolerance;  ///< its L1 marginal error to stop at
   double label_dropout = 0.1;
   std::uint64_t seed = 0;
   std::string resume;      ///< continue from this checkpoint

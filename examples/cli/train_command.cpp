@@ -158,16 +158,19 @@ void run_train(const TrainOptions& options) {
   flowmatch::FlowMatchingObjective<Scalar> objective = objective_for<Scalar>(options);
   if (conditions) objective.label_dropout = static_cast<Scalar>(options.label_dropout);
   objective.sinkhorn_max_iterations = options.sinkhorn_iterations;
-  objective.sinkhorn_tolerance = static_cast<Scalar>(options.sinkhorn_tolerance);
+  if (options.sinkhorn_tolerance) {
+    objective.sinkhorn_tolerance = static_cast<Scalar>(*options.sinkhorn_tolerance);
+  }
   // The couplings report on the progress line, which exists once the trainer has restored.
   ProgressReport* report_to = nullptr;
   objective.coupling_progress = [&report_to](const flowmatch::SinkhornProgress<Scalar>& progress) {
     if (report_to != nullptr) report_to->coupling(progress);
   };
-  objective.coupling_not_converged = [&report_to,
-                                      &options](const flowmatch::SinkhornResult<Scalar>& result) {
-    if (report_to != nullptr) report_to->coupling_not_converged(result, options.sinkhorn_tolerance);
-  };
+  objective.coupling_not_converged =
+      [&report_to, tolerance = static_cast<double>(objective.sinkhorn_tolerance)](
+          const flowmatch::SinkhornResult<Scalar>& result) {
+        if (report_to != nullptr) report_to->coupling_not_converged(result, tolerance);
+      };
   flowmatch::TrainerOptions<Scalar> trainer_options;
   trainer_options.batch_size = options.batch;
   trainer_options.learning_rate =
