@@ -3,10 +3,15 @@
 
 Each workload writes a model (random PyTorch initialisation, saved as safetensors) and its
 inputs, runs `flowmatch` as a user would (a whole process: start-up, file reading, thread
-start-up and writing included) and the same computation in PyTorch in this process (the
-computation only: models and inputs already in memory), both in float32 on --threads threads,
-and prints the median wall time of each over --repeats runs and their ratio (PyTorch time /
-flowmatch time: above 1, flowmatch is faster).
+start-up and writing included) and the same computation in PyTorch (the computation only:
+models and inputs already in memory), both in float32 on --threads threads, and prints the
+median wall time of each over --repeats runs and their ratio (PyTorch time / flowmatch time:
+above 1, flowmatch is faster).
+
+PyTorch runs in a child process twice, once as the environment is and once with
+OPENBLAS_NUM_THREADS=1 (OpenBLAS's own threads slow small products down), and the faster of the
+two counts. Install libopenblas0-pthread: without it PyTorch falls back to the reference BLAS
+and is many times slower, which would flatter flowmatch. The BLAS in use is printed.
 
 PyTorch side: a plain loop over torch operations. Sampling is the explicit midpoint method
 (x ← x + h·u(t + h/2, x + h/2·u(t, x))); the exact log-likelihood integrates [x, log-det] from

@@ -45,9 +45,11 @@ struct TiledProductShape {
 };
 
 /// One tile: out[0 : 2P, 0 : Columns] (+)= Σ_k lhs[0 : 2P, k]·rhs[k, 0 : Columns], where
-/// rhs[k, j] is at rhs + j·rhs_column_stride + k (RhsTransposed false: a column-major rhs) or
-/// rhs + k·rhs_depth_stride + j (RhsTransposed true: the transpose of a column-major matrix).
-/// The sums run over k in order, in registers, each step one fused multiply-add per packet.
+/// rhs[k, j] is at rhs + j·rhs_stride + k (RhsTransposed false: a column-major rhs) or
+/// rhs + k·rhs_stride + j (RhsTransposed true: the transpose of a column-major matrix).
+/// The sums run over k in order, in registers, each step one fused multiply-add per packet;
+/// without @p accumulate the first step is a product (the value of a multiply-add onto zero),
+/// so that the accumulators are never zeroed in memory.
 template <class Scalar, bool RhsTransposed, int Columns>
 EIGEN_ALWAYS_INLINE void multiply_tile(Index depth, const Scalar* lhs, Index lhs_stride,
                                        const Scalar* rhs, Index rhs_stride, Scalar* out,
@@ -55,20 +57,33 @@ EIGEN_ALWAYS_INLINE void multiply_tile(Index depth, const Scalar* lhs, Index lhs
   namespace packet = Eigen::internal;
   using Packet = typename TiledProductShape<Scalar>::Packet;
   constexpr Index size = TiledProductShape<Scalar>::packet_size;
+  const auto rhs_entry = [rhs, rhs_stride](Index k, int col) {
+    return packet::pset1<Packet>(RhsTransposed ? rhs[k * rhs_stride + col]
+                                               : rhs[col * rhs_stride + k]);
+  };
   Packet upper[Columns];
   Packet lower[Columns];
-  for (int col = 0; col < Columns; ++col) {
-    upper[col] = accumulate ? packet::ploadu<Packet>(out + col * out_stride)
-                            : packet::pset1<Packet>(Scalar(0));
-    lower[col] = accumulate ? packet::ploadu<Packet>(out + col * out_stride + size)
-                            : packet::pset1<Packet>(Scalar(0));
+  Index first = 0;
+  if (accumulate) {
+    for (int col = 0; col < Columns; ++col) {
+      upper[col] = packet::ploadu<Packet>(out + col * out_stride);
+      lower[col] = packet::ploadu<Packet>(out + col * out_stride + size);
+    }
+  } else {
+    const Packet lhs_upper = packet::ploadu<Packet>(lhs);
+    const Packet lhs_lower = packet::ploadu<Packet>(lhs + size);
+    for (int col = 0; col < Columns; ++col) {
+      const Packet broadcast = rhs_entry(0, col);
+      upper[col] = packet::pmul(lhs_upper, broadcast);
+      lower[col] = packet::pmul(lhs_lower, broadcast);
+    }
+    first = 1;
   }
-  for (Index k = 0; k < depth; ++k) {
+  for (Index k = first; k < depth; ++k) {
     const Packet lhs_upper = packet::ploadu<Packet>(lhs + k * lhs_stride);
     const Packet lhs_lower = packet::ploadu<Packet>(lhs + k * lhs_stride + size);
     for (int col = 0; col < Columns; ++col) {
-      const Scalar entry = RhsTransposed ? rhs[k * rhs_stride + col] : rhs[col * rhs_stride + k];
-      const Packet broadcast = packet::pset1<Packet>(entry);
+      const Packet broadcast = rhs_entry(k, col);
       upper[col] = packet::pmadd(lhs_upper, broadcast, upper[col]);
       lower[col] = packet::pmadd(lhs_lower, broadcast, lower[col]);
     }

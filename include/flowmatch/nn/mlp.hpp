@@ -746,10 +746,13 @@ class Mlp {
         }
         continue;
       }
-      workspace.products_.multiply(weights_[layer], workspace.direction_tangents_[layer - 1],
-                                   tangents);
+      // One direction block at a time, so that the block is still in cache when it is scaled.
       for (Index direction = 0; direction < dim(); ++direction) {
-        tangents.middleCols(direction * batch, batch).array() *= workspace.slopes_[layer].array();
+        auto block = tangents.middleCols(direction * batch, batch);
+        workspace.products_.multiply(
+            weights_[layer],
+            workspace.direction_tangents_[layer - 1].middleCols(direction * batch, batch), block);
+        block.array() *= workspace.slopes_[layer].array();
       }
     }
   }
