@@ -2,9 +2,11 @@
 // round trips and every failure the solver reports.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "flowmatch/core/errors.hpp"
@@ -274,33 +276,77 @@ TEST_CASE("adaptive methods reach the requested accuracy, shrinking with the tol
   const Matrix<double> gaussian_x1 = flow.at(gaussian_x0, 1.0);
   const Matrix<double> rotation_x0 = test_batch(2, 8, 3);
   const Matrix<double> rotation_x1 = Rotation::exact(rotation_x0, 1.0);
+  const std::pair<flowmatch::StepController, flowmatch::PidCoefficients> controllers[] = {
+      {flowmatch::StepController::integral, flowmatch::PidCoefficients::integral()},
+      {flowmatch::StepController::pid, flowmatch::PidCoefficients::pi34()},
+      {flowmatch::StepController::pid, flowmatch::PidCoefficients::h211pi()},
+      {flowmatch::StepController::pid, flowmatch::PidCoefficients::h312pid()},
+      {flowmatch::StepController::pid, flowmatch::PidCoefficients::kennedy_carpenter()}};
   for (const Method method : adaptive_methods) {
-    for (const ErrorNorm norm : {ErrorNorm::rms, ErrorNorm::max}) {
-      std::vector<double> gaussian_errors, rotation_errors;
-      for (const double tolerance : {1e-4, 1e-6, 1e-8}) {
-        SolverOptions<double> options;
-        options.method = method;
-        options.error_norm = norm;
-        options.rtol = options.atol = tolerance;
-        gaussian_errors.push_back(
-            max_error(flowmatch::sample(flow, gaussian_x0, options).state, gaussian_x1));
-        rotation_errors.push_back(
-            max_error(flowmatch::sample(Rotation{}, rotation_x0, options).state, rotation_x1));
-        INFO(flowmatch::method_name(method)
-             << " tol " << tolerance << " rms " << (norm == ErrorNorm::rms));
-        // Each entry is controlled to atol + rtol·|x| per step; over a unit interval the
-        // global error stays within a small multiple of that scale.
-        CHECK(gaussian_errors.back() <= 10 * tolerance * (1 + gaussian_x1.cwiseAbs().maxCoeff()));
-        CHECK(rotation_errors.back() <= 10 * tolerance * (1 + rotation_x1.cwiseAbs().maxCoeff()));
+    for (const auto& [controller, coefficients] : controllers) {
+      for (const ErrorNorm norm : {ErrorNorm::rms, ErrorNorm::max}) {
+        std::vector<double> gaussian_errors, rotation_errors;
+        for (const double tolerance : {1e-4, 1e-6, 1e-8}) {
+          SolverOptions<double> options;
+          options.method = method;
+          options.controller = controller;
+          options.pid_coefficients = coefficients;
+          options.error_norm = norm;
+          options.rtol = options.atol = tolerance;
+          gaussian_errors.push_back(
+              max_error(flowmatch::sample(flow, gaussian_x0, options).state, gaussian_x1));
+          rotation_errors.push_back(
+              max_error(flowmatch::sample(Rotation{}, rotation_x0, options).state, rotation_x1));
+          INFO(flowmatch::method_name(method)
+               << " tol " << tolerance << " rms " << (norm == ErrorNorm::rms) << " beta "
+               << coefficients.beta1 << ", " << coefficients.beta2 << ", " << coefficients.beta3);
+          // Each entry is controlled to atol + rtol·|x| per step; over a unit interval the
+          // global error stays within a small multiple of that scale.
+          CHECK(gaussian_errors.back() <= 10 * tolerance * (1 + gaussian_x1.cwiseAbs().maxCoeff()));
+          CHECK(rotation_errors.back() <= 10 * tolerance * (1 + rotation_x1.cwiseAbs().maxCoeff()));
+        }
+        // The tightest tolerance gives the smallest error. (At loose tolerances a high-order
+        // pair takes a handful of steps whose error is far below the tolerance and need not
+        // decrease monotonically, so no ratio between the loose ones is asserted.)
+        INFO(flowmatch::method_name(method));
+        CHECK(gaussian_errors[2] < std::min(gaussian_errors[0], gaussian_errors[1]));
+        CHECK(rotation_errors[2] < std::min(rotation_errors[0], rotation_errors[1]));
       }
-      // The tightest tolerance gives the smallest error. (At loose tolerances a high-order
-      // pair takes a handful of steps whose error is far below the tolerance and need not
-      // decrease monotonically, so no ratio between the loose ones is asserted.)
-      INFO(flowmatch::method_name(method));
-      CHECK(gaussian_errors[2] < std::min(gaussian_errors[0], gaussian_errors[1]));
-      CHECK(rotation_errors[2] < std::min(rotation_errors[0], rotation_errors[1]));
     }
   }
+}
+
+TEST_CASE("the integral controller is the PID controller with coefficients (1, 0, 0)",
+          "[solver][controller]") {
+  const Matrix<double> x = test_batch(2, 8, 31);
+  for (const Method method : adaptive_methods) {
+    SolverOptions<double> integral;
+    integral.method = method;
+    integral.controller = flowmatch::StepController::integral;
+    SolverOptions<double> pid = integral;
+    pid.controller = flowmatch::StepController::pid;
+    pid.pid_coefficients = flowmatch::PidCoefficients::integral();
+    const auto first = flowmatch::sample(Rotation{}, x, integral);
+    const auto second = flowmatch::sample(Rotation{}, x, pid);
+    INFO(flowmatch::method_name(method));
+    CHECK(first.state == second.state);
+    CHECK(first.stats.nfe == second.stats.nfe);
+    // A controller with memory takes a different step sequence.
+    pid.pid_coefficients = flowmatch::PidCoefficients::pi34();
+    CHECK(flowmatch::sample(Rotation{}, x, pid).stats.nfe != first.stats.nfe);
+  }
+}
+
+TEST_CASE("controller names round-trip and unknown names list the valid ones",
+          "[solver][controller]") {
+  for (const auto controller :
+       {flowmatch::StepController::integral, flowmatch::StepController::pid}) {
+    CHECK(flowmatch::controller_from_name(flowmatch::controller_name(controller)) == controller);
+  }
+  CHECK_THROWS_WITH(flowmatch::controller_from_name("pi"), Catch::Contains("integral, pid"));
+  CHECK(flowmatch::pid_coefficients_from_name("h312pid").beta2 == 1.0 / 9);
+  CHECK_THROWS_WITH(flowmatch::pid_coefficients_from_name("h999"),
+                    Catch::Contains("h211pi") && Catch::Contains("kennedy-carpenter"));
 }
 
 TEST_CASE("backward integration equals forward integration of the time-reversed field",
@@ -628,7 +674,160 @@ TEST_CASE("step-size underflow throws numerical_error", "[solver][failure]") {
     INFO(flowmatch::method_name(method));
     CHECK_THROWS_AS(flowmatch::sample(pole, x, options), flowmatch::numerical_error);
     options.min_step = 1e-3;
-    CHECK_THROWS_WITH(flowmatch::sample(pole, x, options), Catch::Contains("underflow"));
+    CHECK_THROWS_WITH(flowmatch::sample(pole, x, options),
+                      Catch::Contains("underflow") && Catch::Contains("below min_step = 0.001"));
+  }
+}
+
+namespace {
+
+// u_t(x) = 1 for t < 1/2 and 3 from t = 1/2 on, whatever x: the flow from 0 to 1 adds 2.
+struct JumpAtHalf {
+  void operator()(double t, const ConstMatrixRef<double>&, MatrixRef<double> out) const {
+    out.setConstant(t < 0.5 ? 1.0 : 3.0);
+  }
+};
+
+}  // namespace
+
+// u_t(x) = 1 for t < 1/2 and 101 from t = 1/2 on: the flow from 0 to 1 adds 51.
+struct LargeJumpAtHalf {
+  void operator()(double t, const ConstMatrixRef<double>&, MatrixRef<double> out) const {
+    out.setConstant(t < 0.5 ? 1.0 : 101.0);
+  }
+};
+
+TEST_CASE("below min_step the solve names the bound, or steps at it with force_min_step",
+          "[solver][step-bounds]") {
+  // A step across the jump has an error estimate proportional to the step and the jump (100),
+  // so the error control shrinks the steps there far below a min_step of 1e-3.
+  const Matrix<double> x = test_batch(2, 3, 21);
+  const Matrix<double> exact = (x.array() + 51.0).matrix();
+  // rkf78 is left out: its error estimate 41/840·h·(k₁ + k₁₁ − k₁₂ − k₁₃) compares stages at
+  // t (1 and 12) with stages at t + h (11 and 13), so it vanishes for a field of t alone and
+  // the method steps across the jump unaware. Its min_step message is checked on the pole.
+  for (const Method method : {Method::dopri5, Method::tsit5}) {
+    INFO(flowmatch::method_name(method));
+    SolverOptions<double> options;
+    options.method = method;
+    options.min_step = 1e-3;
+    CHECK_THROWS_WITH(flowmatch::sample(LargeJumpAtHalf{}, x, options),
+                      Catch::Contains("min_step = 0.001") && Catch::Contains("t = 0.4"));
+    options.force_min_step = true;
+    const auto result = flowmatch::sample(LargeJumpAtHalf{}, x, options);
+    CHECK(result.stats.forced > 0);
+    CHECK(result.stats.min_step >= 1e-3 * (1 - 1e-12));
+    // One forced step straddles the jump: its error is at most the jump times the step.
+    CHECK((result.state - exact).cwiseAbs().maxCoeff() <= 100.0 * 1e-3);
+    options.force_min_step = false;
+    options.min_step = 0;
+    const auto unbounded = flowmatch::sample(LargeJumpAtHalf{}, x, options);
+    CHECK(unbounded.stats.forced == 0);
+    CHECK(unbounded.stats.min_step < 1e-3);
+  }
+}
+
+TEST_CASE("max_step bounds every adaptive step, first_step is the first one",
+          "[solver][step-bounds]") {
+  const Matrix<double> x = test_batch(2, 3, 22);
+  for (const Method method : adaptive_methods) {
+    INFO(flowmatch::method_name(method));
+    SolverOptions<double> options;
+    options.method = method;
+    const auto free = flowmatch::integrate(Rotation{}, x, std::vector<double>{0.0, 1.0}, options);
+    REQUIRE(free.stats.max_step > 0.05);
+    options.max_step = 0.05;
+    std::vector<double> times;
+    options.observer = [&times](double t, const Matrix<double>&, const flowmatch::SolverStats&) {
+      times.push_back(t);
+    };
+    const auto bounded =
+        flowmatch::integrate(Rotation{}, x, std::vector<double>{0.0, 1.0}, options);
+    CHECK(bounded.stats.max_step <= 0.05 * (1 + 1e-12));
+    CHECK(bounded.stats.accepted >= 20);
+    CHECK((bounded.state - Rotation::exact(x, 1.0)).cwiseAbs().maxCoeff() < 1e-4);
+    times.clear();
+    options.first_step = 1e-4;
+    flowmatch::integrate(Rotation{}, x, std::vector<double>{0.0, 1.0}, options);
+    REQUIRE_FALSE(times.empty());
+    CHECK(times.front() == 1e-4);
+    // The former name is the same option.
+    options.first_step.reset();
+    options.initial_step = 1e-4;
+    times.clear();
+    flowmatch::integrate(Rotation{}, x, std::vector<double>{0.0, 1.0}, options);
+    CHECK(times.front() == 1e-4);
+  }
+}
+
+TEST_CASE("every method lands on tstops and each side of a stop sees its own field",
+          "[solver][tstops]") {
+  const Matrix<double> x = test_batch(2, 3, 23);
+  for (const Method method : all_methods) {
+    for (const bool forward : {true, false}) {
+      INFO(flowmatch::method_name(method) << (forward ? " forward" : " backward"));
+      const std::vector<double> grid =
+          forward ? std::vector<double>{0.0, 1.0} : std::vector<double>{1.0, 0.0};
+      SolverOptions<double> options;
+      options.method = method;
+      if (!flowmatch::is_adaptive(method)) options.step_size = 0.1;
+      options.tstops = {0.5};
+      std::vector<double> times;
+      options.observer = [&times](double t, const Matrix<double>&, const flowmatch::SolverStats&) {
+        times.push_back(t);
+      };
+      const auto result = flowmatch::integrate(JumpAtHalf{}, x, grid, options);
+      CHECK(std::find(times.begin(), times.end(), 0.5) != times.end());
+      // The field is piecewise constant in t: every method integrates each side exactly.
+      const Matrix<double> exact = (x.array() + (forward ? 2.0 : -2.0)).matrix();
+      CHECK((result.state - exact).cwiseAbs().maxCoeff() <= 1e-12);
+      CHECK(result.stats.rejected == 0);
+      if (method == Method::rk4) {
+        // Without the stop, rk4's last stage of the step ending at 1/2 sees the other side.
+        options.tstops.clear();
+        const auto across = flowmatch::integrate(JumpAtHalf{}, x, grid, options);
+        CHECK((across.state - exact).cwiseAbs().maxCoeff() > 1e-3);
+      }
+    }
+  }
+}
+
+TEST_CASE("an adaptive method restarts its step selection after a stop", "[solver][tstops]") {
+  const Matrix<double> x = test_batch(2, 3, 24);
+  for (const Method method : adaptive_methods) {
+    INFO(flowmatch::method_name(method));
+    SolverOptions<double> options;
+    options.method = method;
+    options.first_step = 1e-4;
+    options.tstops = {0.5};
+    std::vector<double> times;
+    options.observer = [&times](double t, const Matrix<double>&, const flowmatch::SolverStats&) {
+      times.push_back(t);
+    };
+    const auto result = flowmatch::integrate(Rotation{}, x, std::vector<double>{0.0, 1.0}, options);
+    const auto stop = std::find(times.begin(), times.end(), 0.5);
+    REQUIRE(stop != times.end());
+    REQUIRE(stop + 1 != times.end());
+    CHECK(*(stop + 1) == 0.5 + 1e-4);
+    CHECK((result.state - Rotation::exact(x, 1.0)).cwiseAbs().maxCoeff() < 1e-4);
+  }
+}
+
+TEST_CASE("tstops outside the range or on grid times change nothing", "[solver][tstops]") {
+  const Matrix<double> x = test_batch(2, 3, 25);
+  const std::vector<double> grid{0.1, 0.5, 0.9};
+  for (const Method method : all_methods) {
+    INFO(flowmatch::method_name(method));
+    SolverOptions<double> options;
+    options.method = method;
+    options.return_trajectory = true;
+    if (!flowmatch::is_adaptive(method)) options.step_size = 0.05;
+    const auto plain = flowmatch::integrate(Rotation{}, x, grid, options);
+    options.tstops = {0.0, 0.1, 0.5, 0.95, 1.0, 0.5};
+    const auto stopped = flowmatch::integrate(Rotation{}, x, grid, options);
+    CHECK(stopped.state == plain.state);
+    CHECK(stopped.trajectory == plain.trajectory);
+    CHECK(stopped.stats.nfe == plain.stats.nfe);
   }
 }
 
@@ -668,6 +867,30 @@ TEST_CASE("invalid grids, options and batches are rejected with typed exceptions
   CHECK_THROWS_AS(with([](Options& o) { o.initial_step = 0.0; }), std::invalid_argument);
   CHECK_THROWS_AS(with([](Options& o) { o.max_steps = 0; }), std::invalid_argument);
   CHECK_THROWS_AS(with([](Options& o) { o.min_step = -1.0; }), std::invalid_argument);
+  CHECK_THROWS_WITH(with([](Options& o) { o.max_step = 0.0; }), Catch::Contains("max_step"));
+  CHECK_THROWS_WITH(with([](Options& o) { o.first_step = -1e-3; }), Catch::Contains("first_step"));
+  CHECK_THROWS_WITH(with([](Options& o) {
+                      o.first_step = 1e-3;
+                      o.initial_step = 2e-3;
+                    }),
+                    Catch::Contains("disagree"));
+  CHECK_THROWS_WITH(with([](Options& o) {
+                      o.min_step = 0.1;
+                      o.max_step = 0.01;
+                    }),
+                    Catch::Contains("must not exceed max_step"));
+  CHECK_THROWS_WITH(with([](Options& o) { o.force_min_step = true; }),
+                    Catch::Contains("force_min_step needs min_step"));
+  CHECK_THROWS_WITH(with([](Options& o) {
+                      o.tstops = {0.5, std::nan("")};
+                    }),
+                    Catch::Contains("tstops[1]"));
+  CHECK_THROWS_AS(with([](Options& o) { o.tstops = {1.5}; }), std::invalid_argument);
+  CHECK_THROWS_AS(
+      with([](Options& o) { o.controller = static_cast<flowmatch::StepController>(5); }),
+      std::invalid_argument);
+  CHECK_THROWS_WITH(with([](Options& o) { o.pid_coefficients.beta2 = std::nan(""); }),
+                    Catch::Contains("pid_coefficients"));
   CHECK_THROWS_AS(with([](Options& o) { o.method = static_cast<Method>(99); }),
                   std::invalid_argument);
   CHECK_THROWS_AS(with([](Options& o) { o.error_norm = static_cast<ErrorNorm>(7); }),

@@ -93,23 +93,47 @@ flowmatch::SolverOptions<Scalar> solver_options(const SolverCliOptions& options)
     throw std::invalid_argument("--rtol and --atol apply to the adaptive methods, not to " +
                                 options.method + " (use --step-size)");
   }
+  if (!adaptive &&
+      (options.min_step || options.max_step || options.first_step || options.force_min_step ||
+       !options.controller.empty() || !options.pid_coefficients.empty())) {
+    throw std::invalid_argument(
+        "--min-step, --max-step, --first-step, --force-min-step, --controller and "
+        "--pid-coefficients apply to the adaptive methods, not to " +
+        options.method);
+  }
+  if (options.controller == "integral" && !options.pid_coefficients.empty()) {
+    throw std::invalid_argument("--pid-coefficients applies to --controller pid");
+  }
+  if (options.force_min_step && !options.min_step) {
+    throw std::invalid_argument("--force-min-step needs --min-step");
+  }
   if (options.step_size) solver.step_size = static_cast<Scalar>(*options.step_size);
   if (options.rtol) solver.rtol = static_cast<Scalar>(*options.rtol);
   if (options.atol) solver.atol = static_cast<Scalar>(*options.atol);
+  if (options.min_step) solver.min_step = static_cast<Scalar>(*options.min_step);
+  if (options.max_step) solver.max_step = static_cast<Scalar>(*options.max_step);
+  if (options.first_step) solver.first_step = static_cast<Scalar>(*options.first_step);
+  solver.force_min_step = options.force_min_step;
+  if (!options.controller.empty()) {
+    solver.controller = flowmatch::controller_from_name(options.controller);
+  }
+  if (!options.pid_coefficients.empty()) {
+    solver.pid_coefficients = flowmatch::pid_coefficients_from_name(options.pid_coefficients);
+  }
+  for (const double stop : options.tstops) solver.tstops.push_back(static_cast<Scalar>(stop));
   return solver;
 }
 
 /// The work of one or two integrations, as the JSON object --stats prints.
 nlohmann::json stats_json(const SolverStats& stats, const SolverStats* encoding = nullptr) {
-  nlohmann::json json{{"nfe", stats.nfe},
-                      {"accepted", stats.accepted},
-                      {"rejected", stats.rejected},
-                      {"min_step", stats.min_step},
-                      {"max_step", stats.max_step}};
+  nlohmann::json json{{"nfe", stats.nfe},           {"accepted", stats.accepted},
+                      {"rejected", stats.rejected}, {"forced", stats.forced},
+                      {"min_step", stats.min_step}, {"max_step", stats.max_step}};
   if (encoding != nullptr) {
     json["nfe"] = stats.nfe + encoding->nfe;
     json["accepted"] = stats.accepted + encoding->accepted;
     json["rejected"] = stats.rejected + encoding->rejected;
+    json["forced"] = stats.forced + encoding->forced;
     json["encode"] = stats_json(*encoding);
   }
   return json;

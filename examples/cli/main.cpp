@@ -91,6 +91,33 @@ void add_solver_options(CLI::App& command, SolverCliOptions& options) {
       ->check(positive);
   command.add_option("--atol", options.atol, "absolute tolerance of an adaptive method")
       ->check(positive);
+  command
+      .add_option("--min-step", options.min_step,
+                  "smallest step of an adaptive method: below it the solve fails, or, with "
+                  "--force-min-step, steps at it")
+      ->check(positive);
+  command.add_option("--max-step", options.max_step, "largest step of an adaptive method")
+      ->check(positive);
+  command
+      .add_option("--first-step", options.first_step,
+                  "first step of an adaptive method, and after each --tstops time")
+      ->check(positive);
+  command.add_flag("--force-min-step", options.force_min_step,
+                   "take a step of --min-step, without error control, where a smaller one is "
+                   "needed (counted as forced in --stats)");
+  command
+      .add_option("--controller", options.controller,
+                  "step-size controller of an adaptive method: pid (default) or integral")
+      ->check(CLI::IsMember({"pid", "integral"}));
+  command
+      .add_option("--pid-coefficients", options.pid_coefficients,
+                  "coefficients of --controller pid: pi34 (default), h211pi, h312pid, "
+                  "kennedy-carpenter, integral")
+      ->check(CLI::IsMember({"pi34", "h211pi", "h312pid", "kennedy-carpenter", "integral"}));
+  command
+      .add_option("--tstops", options.tstops,
+                  "times t1,t2,... every method ends a step on, each side evaluated apart")
+      ->delimiter(',');
   command.add_option("--times", options.times, "times t0,t1,... of the --trajectory states")
       ->delimiter(',');
   command.add_option("--trajectory", options.trajectory,

@@ -41,9 +41,16 @@ struct SolverCliOptions {
   std::optional<double> step_size;
   std::optional<double> rtol;
   std::optional<double> atol;
-  std::vector<double> times;  ///< report the states at these times
-  std::string trajectory;     ///< [len(times), N, d] .npy of the states at the times
-  bool stats = false;         ///< print a JSON object of the solver statistics to stdout
+  std::optional<double> min_step;    ///< smallest adaptive step
+  std::optional<double> max_step;    ///< largest adaptive step
+  std::optional<double> first_step;  ///< first adaptive step (and after each stop)
+  bool force_min_step = false;       ///< take steps at min_step instead of failing
+  std::vector<double> tstops;        ///< times every method ends a step on
+  std::string controller;            ///< integral or pid (default: the library's)
+  std::string pid_coefficients;      ///< a named coefficient set of the PID controller
+  std::vector<double> times;         ///< report the states at these times
+  std::string trajectory;            ///< [len(times), N, d] .npy of the states at the times
+  bool stats = false;                ///< print a JSON object of the solver statistics to stdout
 };
 
 /// The divergence estimator of the change of variables.

@@ -88,6 +88,43 @@ ok "sample --method rk4 --step-size 0.01" "$tool" sample --model linear.safetens
   --noise noise.npy --out rk4.npy --method rk4 --step-size 0.01 --stats
 grep -q '"accepted":100,' last.out || fail "rk4 with step 0.01 should take 100 steps: $(cat last.out)"
 "$check" sample linear.safetensors noise.npy rk4.npy 1e-8 || fail "rk4 vs closed form"
+# Step bounds and stops: the closed form is kept, and --stats shows what the bounds did.
+ok "sample --max-step 0.01 --first-step 1e-4" "$tool" sample --model linear.safetensors \
+  --noise noise.npy --out bounded.npy "${tight[@]}" --max-step 0.01 --first-step 1e-4 --stats
+grep -Eq '"accepted":[1-9][0-9]{2,},' last.out ||
+  fail "--max-step 0.01 takes at least 100 steps over [0, 1]: $(cat last.out)"
+"$check" sample linear.safetensors noise.npy bounded.npy 1e-7 || fail "bounded vs closed form"
+ok "sample --min-step 0.2 --force-min-step" "$tool" sample --model linear.safetensors \
+  --noise noise.npy --out forced.npy "${tight[@]}" --min-step 0.2 --force-min-step --stats
+grep -Eq '"forced":[1-9]' last.out || fail "--force-min-step: no forced step: $(cat last.out)"
+rejects "sample --min-step 0.2 without --force-min-step" below.npy "$tool" sample \
+  --model linear.safetensors --noise noise.npy --out below.npy "${tight[@]}" --min-step 0.2
+grep -q 'min_step = 0.2' last.err || fail "the underflow names min_step: $(cat last.err)"
+for method in midpoint dopri5; do
+  ok "sample --tstops 0.25,0.5 --method $method" "$tool" sample --model linear.safetensors \
+    --noise noise.npy --out stopped.npy --method "$method" --tstops 0.25,0.5 --stats
+done
+grep -q '"accepted":' last.out || fail "--tstops --stats: $(cat last.out)"
+for controller in integral pid; do
+  ok "sample --controller $controller" "$tool" sample --model linear.safetensors \
+    --noise noise.npy --out controlled.npy "${tight[@]}" --controller "$controller" --stats
+  "$check" sample linear.safetensors noise.npy controlled.npy 1e-7 ||
+    fail "--controller $controller vs closed form"
+done
+ok "sample --pid-coefficients h312pid" "$tool" sample --model linear.safetensors \
+  --noise noise.npy --out controlled.npy "${tight[@]}" --controller pid --pid-coefficients h312pid
+"$check" sample linear.safetensors noise.npy controlled.npy 1e-7 || fail "h312pid vs closed form"
+rejects "--controller with a fixed-step method" none.npy "$tool" sample \
+  --model linear.safetensors --noise noise.npy --out none.npy --method euler --controller pid
+rejects "--pid-coefficients with --controller integral" none.npy "$tool" sample \
+  --model linear.safetensors --noise noise.npy --out none.npy --controller integral \
+  --pid-coefficients h211pi
+rejects "--force-min-step without --min-step" none.npy "$tool" sample \
+  --model linear.safetensors --noise noise.npy --out none.npy --force-min-step
+rejects "--max-step with a fixed-step method" none.npy "$tool" sample \
+  --model linear.safetensors --noise noise.npy --out none.npy --method rk4 --max-step 0.1
+rejects "--tstops outside [0, 1]" none.npy "$tool" sample \
+  --model linear.safetensors --noise noise.npy --out none.npy --tstops 0.5,2
 for method in rkf78 tsit5; do
   ok "sample --method $method" "$tool" sample --model linear.safetensors --noise noise.npy \
     --out adaptive.npy --method "$method" "${tight[@]}"

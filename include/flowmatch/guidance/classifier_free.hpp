@@ -70,11 +70,13 @@ struct GuidanceOptions {
 
 /// The schedule λ(t) = 1 on [begin, end) and 0 elsewhere: guidance acts only inside the interval.
 ///
-/// The guided field is discontinuous in t at both ends. Sampling with a grid that contains
-/// begin and end and a method whose stages lie in [t_n, t_n + h) of each step (euler, midpoint,
-/// heun3) gives exactly the result of switching fields at the interval's ends. Methods with a
-/// stage at the end of a step (heun2, rk4, rk38, the adaptive ones) evaluate the next interval's
-/// field at that one stage; integrate the three pieces separately to avoid it.
+/// The guided field is discontinuous in t at both ends: give them to the solver as
+/// SolverOptions::tstops = {begin, end} (`--tstops` on the command line). Every method then
+/// ends a step on each, evaluates each side only with its own field, and an adaptive method
+/// restarts its step selection there, which gives exactly the result of switching fields at
+/// the interval's ends in one solve. Without the stops, a step across an end mixes the two
+/// fields (a stage at the end of a step, as in heun2, rk4, rk38 and the adaptive methods,
+/// evaluates the next piece's field), and an adaptive method spends rejected steps on it.
 template <class Scalar>
 std::function<Scalar(Scalar)> guidance_interval(Scalar begin, Scalar end) {
   detail::require_unit_time("guidance_interval: begin", begin);

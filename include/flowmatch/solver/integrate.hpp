@@ -144,16 +144,23 @@ class SystemReference {
   void (*call_)(void*, Scalar, const ConstMatrixRef<Scalar>&, MatrixRef<Scalar>);
 };
 
-/// Adapts a MatrixSystem to odeint's `sys(x, dxdt, t)`: clamps t into the grid's range,
-/// counts evaluations and rejects non-finite derivatives.
+/// Adapts a MatrixSystem to odeint's `sys(x, dxdt, t)`: clamps t into the current segment
+/// (the grid's range, or the part of it between two tstops), counts evaluations and rejects
+/// non-finite derivatives.
 template <class Scalar, class System>
 class OdeintSystem {
  public:
-  OdeintSystem(System& system, SolverStats& stats, Scalar t_low, Scalar t_high)
-      : system_(system), stats_(stats), t_low_(t_low), t_high_(t_high) {}
+  OdeintSystem(System& system, SolverStats& stats) : system_(system), stats_(stats) {}
+
+  /// Evaluations from now on happen at times in [t_low, t_high].
+  void set_range(Scalar t_low, Scalar t_high) {
+    t_low_ = t_low;
+    t_high_ = t_high;
+  }
 
   void operator()(const Matrix<Scalar>& x, Matrix<Scalar>& dxdt, Scalar t) {
-    // Stage times t + c·dt may round one ulp past the end of the grid.
+    // Stage times t + c·dt may round one ulp past the end of the segment, and a stage on a
+    // tstop belongs to the segment being integrated.
     t = std::clamp(t, t_low_, t_high_);
     ++stats_.nfe;
     system_(t, ConstMatrixRef<Scalar>(x), MatrixRef<Scalar>(dxdt));
@@ -163,9 +170,28 @@ class OdeintSystem {
  private:
   System& system_;
   SolverStats& stats_;
-  Scalar t_low_;
-  Scalar t_high_;
+  Scalar t_low_ = Scalar(0);
+  Scalar t_high_ = Scalar(1);
 };
+
+/// The tstops that fall strictly inside the grid's range and on no grid time, in the direction
+/// of integration, without repeats.
+template <class Scalar>
+std::vector<Scalar> stops_inside(std::span<const Scalar> times, const std::vector<Scalar>& tstops) {
+  const Scalar low = std::min(times.front(), times.back());
+  const Scalar high = std::max(times.front(), times.back());
+  std::vector<Scalar> stops;
+  for (const Scalar stop : tstops) {
+    if (stop > low && stop < high && std::find(times.begin(), times.end(), stop) == times.end()) {
+      stops.push_back(stop);
+    }
+  }
+  const bool increasing = times.back() > times.front();
+  std::sort(stops.begin(), stops.end(),
+            [increasing](Scalar a, Scalar b) { return increasing ? a < b : a > b; });
+  stops.erase(std::unique(stops.begin(), stops.end()), stops.end());
+  return stops;
+}
 
 /// One integration of a system over a grid: holds the state buffers, statistics and
 /// trajectory, and runs a fixed-step or an adaptive loop around an odeint stepper.
@@ -177,8 +203,8 @@ class GridIntegrator {
       : options_(options),
         times_(times),
         direction_(times.back() > times.front() ? Scalar(1) : Scalar(-1)),
-        odeint_system_(system, result_.stats, std::min(times.front(), times.back()),
-                       std::max(times.front(), times.back())),
+        stops_(stops_inside(times, options.tstops)),
+        odeint_system_(system, result_.stats),
         state_(std::move(initial_state)),
         next_state_(state_.rows(), state_.cols()) {
     result_.times.assign(times.begin(), times.end());
@@ -231,75 +257,127 @@ class GridIntegrator {
   }
 
  private:
-  /// Fixed steps: each grid interval split into equal steps (see SolverOptions::step_size).
+  /// Fixed steps: each grid interval, split at the tstops inside it, is split into equal steps
+  /// (see SolverOptions::step_size).
   template <class Stepper>
   void run_fixed(Stepper stepper) {
-    const std::size_t intervals = times_.size() - 1;
     std::size_t total_steps = 0;
-    for (std::size_t i = 0; i < intervals; ++i) {
-      total_steps += steps_in_interval(i);
-    }
+    for_each_segment([&](std::size_t, Scalar begin, Scalar end, bool) {
+      total_steps += steps_in_segment(begin, end);
+    });
     if (total_steps > options_.max_steps) {
       throw numerical_error(
           "the grid needs " + to_text(total_steps) +
               " fixed steps, more than max_steps = " + to_text(options_.max_steps),
           static_cast<double>(times_.front()));
     }
-    for (std::size_t i = 0; i < intervals; ++i) {
-      const std::size_t steps = steps_in_interval(i);
-      const Scalar length = times_[i + 1] - times_[i];
-      Scalar t = times_[i];
+    for_each_segment([&](std::size_t interval, Scalar begin, Scalar end, bool ends_interval) {
+      enter_segment(begin, end);
+      const std::size_t steps = steps_in_segment(begin, end);
+      const Scalar length = end - begin;
+      Scalar t = begin;
       for (std::size_t k = 1; k <= steps; ++k) {
         const Scalar t_next =
-            k == steps ? times_[i + 1]
-                       : times_[i] + length * static_cast<Scalar>(k) / static_cast<Scalar>(steps);
+            k == steps ? end : begin + length * static_cast<Scalar>(k) / static_cast<Scalar>(steps);
         stepper.do_step(std::ref(odeint_system_), state_, t, next_state_, t_next - t);
         state_.swap(next_state_);
         accept_step(t_next, t_next - t);
         t = t_next;
       }
-      if (options_.return_trajectory) result_.trajectory[i + 1] = state_;
+      if (ends_interval && options_.return_trajectory) result_.trajectory[interval + 1] = state_;
+    });
+  }
+
+  /// Calls visit(interval, begin, end, ends_interval) for the pieces of every grid interval
+  /// between its ends and the tstops inside it, in the order of integration.
+  template <class Visit>
+  void for_each_segment(Visit&& visit) const {
+    std::size_t stop = 0;
+    for (std::size_t interval = 0; interval + 1 < times_.size(); ++interval) {
+      Scalar begin = times_[interval];
+      const Scalar end = times_[interval + 1];
+      while (stop < stops_.size() && direction_ * (end - stops_[stop]) > 0) {
+        visit(interval, begin, stops_[stop], false);
+        begin = stops_[stop++];
+      }
+      visit(interval, begin, end, true);
     }
   }
 
-  std::size_t steps_in_interval(std::size_t interval) const {
+  std::size_t steps_in_segment(Scalar begin, Scalar end) const {
     if (!options_.step_size) return 1;
-    return fixed_step_count(times_[interval + 1] - times_[interval], *options_.step_size);
+    return fixed_step_count(end - begin, *options_.step_size);
+  }
+
+  bool is_stop(Scalar t) const {
+    return std::find(stops_.begin(), stops_.end(), t) != stops_.end();
+  }
+
+  /// Evaluations from now on lie between @p begin and @p end, the ends that are tstops moved
+  /// one rounding unit inwards (each side of a stop sees its own field).
+  void enter_segment(Scalar begin, Scalar end) {
+    const Scalar inward_begin = is_stop(begin) ? std::nextafter(begin, end) : begin;
+    const Scalar inward_end = is_stop(end) ? std::nextafter(end, begin) : end;
+    odeint_system_.set_range(std::min(inward_begin, inward_end),
+                             std::max(inward_begin, inward_end));
   }
 
   /// Adaptive steps with odeint's controlled_runge_kutta (our error norm and controller).
-  /// With @p Dense (dopri5), steps run freely to the final time and interior grid times are
-  /// interpolated by the stepper's dense output; otherwise every grid time ends a step.
+  /// With @p Dense (dopri5), steps run freely to the next tstop or the final time and interior
+  /// grid times are interpolated by the stepper's dense output; otherwise every grid time ends
+  /// a step. Every tstop ends a step, and the step selection starts afresh after it.
   template <bool Dense, class ErrorStepper>
   void run_adaptive(ErrorStepper error_stepper) {
     namespace odeint = boost::numeric::odeint;
     constexpr int lower_order =
         std::min<int>(ErrorStepper::stepper_order_value, ErrorStepper::error_order_value);
     using Controlled = odeint::controlled_runge_kutta<ErrorStepper, ScaledErrorChecker<Scalar>,
-                                                      HairerStepAdjuster<Scalar>, odeint_resizer>;
+                                                      StepAdjuster<Scalar>, odeint_resizer>;
     constexpr bool fsal = std::is_same_v<typename Controlled::stepper_category,
                                          odeint::explicit_controlled_stepper_fsal_tag>;
+    ErrorHistory<Scalar> history;
     Controlled controlled(
         ScaledErrorChecker<Scalar>(options_.error_norm, options_.rtol, options_.atol),
-        HairerStepAdjuster<Scalar>(lower_order), error_stepper);
+        StepAdjuster<Scalar>(lower_order,
+                             options_.controller == StepController::pid
+                                 ? options_.pid_coefficients
+                                 : PidCoefficients::integral(),
+                             history),
+        error_stepper);
 
     Matrix<Scalar> derivative(state_.rows(), state_.cols());
     Matrix<Scalar> next_derivative(state_.rows(), state_.cols());
+    Matrix<Scalar> forced_error;  // the error estimate of a forced step, unused
     Scalar t = times_.front();
-    odeint_system_(state_, derivative, t);
-    const Scalar range = std::abs(times_.back() - times_.front());
-    Scalar step =
-        options_.initial_step
-            ? std::min(*options_.initial_step, range)
-            : initial_step_size(odeint_system_, t, state_, derivative, direction_, range,
-                                ErrorStepper::order_value, options_.error_norm, options_.rtol,
-                                options_.atol, next_state_, next_derivative);
-    step *= direction_;
-
     std::size_t next_grid = 1;
+    std::size_t next_stop = 0;
+    Scalar step = 0;
+    // Entering a segment (the start, or a tstop just reached): evaluation range, derivative
+    // there from the segment's side, and a first step.
+    const auto start_segment = [&]() {
+      const Scalar segment_end = next_stop < stops_.size() ? stops_[next_stop] : times_.back();
+      enter_segment(t, segment_end);
+      history.reset();
+      odeint_system_(state_, derivative, t);
+      const Scalar range = std::abs(times_.back() - t);
+      const std::optional<Scalar> given = first_step(options_);
+      step = given ? *given
+                   : initial_step_size(odeint_system_, t, state_, derivative, direction_, range,
+                                       ErrorStepper::order_value, options_.error_norm,
+                                       options_.rtol, options_.atol, next_state_, next_derivative);
+      // A first step is a guess: never below min_step (the error control has the last word).
+      step = direction_ * std::min(std::max(step, options_.min_step), range);
+    };
+    start_segment();
+
     while (next_grid < times_.size()) {
-      require_step_above_underflow(step, t);
-      const Scalar target = Dense ? times_.back() : times_[next_grid];
+      if (options_.max_step) step = direction_ * std::min(std::abs(step), *options_.max_step);
+      const bool forced = step_below_minimum(step, t);
+      if (forced) step = direction_ * options_.min_step;
+      const Scalar segment_end = next_stop < stops_.size() ? stops_[next_stop] : times_.back();
+      const Scalar grid_target = Dense ? times_.back() : times_[next_grid];
+      const Scalar target =
+          direction_ * (segment_end - grid_target) < 0 ? segment_end : grid_target;
       const Scalar remaining = target - t;
       // End exactly on the target rather than past it or just short of it.
       const bool reaches_target = std::abs(step) * Scalar(1.01) >= std::abs(remaining);
@@ -311,18 +389,31 @@ class GridIntegrator {
       }
       Scalar t_trial = t;
       Scalar step_trial = trial_step;
-      odeint::controlled_step_result outcome;
-      if constexpr (fsal) {
-        outcome = controlled.try_step(std::ref(odeint_system_), state_, derivative, t_trial,
-                                      next_state_, next_derivative, step_trial);
+      if (forced) {
+        // Taken as it is: the stepper's own step, its error estimate ignored.
+        forced_error.resize(state_.rows(), state_.cols());
+        if constexpr (fsal) {
+          controlled.stepper().do_step(std::ref(odeint_system_), state_, derivative, t, next_state_,
+                                       next_derivative, trial_step, forced_error);
+        } else {
+          controlled.stepper().do_step(std::ref(odeint_system_), state_, derivative, t, next_state_,
+                                       trial_step, forced_error);
+        }
+        ++result_.stats.forced;
       } else {
-        outcome = controlled.try_step(std::ref(odeint_system_), state_, derivative, t_trial,
-                                      next_state_, step_trial);
-      }
-      if (outcome == odeint::fail) {
-        ++result_.stats.rejected;
-        step = step_trial;
-        continue;
+        odeint::controlled_step_result outcome;
+        if constexpr (fsal) {
+          outcome = controlled.try_step(std::ref(odeint_system_), state_, derivative, t_trial,
+                                        next_state_, next_derivative, step_trial);
+        } else {
+          outcome = controlled.try_step(std::ref(odeint_system_), state_, derivative, t_trial,
+                                        next_state_, step_trial);
+        }
+        if (outcome == odeint::fail) {
+          ++result_.stats.rejected;
+          step = step_trial;
+          continue;
+        }
       }
       const Scalar t_new = reaches_target ? target : t + trial_step;
       if constexpr (!fsal) odeint_system_(next_state_, next_derivative, t_new);
@@ -343,22 +434,39 @@ class GridIntegrator {
       t = t_new;
       // A step shortened to end on a grid time says little about the step the error allows:
       // keep the longer of the proposal and the controller's suggestion.
-      step =
-          reaches_target ? direction_ * std::max(std::abs(step), std::abs(step_trial)) : step_trial;
+      if (!forced) {
+        step = reaches_target ? direction_ * std::max(std::abs(step), std::abs(step_trial))
+                              : step_trial;
+      }
       accept_step(t, trial_step);
+      if (next_stop < stops_.size() && t == stops_[next_stop]) {
+        ++next_stop;
+        start_segment();
+      }
     }
   }
 
-  void require_step_above_underflow(Scalar step, Scalar t) const {
+  /// Whether @p step is below SolverOptions::min_step with force_min_step set (the step is then
+  /// taken at min_step); throws numerical_error for a step below min_step without it, or below
+  /// a few rounding errors of t.
+  bool step_below_minimum(Scalar step, Scalar t) const {
     const Scalar range = std::abs(times_.back() - times_.front());
-    const Scalar limit =
-        std::max(options_.min_step,
-                 Scalar(4) * std::numeric_limits<Scalar>::epsilon() * std::max(std::abs(t), range));
-    if (std::abs(step) < limit) {
-      throw numerical_error("step size underflow at t = " + to_text(t) + ": step " + to_text(step) +
-                                " is below " + to_text(limit),
+    const Scalar rounding =
+        Scalar(4) * std::numeric_limits<Scalar>::epsilon() * std::max(std::abs(t), range);
+    if (std::abs(step) < options_.min_step && options_.min_step >= rounding) {
+      if (options_.force_min_step) return true;
+      throw numerical_error("step size underflow at t = " + to_text(t) +
+                                ": the error control asks for a step of " + to_text(step) +
+                                ", below min_step = " + to_text(options_.min_step) +
+                                " (set force_min_step to take such steps at min_step)",
                             static_cast<double>(t));
     }
+    if (std::abs(step) < rounding) {
+      throw numerical_error("step size underflow at t = " + to_text(t) + ": step " + to_text(step) +
+                                " is below " + to_text(rounding) + ", a few rounding errors of t",
+                            static_cast<double>(t));
+    }
+    return false;
   }
 
   /// Bookkeeping after an accepted step that ended at @p t: statistics, finiteness of the
@@ -376,6 +484,7 @@ class GridIntegrator {
   const SolverOptions<Scalar>& options_;
   std::span<const Scalar> times_;
   Scalar direction_;
+  std::vector<Scalar> stops_;  // tstops inside the grid's range, in the order of integration
   SolveResult<Scalar> result_;
   OdeintSystem<Scalar, System> odeint_system_;
   Matrix<Scalar> state_;

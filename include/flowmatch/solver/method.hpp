@@ -7,10 +7,10 @@
 #pragma once
 
 #include <array>
-#include <stdexcept>
-#include <string>
 #include <string_view>
 #include <utility>
+
+#include "flowmatch/detail/named_values.hpp"
 
 namespace flowmatch {
 
@@ -50,23 +50,13 @@ inline constexpr std::array<std::pair<Method, std::string_view>, 9> method_names
 /// The name of @p method ("euler", "midpoint", "heun2", "heun3", "rk4", "rk38", "dopri5",
 /// "rkf78", "tsit5").
 inline std::string_view method_name(Method method) {
-  for (const auto& [candidate, name] : detail::method_names) {
-    if (candidate == method) return name;
-  }
-  throw std::invalid_argument("method_name: unknown Method value " +
-                              std::to_string(static_cast<int>(method)));
+  return detail::name_in(detail::method_names, method, "Method");
 }
 
 /// The method called @p name (exact, lower case). An unknown name throws
 /// std::invalid_argument listing the valid names.
 inline Method method_from_name(std::string_view name) {
-  std::string valid;
-  for (const auto& [method, candidate] : detail::method_names) {
-    if (candidate == name) return method;
-    valid += (valid.empty() ? "" : ", ") + std::string(candidate);
-  }
-  throw std::invalid_argument("unknown integration method '" + std::string(name) +
-                              "', expected one of: " + valid);
+  return detail::value_named(detail::method_names, name, "integration method");
 }
 
 /// True for the methods with step-size control (dopri5, rkf78, tsit5).

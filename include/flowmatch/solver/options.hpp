@@ -8,12 +8,14 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/validate.hpp"
 #include "flowmatch/solver/error_norm.hpp"
 #include "flowmatch/solver/method.hpp"
 #include "flowmatch/solver/result.hpp"
+#include "flowmatch/solver/step_controller.hpp"
 
 namespace flowmatch {
 
@@ -36,15 +38,37 @@ struct SolverOptions {
   Scalar atol = Scalar(1e-5);
   /// How the scaled local error is reduced to one number (adaptive methods).
   ErrorNorm error_norm = ErrorNorm::rms;
-  /// First trial step of an adaptive method; without it, the step is chosen by the heuristic
-  /// of Hairer, Nørsett and Wanner (Solving ODEs I, II.4), at the cost of one extra
-  /// evaluation.
+  /// The step-size controller of the adaptive methods (see step_controller.hpp). The PID
+  /// controller with Gustafsson's PI.3.4 coefficients reaches a given accuracy with fewer
+  /// evaluations than the integral one on the problems of tests/bench/controller_nfe.cpp
+  /// (README, "Step-size controllers"), hence the default.
+  StepController controller = StepController::pid;
+  /// The exponents of StepController::pid (named sets in PidCoefficients).
+  PidCoefficients pid_coefficients = PidCoefficients::pi34();
+  /// First trial step of an adaptive method (and again after each of tstops); without it,
+  /// the step is chosen by the heuristic of Hairer, Nørsett and Wanner (Solving ODEs I, II.4),
+  /// at the cost of one extra evaluation. Kept within [min_step, max_step] and the range left.
+  std::optional<Scalar> first_step;
+  /// The former name of first_step, still read: set one of the two (or both to one value).
   std::optional<Scalar> initial_step;
+  /// Largest |step| an adaptive method takes; without it, no limit but the grid's range.
+  std::optional<Scalar> max_step;
   /// Most steps (accepted plus rejected) before numerical_error is thrown.
   std::size_t max_steps = 100000;
-  /// An adaptive step smaller than this (or than a few rounding errors of t) throws
-  /// numerical_error (step-size underflow).
+  /// Smallest |step| of an adaptive method. When the error control asks for a smaller step the
+  /// solve throws numerical_error naming this bound, or, with force_min_step, takes a step of
+  /// min_step without error control. Steps within a few rounding errors of t always throw.
   Scalar min_step = Scalar(0);
+  /// With min_step > 0: a step the error control would make smaller than min_step is taken at
+  /// min_step and accepted whatever its error estimate, and counted in SolverStats::forced.
+  bool force_min_step = false;
+  /// Times at which every method ends a step exactly, for fields that change abruptly there
+  /// (guidance intervals, schedule switches). Between two of them the field is evaluated only
+  /// at times strictly inside: a stage that falls on a stop is moved one rounding unit into
+  /// its own side, so each side sees its own field. An adaptive method restarts its step
+  /// selection (first_step or the heuristic) after each. Stops outside the open range of the
+  /// grid, or on a grid time, change nothing. Each must be finite and in [0, 1].
+  std::vector<Scalar> tstops;
   /// Keep the state at every grid time in SolveResult::trajectory.
   bool return_trajectory = false;
   /// Optional observer called after each accepted step.
@@ -52,6 +76,12 @@ struct SolverOptions {
 };
 
 namespace detail {
+
+/// The first trial step of an adaptive method, under either of its names.
+template <class Scalar>
+std::optional<Scalar> first_step(const SolverOptions<Scalar>& options) {
+  return options.first_step ? options.first_step : options.initial_step;
+}
 
 /// Throws std::invalid_argument naming the offending option unless @p options is usable.
 template <class Scalar>
@@ -64,11 +94,26 @@ void validate_options(const SolverOptions<Scalar>& options) {
   };
   method_name(options.method);  // rejects values outside the enumeration
   if (options.step_size) require_positive("step_size", *options.step_size);
+  if (options.first_step) require_positive("first_step", *options.first_step);
   if (options.initial_step) require_positive("initial_step", *options.initial_step);
+  if (options.first_step && options.initial_step && *options.first_step != *options.initial_step) {
+    throw std::invalid_argument("SolverOptions::first_step (" + to_text(*options.first_step) +
+                                ") and its former name initial_step (" +
+                                to_text(*options.initial_step) + ") disagree: set one of them");
+  }
+  if (options.max_step) require_positive("max_step", *options.max_step);
   require_positive("rtol", options.rtol);
   require_positive("atol", options.atol);
   if (options.error_norm != ErrorNorm::max && options.error_norm != ErrorNorm::rms) {
     throw std::invalid_argument("SolverOptions::error_norm is not a valid ErrorNorm");
+  }
+  controller_name(options.controller);  // rejects values outside the enumeration
+  for (const double beta : {options.pid_coefficients.beta1, options.pid_coefficients.beta2,
+                            options.pid_coefficients.beta3}) {
+    if (!std::isfinite(beta)) {
+      throw std::invalid_argument("SolverOptions::pid_coefficients must be finite, got " +
+                                  to_text(beta));
+    }
   }
   if (options.max_steps == 0) {
     throw std::invalid_argument("SolverOptions::max_steps must be >= 1, got 0");
@@ -76,6 +121,20 @@ void validate_options(const SolverOptions<Scalar>& options) {
   if (!(std::isfinite(options.min_step) && options.min_step >= Scalar(0))) {
     throw std::invalid_argument("SolverOptions::min_step must be finite and >= 0, got " +
                                 to_text(options.min_step));
+  }
+  if (options.max_step && options.min_step > *options.max_step) {
+    throw std::invalid_argument("SolverOptions::min_step (" + to_text(options.min_step) +
+                                ") must not exceed max_step (" + to_text(*options.max_step) + ")");
+  }
+  if (options.force_min_step && !(options.min_step > Scalar(0))) {
+    throw std::invalid_argument("SolverOptions::force_min_step needs min_step > 0");
+  }
+  for (std::size_t index = 0; index < options.tstops.size(); ++index) {
+    const Scalar stop = options.tstops[index];
+    if (!(std::isfinite(stop) && stop >= Scalar(0) && stop <= Scalar(1))) {
+      throw std::invalid_argument("SolverOptions::tstops[" + to_text(index) +
+                                  "] must be finite and in [0, 1], got " + to_text(stop));
+    }
   }
 }
 

@@ -14,6 +14,7 @@ struct SolverStats {
   std::size_t nfe = 0;       ///< Evaluations of the system (the velocity field), all stages.
   std::size_t accepted = 0;  ///< Accepted steps (every step of a fixed-step method).
   std::size_t rejected = 0;  ///< Steps rejected by the error control (adaptive methods).
+  std::size_t forced = 0;    ///< Steps taken at min_step without error control (force_min_step).
   double min_step = 0;       ///< Smallest |step| accepted (0 before the first step).
   double max_step = 0;       ///< Largest |step| accepted.
 };

@@ -1,51 +1,80 @@
 /// @file step_control.hpp
 /// @brief Step-size control of the adaptive methods: the step adjuster used by odeint's
-/// controlled_runge_kutta, and the automatic choice of the first step.
+/// controlled_runge_kutta (the controllers of step_controller.hpp), and the automatic choice
+/// of the first step.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/solver/error_norm.hpp"
+#include "flowmatch/solver/step_controller.hpp"
 
 namespace flowmatch::detail {
 
-/// Odeint StepAdjuster with the classical controller of Hairer, Nørsett and Wanner
-/// (Solving ODEs I, II.4): for a pair whose lower order is q, the scaled error err of a step
-/// h behaves like C·h^(q+1), so the next step is
-///   h_new = h · clamp(0.9 · err^(−1/(q+1)), 0.2, 10),
-/// used both to retry a rejected step (err > 1) and to continue after an accepted one.
+/// The scaled errors of the last two accepted steps, read by the PID controllers; 1 (neutral)
+/// at the start of an integration and after each tstop.
 template <class Scalar>
-class HairerStepAdjuster {
+struct ErrorHistory {
+  Scalar previous = 1;
+  Scalar before_previous = 1;
+
+  void reset() { previous = before_previous = Scalar(1); }
+};
+
+/// Odeint StepAdjuster for the controllers of step_controller.hpp (Hairer, Nørsett and Wanner,
+/// Solving ODEs I, II.4, for the integral one): for a pair whose lower order is q, the scaled
+/// error err of a step h behaves like C·h^(q+1), so with k = q + 1
+///   rejected: h_new = h · clamp(0.9 · err^(−1/k), 0.2, 10),
+///   accepted: h_new = h · clamp(0.9 · err^(−β₁/k) · err_prev^(−β₂/k) · err_prev2^(−β₃/k), 0.2,
+///   10),
+/// and an accepted step shifts its error into @p history (owned by the integrator, which
+/// resets it after a tstop).
+template <class Scalar>
+class StepAdjuster {
  public:
   using time_type = Scalar;
   using value_type = Scalar;
 
-  /// @param lower_order q, the lower of the two orders of the embedded pair.
-  explicit HairerStepAdjuster(int lower_order = 4)
-      : exponent_(Scalar(-1) / Scalar(lower_order + 1)) {}
+  StepAdjuster(int lower_order, const PidCoefficients& coefficients, ErrorHistory<Scalar>& history)
+      : order_(Scalar(lower_order + 1)),
+        exponent1_(Scalar(-coefficients.beta1) / order_),
+        exponent2_(Scalar(-coefficients.beta2) / order_),
+        exponent3_(Scalar(-coefficients.beta3) / order_),
+        history_(&history) {}
 
   Scalar decrease_step(Scalar dt, Scalar error, int /*error_order*/) const {
-    return dt * factor(error);
+    return dt * clamp_factor(safety * std::pow(floored(error), Scalar(-1) / order_));
   }
   Scalar increase_step(Scalar dt, Scalar error, int /*stepper_order*/) const {
-    return dt * factor(error);
+    const Scalar current = floored(error);
+    Scalar factor = safety * std::pow(current, exponent1_);
+    if (exponent2_ != Scalar(0)) factor *= std::pow(history_->previous, exponent2_);
+    if (exponent3_ != Scalar(0)) factor *= std::pow(history_->before_previous, exponent3_);
+    history_->before_previous = history_->previous;
+    history_->previous = current;
+    return dt * clamp_factor(factor);
   }
-  /// No maximum step: every step size is within the limit.
+  /// No maximum step here (SolverOptions::max_step is applied by the integrator).
   bool check_step_size_limit(Scalar /*dt*/) const { return true; }
   Scalar get_max_dt() const { return Scalar(0); }
 
  private:
-  Scalar factor(Scalar error) const {
-    constexpr Scalar safety = Scalar(0.9);
-    constexpr Scalar min_factor = Scalar(0.2);
-    constexpr Scalar max_factor = Scalar(10);
-    if (error <= Scalar(0)) return max_factor;
-    return std::clamp(safety * std::pow(error, exponent_), min_factor, max_factor);
-  }
+  static constexpr Scalar safety = Scalar(0.9);
 
-  Scalar exponent_;
+  // An error of zero (a step that is exact in the pair's eyes) counts as a tiny one.
+  static Scalar floored(Scalar error) {
+    return std::max(error, std::numeric_limits<Scalar>::min());
+  }
+  static Scalar clamp_factor(Scalar factor) { return std::clamp(factor, Scalar(0.2), Scalar(10)); }
+
+  Scalar order_;
+  Scalar exponent1_;
+  Scalar exponent2_;
+  Scalar exponent3_;
+  ErrorHistory<Scalar>* history_;
 };
 
 /// The size of the first trial step (positive) by the heuristic of Hairer, Nørsett and Wanner
