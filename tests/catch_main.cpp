@@ -1,3 +1,3 @@
-// The test executables' shared main (CATCH_CONFIG_ENABLE_BENCHMARKING comes from CMake).
+// The test executables' shared main. The tests check correctness only: no Catch2 benchmarks.
 #define CATCH_CONFIG_MAIN
 #include <catch2/catch.hpp>
