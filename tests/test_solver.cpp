@@ -251,6 +251,51 @@ TEST_CASE("the adaptive pairs have their orders when stepped with fixed steps", 
   CHECK_THAT(estimate_order, WithinAbs(8.0, 0.2));
 }
 
+TEST_CASE("tsit5's continuous extension is consistent with its step", "[solver][dense]") {
+  using Tableau = flowmatch::Tsit5Tableau<double>;
+  const auto end = Tableau::dense_weights(1.0);
+  const double weights[7] = {Tableau::b1, Tableau::b2, Tableau::b3, Tableau::b4,
+                             Tableau::b5, Tableau::b6, 0.0};
+  for (std::size_t i = 0; i < 7; ++i) CHECK_THAT(end[i], WithinAbs(weights[i], 1e-14));
+  // Σ b_i(θ) = θ: a constant field moves the state by θ·h·f.
+  for (const double theta : {0.0, 0.1, 0.37, 0.5, 0.9}) {
+    const auto at = Tableau::dense_weights(theta);
+    double sum = 0;
+    for (const double weight : at) sum += weight;
+    CHECK_THAT(sum, WithinAbs(theta, 1e-14));
+  }
+}
+
+TEST_CASE("dense output: a trajectory costs no evaluations and agrees with solves stopping there",
+          "[solver][dense]") {
+  const auto flow = make_gaussian_flow();
+  const Matrix<double> x = test_batch(3, 6, 26);
+  std::vector<double> grid(101);
+  for (std::size_t k = 0; k < grid.size(); ++k) grid[k] = static_cast<double>(k) / 100;
+  for (const Method method : {Method::dopri5, Method::tsit5}) {
+    INFO(flowmatch::method_name(method));
+    SolverOptions<double> options;
+    options.method = method;
+    options.rtol = options.atol = 1e-7;
+    const auto plain = flowmatch::sample(flow, x, options);
+    options.return_trajectory = true;
+    const auto dense = flowmatch::integrate(flow, x, grid, options);
+    CHECK(dense.stats.nfe == plain.stats.nfe);
+    CHECK(dense.state == plain.state);
+    options.return_trajectory = false;
+    for (std::size_t k = 1; k < grid.size(); k += 9) {
+      const auto stopped =
+          flowmatch::integrate(flow, x, std::vector<double>{0.0, grid[k]}, options);
+      INFO("t = " << grid[k]);
+      // Both are within the tolerance of the exact flow; so is their difference.
+      CHECK((dense.trajectory[k] - stopped.state).cwiseAbs().maxCoeff() <=
+            10 * options.rtol * (1 + stopped.state.cwiseAbs().maxCoeff()));
+      CHECK((dense.trajectory[k] - flow.at(x, grid[k])).cwiseAbs().maxCoeff() <=
+            10 * options.rtol * (1 + stopped.state.cwiseAbs().maxCoeff()));
+    }
+  }
+}
+
 TEST_CASE("tsit5 steps in place exactly as out of place", "[solver][order]") {
   const Matrix<double> x0 = (Matrix<double>(2, 2) << 1.0, -0.5, 0.5, 2.0).finished();
   Matrix<double> derivative(2, 2);

@@ -150,6 +150,20 @@ ok "encode --times --trajectory" "$tool" encode --model linear.safetensors --dat
 "$check" trajectory-row encode_trajectory.npy 1 backward_half.npy
 "$check" close forward_half.npy backward_half.npy 1e-7 ||
   fail "the states at t = 0.5 forward and backward differ"
+# Dense output: 101 reported times cost dopri5 and tsit5 no evaluation beyond the plain solve.
+hundredths=$(awk 'BEGIN { for (k = 0; k <= 100; ++k) printf "%s%g", (k ? "," : ""), k / 100 }')
+for method in dopri5 tsit5; do
+  ok "sample --method $method --stats" "$tool" sample --model linear.safetensors \
+    --noise noise.npy --out plain.npy --method "$method" --stats
+  plain_nfe=$(grep -o '"nfe":[0-9]*' last.out)
+  ok "sample --method $method with 101 --times" "$tool" sample --model linear.safetensors \
+    --noise noise.npy --out dense.npy --method "$method" --times "$hundredths" \
+    --trajectory dense_trajectory.npy --stats
+  dense_nfe=$(grep -o '"nfe":[0-9]*' last.out)
+  [ -n "$plain_nfe" ] && [ "$plain_nfe" = "$dense_nfe" ] ||
+    fail "$method: 101 output times cost evaluations ($plain_nfe without, $dense_nfe with)"
+  "$check" shape dense_trajectory.npy 101,64,2 || fail "$method dense trajectory shape"
+done
 
 # --- loglik ---------------------------------------------------------------------------------
 ok "loglik (exact divergence)" "$tool" loglik --model linear.safetensors --data x1.npy \

@@ -249,7 +249,7 @@ class GridIntegrator {
                                            odeint_operations, odeint_resizer>());
         break;
       case Method::tsit5:
-        run_adaptive<false>(Tsit5Stepper<State, Scalar>());
+        run_adaptive<true>(Tsit5Stepper<State, Scalar>());
         break;
     }
     result_.state = std::move(state_);
@@ -323,9 +323,10 @@ class GridIntegrator {
   }
 
   /// Adaptive steps with odeint's controlled_runge_kutta (our error norm and controller).
-  /// With @p Dense (dopri5), steps run freely to the next tstop or the final time and interior
-  /// grid times are interpolated by the stepper's dense output; otherwise every grid time ends
-  /// a step. Every tstop ends a step, and the step selection starts afresh after it.
+  /// With @p Dense (dopri5, tsit5), steps run freely to the next tstop or the final time and
+  /// interior grid times are interpolated by the stepper's dense output; otherwise (rkf78)
+  /// every grid time ends a step. Every tstop ends a step, and the step selection starts afresh
+  /// after it.
   template <bool Dense, class ErrorStepper>
   void run_adaptive(ErrorStepper error_stepper) {
     namespace odeint = boost::numeric::odeint;

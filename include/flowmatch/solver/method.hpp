@@ -26,8 +26,8 @@ enum class Method {
   /// this rule, not the classic one.
   rk38,
   dopri5,  ///< Dormand–Prince 5(4), FSAL, with dense output at the grid times (adaptive).
-  rkf78,   ///< Runge–Kutta–Fehlberg 7(8) (adaptive).
-  tsit5,   ///< Tsitouras 5(4), FSAL (adaptive).
+  rkf78,   ///< Runge–Kutta–Fehlberg 7(8) (adaptive; every grid time ends a step).
+  tsit5,   ///< Tsitouras 5(4), FSAL, with dense output at the grid times (adaptive).
 };
 
 namespace detail {

@@ -5,8 +5,12 @@
 /// assumption", Computers & Mathematics with Applications 62 (2011) 770–775, Table 1.
 /// Seven stages; the seventh is f(t + h, x_new), which is also the first stage of the next
 /// step (first same as last), so a step costs six evaluations. The propagated solution has
-/// order 5, the embedded one order 4; the error estimate is h·Σ (b_i − b̂_i)·k_i.
+/// order 5, the embedded one order 4; the error estimate is h·Σ (b_i − b̂_i)·k_i. The
+/// continuous extension of the same paper gives dense output between the ends of a step.
 #pragma once
+
+#include <array>
+#include <cstddef>
 
 #include <boost/numeric/odeint/stepper/base/explicit_error_stepper_fsal_base.hpp>
 #include <boost/numeric/odeint/util/bind.hpp>
@@ -58,6 +62,31 @@ struct Tsit5Tableau {
   static constexpr Scalar e5 = Scalar(0.5823571654525552);
   static constexpr Scalar e6 = Scalar(-0.45808210592918697);
   static constexpr Scalar e7 = Scalar(1) / Scalar(66);
+
+  /// The weights b_i(θ) of Tsitouras's continuous extension (order 4), with which
+  /// x(t + θh) ≈ x(t) + h·Σ_{i=1..7} b_i(θ)·k_i for θ in [0, 1] (k_7 = f(t + h, x(t + h))):
+  /// b_i(θ) = r_i1·θ + r_i2·θ² + r_i3·θ³ + r_i4·θ⁴, the paper's polynomials expanded. At θ = 1
+  /// they are the weights b_i of the step (b_7 = 0).
+  static std::array<Scalar, 7> dense_weights(Scalar theta) {
+    static constexpr Scalar r[7][4] = {{Scalar(1), Scalar(-2.763706197274826),
+                                        Scalar(2.9132554618219126), Scalar(-1.0530884977290216)},
+                                       {Scalar(0), Scalar(0.1317), Scalar(-0.2234), Scalar(0.1017)},
+                                       {Scalar(0), Scalar(3.9302962368947516),
+                                        Scalar(-5.941033872131505), Scalar(2.490627285651253)},
+                                       {Scalar(0), Scalar(-12.411077166933676),
+                                        Scalar(30.33818863028232), Scalar(-16.548102889244902)},
+                                       {Scalar(0), Scalar(37.50931341651104),
+                                        Scalar(-88.1789048947664), Scalar(47.37952196281928)},
+                                       {Scalar(0), Scalar(-27.896526289197286),
+                                        Scalar(65.09189467479366), Scalar(-34.87065786149661)},
+                                       {Scalar(0), Scalar(1.5), Scalar(-4), Scalar(2.5)}};
+    std::array<Scalar, 7> weights{};
+    for (std::size_t i = 0; i < 7; ++i) {
+      // Horner: θ·(r1 + θ·(r2 + θ·(r3 + θ·r4))).
+      weights[i] = theta * (r[i][0] + theta * (r[i][1] + theta * (r[i][2] + theta * r[i][3])));
+    }
+    return weights;
+  }
 };
 
 /// The Tsitouras 5(4) pair as an odeint explicit FSAL error stepper (order 5, stepper order
@@ -147,6 +176,24 @@ class Tsit5Stepper : public boost::numeric::odeint::explicit_error_stepper_fsal_
         typename operations_type::template scale_sum7<time_type, time_type, time_type, time_type,
                                                       time_type, time_type, time_type>(
             dt * T::e1, dt * T::e2, dt * T::e3, dt * T::e4, dt * T::e5, dt * T::e6, dt * T::e7));
+  }
+
+  /// Dense output after a step from (t_old, x_old) to (t_new, x_new): the state at @p t in
+  /// [t_old, t_new] by the continuous extension (Tsit5Tableau::dense_weights), from the stages
+  /// of that step, which must be the last one taken. @p deriv_old is k_1 = f(t_old, x_old),
+  /// @p deriv_new is k_7 = f(t_new, x_new).
+  template <class StateOut, class StateIn1, class DerivIn1, class StateIn2, class DerivIn2>
+  void calc_state(time_type t, StateOut& x, const StateIn1& x_old, const DerivIn1& deriv_old,
+                  time_type t_old, const StateIn2& /*x_new*/, const DerivIn2& deriv_new,
+                  time_type t_new) const {
+    const time_type step = t_new - t_old;
+    const auto b = Tsit5Tableau<value_type>::dense_weights((t - t_old) / step);
+    algebra_type::for_each9(
+        x, x_old, deriv_old, k2_.m_v, k3_.m_v, k4_.m_v, k5_.m_v, k6_.m_v, deriv_new,
+        typename operations_type::template scale_sum8<value_type, time_type, time_type, time_type,
+                                                      time_type, time_type, time_type, time_type>(
+            1, step * b[0], step * b[1], step * b[2], step * b[3], step * b[4], step * b[5],
+            step * b[6]));
   }
 
   /// Sizes all temporaries like @p x.
