@@ -627,6 +627,16 @@ Matrix<double> sample_cost(Index rows, Index cols, std::uint64_t seed) {
   return flowmatch::squared_euclidean_cost(x0, (x1.colwise() + Vector<double>::Ones(2)).eval());
 }
 
+// Sinkhorn at ε = @p epsilon times the mean cost, run to a marginal error of 1e-12.
+flowmatch::SinkhornOptions<double> converged_options(double epsilon) {
+  flowmatch::SinkhornOptions<double> options;
+  options.epsilon = epsilon;
+  options.epsilon_relative_to_mean_cost = true;
+  options.tolerance = 1e-12;
+  options.max_iterations = 100000;
+  return options;
+}
+
 }  // namespace
 
 TEST_CASE("the Sinkhorn plan matches a plain log-domain reference for every epsilon",
@@ -636,12 +646,7 @@ TEST_CASE("the Sinkhorn plan matches a plain log-domain reference for every epsi
     const Matrix<double> cost = sample_cost(rows, cols, 31);
     for (const double epsilon : {1.0, 0.1, 0.01, 1e-3}) {
       INFO("rows " << rows << ", cols " << cols << ", epsilon " << epsilon);
-      flowmatch::SinkhornOptions<double> options;
-      options.epsilon = epsilon;
-      options.epsilon_relative_to_mean_cost = true;
-      options.tolerance = 1e-12;
-      options.max_iterations = 100000;
-      const auto result = flowmatch::sinkhorn(cost, options);
+      const auto result = flowmatch::sinkhorn(cost, converged_options(epsilon));
       REQUIRE(result.converged);
       const Matrix<double> reference = reference_log_plan(cost, result.epsilon);
       CHECK(plan_distance(result.log_plan, reference) <= 1e-11);
@@ -656,11 +661,7 @@ TEST_CASE("the Sinkhorn fixed point satisfies both marginals, in double and floa
   const Matrix<double> cost = sample_cost(24, 19, 32);
   for (const double epsilon : {1.0, 0.1, 0.01, 1e-3}) {
     INFO("epsilon " << epsilon);
-    flowmatch::SinkhornOptions<double> options;
-    options.epsilon = epsilon;
-    options.epsilon_relative_to_mean_cost = true;
-    options.tolerance = 1e-12;
-    options.max_iterations = 100000;
+    const flowmatch::SinkhornOptions<double> options = converged_options(epsilon);
     const auto result = flowmatch::sinkhorn(cost, options);
     REQUIRE(result.converged);
     const auto [row_error, column_error] = marginal_errors(result.log_plan);
