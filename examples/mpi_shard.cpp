@@ -31,6 +31,7 @@
 #include <cmath>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <iostream>
 #include <limits>
 #include <map>
@@ -255,7 +256,7 @@ Matrix<double> compute_shard(const Job& job, int rank, int ranks, Index& total_r
   if (mine.count == 0) return Matrix<double>(densities ? 1 : points.rows(), 0);
 
   flowmatch::ThreadPool pool(job.threads);
-  const auto field = flowmatch::parallel_field(model, pool, kChunkColumns);
+  const auto field = flowmatch::parallel_field(std::cref(model), pool, kChunkColumns);
   if (job.command == "sample") return flowmatch::sample(field, points, job.options).state;
   if (job.command == "encode") return flowmatch::encode(field, points, job.options).state;
   if (job.command == "velocity") {

@@ -143,6 +143,27 @@ TEST_CASE("w = 1 gives the conditional field and w = 0 the unconditional one", "
   }
 }
 
+TEST_CASE("guidance and evaluation deduce their scalar type from Eigen expressions", "[guidance]") {
+  const ClassConditionalOracle oracle;
+  const std::vector<int> labels{0, 1, 1, 0};
+  const Matrix<double> x = standard_normal(2, 4, 3);
+  const Matrix<double> condition = one_hot(labels);
+  // Expressions, not matrices: no explicit template argument is needed.
+  auto by_expression = flowmatch::classifier_free_guidance(std::cref(oracle), 1.0 * condition,
+                                                           Vector<double>::Constant(4, 2.0));
+  auto by_matrix = flowmatch::classifier_free_guidance(std::cref(oracle), condition, 2.0);
+  Matrix<double> from_expression(2, 4);
+  Matrix<double> from_matrix(2, 4);
+  flowmatch::evaluate_velocity(by_expression, 0.3, x, from_expression);
+  flowmatch::evaluate_velocity(by_matrix, 0.3, x, from_matrix);
+  CHECK(from_expression == from_matrix);
+  // u = 2 u_cond − u_null, from the oracle's own fields.
+  Matrix<double> conditional(2, 4);
+  oracle(0.3, x, condition, conditional);
+  const Matrix<double> null = flowmatch::evaluate_velocity(oracle.mixture(), 0.3, x);
+  CHECK((from_matrix - (2.0 * conditional - null)).cwiseAbs().maxCoeff() < 1e-14);
+}
+
 TEST_CASE("guided velocity follows (1 - w) u_null + w u_cond and the scale convention",
           "[guidance]") {
   const ClassConditionalOracle oracle;

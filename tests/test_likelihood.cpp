@@ -7,6 +7,7 @@
 #include <limits>
 #include <numbers>
 #include <random>
+#include <span>
 #include <stdexcept>
 #include <type_traits>
 #include <utility>
@@ -15,6 +16,7 @@
 #include "flowmatch/autodiff/dual.hpp"
 #include "flowmatch/autodiff/field_derivatives.hpp"
 #include "flowmatch/autodiff/finite_differences.hpp"
+#include "flowmatch/field/any_field.hpp"
 #include "flowmatch/likelihood/bits_per_dimension.hpp"
 #include "flowmatch/likelihood/conditioned_field.hpp"
 #include "flowmatch/likelihood/divergence.hpp"
@@ -295,6 +297,81 @@ TEST_CASE("ODE log-likelihood equals the mixture's log-density in 16-D, full cov
   const Matrix<double> x = oracle.data().sample(16, generator);
   const auto result = flowmatch::log_likelihood(oracle, x, tight_dopri5());
   CHECK((result.log_prob - oracle.data().log_prob(x)).cwiseAbs().maxCoeff() < 1e-6);
+}
+
+TEST_CASE("a time grid gives the marginal log-density at every grid time", "[likelihood]") {
+  const MixturePath oracle(planar_mixture());
+  std::mt19937_64 generator(23);
+  const Matrix<double> x = oracle.data().sample(24, generator);
+  const std::vector<double> backward{1.0, 0.7, 0.35, 0.0};
+  const auto result =
+      flowmatch::log_likelihood(oracle, x, std::span<const double>(backward), tight_dopri5());
+  REQUIRE(result.times == backward);
+  REQUIRE(result.trajectory.size() == backward.size());
+  REQUIRE(result.log_prob_trajectory.size() == backward.size());
+  // log p_t(x_t) along the trajectory is the closed-form marginal density at x_t.
+  for (std::size_t k = 0; k < backward.size(); ++k) {
+    const Vector<double> exact = oracle.log_prob(backward[k], result.trajectory[k]);
+    CHECK((result.log_prob_trajectory[k] - exact).cwiseAbs().maxCoeff() < 1e-6);
+  }
+  CHECK(result.trajectory.front() == x);
+  CHECK(result.log_prob_trajectory.front() == result.log_prob);
+  CHECK(result.log_prob_trajectory.back() == result.source_log_prob);
+
+  // Sampling through a grid: the same marginals along the forward trajectory.
+  const std::vector<double> forward{0.0, 0.5, 1.0};
+  const auto sampled = flowmatch::sample_with_log_likelihood(
+      oracle, result.noise, std::span<const double>(forward), tight_dopri5());
+  for (std::size_t k = 0; k < forward.size(); ++k) {
+    const Vector<double> exact = oracle.log_prob(forward[k], sampled.trajectory[k]);
+    CHECK((sampled.log_prob_trajectory[k] - exact).cwiseAbs().maxCoeff() < 1e-6);
+  }
+  CHECK(sampled.log_prob == sampled.log_prob_trajectory.back());
+
+  const std::vector<double> open_ended{1.0, 0.5};
+  const std::vector<double> wrong_way{0.0, 1.0};
+  CHECK_THROWS_AS(flowmatch::log_likelihood(oracle, x, std::span<const double>(open_ended)),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(flowmatch::log_likelihood(oracle, x, std::span<const double>(wrong_way)),
+                  std::invalid_argument);
+}
+
+TEST_CASE("a type-erased field without a divergence is reported before any evaluation",
+          "[likelihood]") {
+  // Not generic over its scalar type and without members: the velocity only.
+  std::size_t calls = 0;
+  const auto velocity_only = [&calls](double /*t*/, const Matrix<double>& x) {
+    ++calls;
+    return Matrix<double>(-x);
+  };
+  const flowmatch::AnyField<double> field(velocity_only);
+  CHECK_FALSE(field.offers(flowmatch::capability::Divergence{}));
+  CHECK_FALSE(field.offers(flowmatch::capability::Jvp{}));
+  CHECK(field.offers(flowmatch::capability::Velocity{}));
+  const Matrix<double> x = Matrix<double>::Ones(2, 3);
+  CHECK_THROWS_WITH(flowmatch::log_likelihood(field, x),
+                    Catch::Contains("the log-likelihood needs the field's velocity with "
+                                    "divergence in one pass"));
+  std::mt19937_64 generator(1);
+  const flowmatch::Hutchinson<std::mt19937_64> hutchinson(
+      2, flowmatch::ProbeDistribution::rademacher, generator);
+  CHECK_THROWS_WITH(flowmatch::log_likelihood(field, x, {}, hutchinson),
+                    Catch::Contains("Jacobian-vector product"));
+  CHECK(calls == 0);
+
+  // The same field with a generic body offers everything by forward mode.
+  const flowmatch::AnyField<double> generic([](auto /*t*/, const auto& points) {
+    using Batch = std::decay_t<decltype(points)>;
+    return flowmatch::Matrix<typename Batch::Scalar>(-points);
+  });
+  CHECK(generic.offers(flowmatch::capability::DivergenceGradient{}));
+  const auto result = flowmatch::log_likelihood(generic, x, tight_dopri5());
+  // u = −x: x(0) = e·x, log p_1(x) = log N(e·x) + 2 (∇·u = −2 for one unit of time).
+  const Matrix<double> noise = std::exp(1.0) * x;
+  const Vector<double> expected =
+      (-0.5 * noise.colwise().squaredNorm().array() - std::log(2 * std::numbers::pi) + 2.0)
+          .transpose();
+  CHECK((result.log_prob - expected).cwiseAbs().maxCoeff() < 1e-7);
 }
 
 TEST_CASE("forward mode divergence of a generic lambda gives the same log-likelihood",

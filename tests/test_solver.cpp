@@ -677,6 +677,25 @@ TEST_CASE("a non-finite velocity throws numerical_error naming time and sample",
   }
 }
 
+#ifndef NDEBUG
+// Builds with assertions fill the output with NaN before an in-place field writes it.
+TEST_CASE("an in-place field that leaves entries unwritten is caught", "[solver][failure]") {
+  const auto lazy = [](double /*t*/, const ConstMatrixRef<double>& x, MatrixRef<double> out) {
+    out.leftCols(2) = -x.leftCols(2);  // columns 2 and 3 are never written
+  };
+  const Matrix<double> x = test_batch(2, 4, 16);
+  SolverOptions<double> options;
+  options.method = Method::rk4;
+  options.step_size = 0.25;
+  try {
+    flowmatch::sample(lazy, x, options);
+    FAIL("no exception");
+  } catch (const flowmatch::numerical_error& error) {
+    CHECK(error.sample() == 2);
+  }
+}
+#endif
+
 TEST_CASE("an overflowing state throws numerical_error", "[solver][failure]") {
   // x' = 1e300·x overflows to infinity within one Euler step of the whole interval.
   const auto explosive = [](double, const ConstMatrixRef<double>& x, MatrixRef<double> out) {

@@ -50,11 +50,11 @@ constexpr Index kChunkColumns = 256;
 template <class Scalar>
 struct ParallelNetwork {
   ParallelNetwork(std::shared_ptr<const Mlp<Scalar>> network, int threads)
-      : mlp(std::move(network)), pool(threads), field(*mlp, pool, kChunkColumns) {}
+      : mlp(std::move(network)), pool(threads), field(std::cref(*mlp), pool, kChunkColumns) {}
 
   std::shared_ptr<const Mlp<Scalar>> mlp;
   flowmatch::ThreadPool pool;
-  flowmatch::ParallelField<Mlp<Scalar>> field;
+  flowmatch::ParallelField<std::reference_wrapper<const Mlp<Scalar>>> field;
 };
 
 /// The model as a velocity field: the network on --threads threads, with its conditions bound
@@ -63,15 +63,14 @@ template <class Scalar>
 AnyField<Scalar> model_field(std::shared_ptr<const Mlp<Scalar>> mlp, int threads,
                              const std::optional<Matrix<Scalar>>& conditions,
                              const std::optional<Vector<Scalar>>& guidance_weights) {
-  using Network = flowmatch::ParallelField<Mlp<Scalar>>;
+  using Network = flowmatch::ParallelField<std::reference_wrapper<const Mlp<Scalar>>>;
   // Not const: the pool's threads change its state on every evaluation.
   const auto parallel = std::make_shared<ParallelNetwork<Scalar>>(std::move(mlp), threads);
   // Shares ownership of the whole ParallelNetwork, points at its field.
   const std::shared_ptr<const Network> network(parallel, &parallel->field);
-  if (!conditions) return AnyField<Scalar>(network);
+  if (!conditions) return AnyField<Scalar>(std::cref(*network), network);
   if (!guidance_weights) {
-    return AnyField<Scalar>(flowmatch::ConditionedField<Scalar, Network>(*network, *conditions),
-                            network);
+    return AnyField<Scalar>(flowmatch::ConditionedField(std::cref(*network), *conditions), network);
   }
   return AnyField<Scalar>(
       flowmatch::classifier_free_guidance(std::cref(*network), *conditions, *guidance_weights),
@@ -247,6 +246,43 @@ auto with_divergence_estimator(const DivergenceOptions& options, Run&& run) {
   return run(hutchinson);
 }
 
+/// A log-likelihood integration from @p start to @p end through the --times (one pass: x, its
+/// log-density and, with --trajectory, the states at the --times); writes the trajectory files
+/// and prints the statistics. @p loglik_trajectory, if not empty, receives log p_t(x_t) at the
+/// --times as a [len(times), N] float64 array.
+template <class Scalar, class Compute>
+flowmatch::LikelihoodResult<Scalar> likelihood_through_times(const SolverCliOptions& options,
+                                                             double start, double end,
+                                                             const std::string& loglik_trajectory,
+                                                             Compute&& compute) {
+  const Grid<Scalar> grid = grid_through<Scalar>(options.times, start, end);
+  const flowmatch::LikelihoodResult<Scalar> result =
+      compute(std::span<const Scalar>(grid.times), solver_options<Scalar>(options));
+  const auto rows = static_cast<std::int64_t>(grid.reported.size());
+  if (!options.trajectory.empty()) {
+    std::vector<Scalar> states;
+    for (const std::size_t k : grid.reported) {
+      // A d×N column-major state has the memory of an [N, d] C-order array.
+      const Matrix<Scalar>& state = result.trajectory[k];
+      states.insert(states.end(), state.data(), state.data() + state.size());
+    }
+    const Matrix<Scalar>& last = result.trajectory.back();
+    flowmatch::io::save_npy_array<Scalar>(options.trajectory, {rows, last.cols(), last.rows()},
+                                          states);
+  }
+  if (!loglik_trajectory.empty()) {
+    std::vector<double> densities;
+    for (const std::size_t k : grid.reported) {
+      const Vector<Scalar>& at_time = result.log_prob_trajectory[k];
+      for (Index n = 0; n < at_time.size(); ++n) densities.push_back(at_time(n));
+    }
+    flowmatch::io::save_npy_array<double>(loglik_trajectory, {rows, result.log_prob.size()},
+                                          densities);
+  }
+  if (options.stats) std::cout << stats_json(result.stats).dump() << "\n";
+  return result;
+}
+
 /// With --trajectory, the states at the --times of an integration of x alone from @p start to
 /// @p end (for the subcommands whose own integration carries more than x).
 template <class Scalar>
@@ -266,6 +302,9 @@ void run_sample(const SampleOptions& options) {
   AnyField<Scalar> field = model_field<Scalar>(
       mlp, options.common.threads, load_conditions<Scalar>(options.conditions, noise.cols(), *mlp),
       load_guidance<Scalar>(options.guidance, noise.cols(), *mlp));
+  if (options.loglik.empty() && !options.loglik_trajectory.empty()) {
+    throw std::invalid_argument("--loglik-trajectory needs --loglik");
+  }
   if (options.loglik.empty()) {
     if (options.transform_to.empty()) {
       integrate_and_save(plain_integration(field), noise, 0.0, 1.0, options.solver, options.out);
@@ -292,15 +331,14 @@ void run_sample(const SampleOptions& options) {
         flowmatch::transform_schedule(field, NamedScheduler<Scalar>(options.model.scheduler),
                                       NamedScheduler<Scalar>(options.transform_to)));
   }
-  const flowmatch::SolverOptions<Scalar> solver = solver_options<Scalar>(options.solver);
-  const auto result = with_divergence_estimator(options.divergence, [&](const auto& estimator) {
-    return flowmatch::sample_with_log_likelihood(field, noise, solver, estimator);
-  });
-  const auto trajectory = trajectory_of(field, noise, 0.0, 1.0, options.solver);
+  const auto result = likelihood_through_times<Scalar>(
+      options.solver, 0.0, 1.0, options.loglik_trajectory, [&](auto times, const auto& solver) {
+        return with_divergence_estimator(options.divergence, [&](const auto& estimator) {
+          return flowmatch::sample_with_log_likelihood(field, noise, times, solver, estimator);
+        });
+      });
   flowmatch::io::save_npy(options.out, result.data);
   flowmatch::io::save_npy_vector<double>(options.loglik, result.log_prob.template cast<double>());
-  if (trajectory) save_trajectory(options.solver, *trajectory);
-  if (options.solver.stats) std::cout << stats_json(result.stats).dump() << "\n";
 }
 
 template <class Scalar>
@@ -319,15 +357,14 @@ void run_loglik(const LoglikOptions& options) {
   const Matrix<Scalar> data = load_points<Scalar>(options.data, "--data", *mlp);
   const AnyField<Scalar> field = model_field<Scalar>(
       mlp, options.common.threads, load_conditions<Scalar>(options.conditions, data.cols(), *mlp),
-      std::nullopt);
-  const flowmatch::SolverOptions<Scalar> solver = solver_options<Scalar>(options.solver);
-  const auto result = with_divergence_estimator(options.divergence, [&](const auto& estimator) {
-    return flowmatch::log_likelihood(field, data, solver, estimator);
-  });
-  const auto trajectory = trajectory_of(field, data, 1.0, 0.0, options.solver);
+      load_guidance<Scalar>(options.guidance, data.cols(), *mlp));
+  const auto result = likelihood_through_times<Scalar>(
+      options.solver, 1.0, 0.0, options.loglik_trajectory, [&](auto times, const auto& solver) {
+        return with_divergence_estimator(options.divergence, [&](const auto& estimator) {
+          return flowmatch::log_likelihood(field, data, times, solver, estimator);
+        });
+      });
   flowmatch::io::save_npy_vector<double>(options.out, result.log_prob.template cast<double>());
-  if (trajectory) save_trajectory(options.solver, *trajectory);
-  if (options.solver.stats) std::cout << stats_json(result.stats).dump() << "\n";
 }
 
 template <class Scalar>
@@ -336,7 +373,7 @@ void run_score(const ScoreOptions& options) {
   const Matrix<Scalar> data = load_points<Scalar>(options.data, "--data", *mlp);
   const AnyField<Scalar> field = model_field<Scalar>(
       mlp, options.common.threads, load_conditions<Scalar>(options.conditions, data.cols(), *mlp),
-      std::nullopt);
+      load_guidance<Scalar>(options.guidance, data.cols(), *mlp));
   const auto t = static_cast<Scalar>(options.t);
   if (options.mode == "approx") {
     if (!options.solver.times.empty() || !options.solver.trajectory.empty()) {

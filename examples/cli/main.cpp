@@ -138,6 +138,8 @@ CLI::App* add_sample_command(CLI::App& app, SampleOptions& options) {
   command->add_option("--noise", options.noise, "the noise, [N, d] .npy")->required();
   command->add_option("--out", options.out, "the samples, [N, d] .npy")->required();
   command->add_option("--loglik", options.loglik, "also write each sample's log-density");
+  command->add_option("--loglik-trajectory", options.loglik_trajectory,
+                      "with --loglik, log p_t(x_t) at the --times, [len(times), N] float64 .npy");
   command->add_option("--transform-to", options.transform_to,
                       "sample under another scheduler: cosine, vp, linear-vp or poly:N");
   add_condition_options(*command, options.conditions);
@@ -165,7 +167,10 @@ CLI::App* add_loglik_command(CLI::App& app, LoglikOptions& options) {
   add_model_options(*command, options.model);
   command->add_option("--data", options.data, "the points, [N, d] .npy")->required();
   command->add_option("--out", options.out, "the log-densities, [N] float64 .npy")->required();
+  command->add_option("--loglik-trajectory", options.loglik_trajectory,
+                      "log p_t(x_t) at the --times, [len(times), N] float64 .npy");
   add_condition_options(*command, options.conditions);
+  add_guidance_options(*command, options.guidance);
   add_solver_options(*command, options.solver);
   add_divergence_options(*command, options.divergence);
   add_common_options(*command, options.common);
@@ -184,6 +189,7 @@ CLI::App* add_score_command(CLI::App& app, ScoreOptions& options) {
                    "the model's flow)")
       ->check(CLI::IsMember({"approx", "exact"}));
   add_condition_options(*command, options.conditions);
+  add_guidance_options(*command, options.guidance);
   add_solver_options(*command, options.solver);
   add_common_options(*command, options.common);
   return command;

@@ -69,8 +69,9 @@ struct SampleOptions {
   DivergenceOptions divergence;
   std::string noise;
   std::string out;
-  std::string loglik;        ///< also write each sample's log-density here
-  std::string transform_to;  ///< sample under this scheduler instead
+  std::string loglik;             ///< also write each sample's log-density here
+  std::string loglik_trajectory;  ///< [len(times), N] .npy of log p_t(x_t) at the --times
+  std::string transform_to;       ///< sample under this scheduler instead
 };
 
 struct EncodeOptions {
@@ -87,16 +88,19 @@ struct LoglikOptions {
   CommonOptions common;
   ModelOptions model;
   ConditionOptions conditions;
+  GuidanceOptions guidance;
   SolverCliOptions solver;
   DivergenceOptions divergence;
   std::string data;
   std::string out;
+  std::string loglik_trajectory;  ///< [len(times), N] .npy of log p_t(x_t) at the --times
 };
 
 struct ScoreOptions {
   CommonOptions common;
   ModelOptions model;
   ConditionOptions conditions;
+  GuidanceOptions guidance;
   SolverCliOptions solver;
   std::string data;
   std::string out;

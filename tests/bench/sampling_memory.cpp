@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <random>
 #include <string>
 
@@ -50,7 +51,7 @@ int main(int argc, char** argv) {
     result = flowmatch::sample(net, x0, options);
   } else {
     flowmatch::ThreadPool pool(threads);
-    result = flowmatch::sample(flowmatch::parallel_field(net, pool), x0, options);
+    result = flowmatch::sample(flowmatch::parallel_field(std::cref(net), pool), x0, options);
   }
   const double mib = 1.0 / (1024.0 * 1024.0);
   const double state_mib = static_cast<double>(2 * samples) * sizeof(float) * mib;

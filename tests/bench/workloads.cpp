@@ -27,6 +27,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <random>
 #include <string>
@@ -187,7 +188,7 @@ void with_field(const Mlp<Scalar>& net, int threads, const Run& run) {
     return;
   }
   flowmatch::ThreadPool pool(threads);
-  run(flowmatch::parallel_field(net, pool));
+  run(flowmatch::parallel_field(std::cref(net), pool));
 }
 
 std::string field_suffix(int threads) {

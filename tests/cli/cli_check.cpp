@@ -20,6 +20,7 @@
 //
 // Usage: cli_check <mode> <arguments>; exit status 0 when the check passes.
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <iostream>
@@ -231,6 +232,16 @@ int run(const std::vector<std::string>& args) {
                    close(tail, last, tolerance, "trajectory[-1]")
                ? 0
                : 1;
+  }
+  if (mode == "row") {  // row ARRAY k VECTOR TOL: row k of a [T, N] array against an [N] file
+    const flowmatch::io::NpyArray rows = flowmatch::io::read_npy(args.at(1));
+    flowmatch::io::NpyArray expected = flowmatch::io::read_npy(args.at(3));
+    const std::size_t size = expected.values.size();
+    const std::size_t row = std::stoul(args.at(2));
+    flowmatch::io::NpyArray selected = expected;
+    selected.values.assign(rows.values.begin() + static_cast<std::ptrdiff_t>(row * size),
+                           rows.values.begin() + static_cast<std::ptrdiff_t>((row + 1) * size));
+    return close(selected, expected, std::stod(args.at(4)), "row " + args[2]) ? 0 : 1;
   }
   if (mode == "trajectory-row") {  // trajectory-row TRAJ k OUT: the [N, d] state of row k
     const flowmatch::io::NpyArray trajectory = flowmatch::io::read_npy(args.at(1));

@@ -174,6 +174,14 @@ ok "loglik --times --trajectory" "$tool" loglik --model linear.safetensors --dat
   --out ll_grid.npy --times 1,0.5,0 --trajectory loglik_trajectory.npy "${tight[@]}"
 "$check" trajectory-ends loglik_trajectory.npy x1.npy noise.npy 1e-7 ||
   fail "loglik trajectory from the data to the noise"
+# log p_t(x_t) at t = 1 is the log-likelihood; the --times cost no second integration.
+ok "loglik --loglik-trajectory" "$tool" loglik --model linear.safetensors --data x1.npy \
+  --out ll_grid2.npy --times 1,0.5,0 --loglik-trajectory ll_path.npy "${tight[@]}" --stats
+"$check" shape ll_path.npy 3,64 || fail "--loglik-trajectory writes [len(times), N]"
+"$check" loglik linear.safetensors x1.npy ll_grid2.npy 1e-7 || fail "loglik through --times"
+"$check" row ll_path.npy 0 ll_grid2.npy 0 || fail "--loglik-trajectory row 0 is the loglik"
+rejects "sample --loglik-trajectory without --loglik" never.npy "$tool" sample \
+  --model linear.safetensors --noise noise.npy --out never.npy --loglik-trajectory never_ll.npy
 ok "loglik --precision float" "$tool" loglik --model linear.safetensors --data x1.npy \
   --out ll_float.npy --precision float --rtol 1e-6 --atol 1e-6
 "$check" loglik linear.safetensors x1.npy ll_float.npy 1e-4 || fail "float loglik"
@@ -294,6 +302,26 @@ ok "loglik --labels --divergence hutchinson" "$tool" loglik --model conditional.
   --divergence hutchinson --probes 2 "${tight[@]}"
 "$check" loglik conditional.safetensors labelled.npy ll_labelled_hutchinson.npy 1e-7 labels.npy ||
   fail "conditional Hutchinson loglik vs closed form"
+
+ok "loglik --guidance" "$tool" loglik --model conditional.safetensors --data guided.npy \
+  --out ll_guided_direct.npy "${conditions[@]}" --guidance 2.5 "${tight[@]}"
+"$check" loglik conditional.safetensors guided.npy ll_guided_direct.npy 1e-7 labels.npy 2.5 ||
+  fail "loglik of a guided field vs closed form"
+ok "loglik --guidance-file --divergence hutchinson" "$tool" loglik \
+  --model conditional.safetensors --data guided_file.npy --out ll_guided_file_direct.npy \
+  "${conditions[@]}" --guidance-file weights.npy --divergence hutchinson "${tight[@]}"
+"$check" loglik conditional.safetensors guided_file.npy ll_guided_file_direct.npy 1e-7 \
+  labels.npy weights.npy || fail "Hutchinson loglik of a per-sample guided field vs closed form"
+ok "score --guidance --mode exact" "$tool" score --model conditional.safetensors \
+  --data guided.npy --t 0.6 --mode exact --out score_guided_exact.npy "${conditions[@]}" \
+  --guidance 2.5 "${tight[@]}"
+"$check" exact-score conditional.safetensors guided.npy score_guided_exact.npy 1e-7 0.6 \
+  labels.npy 2.5 || fail "exact score of a guided field vs closed form"
+ok "score --guidance-file" "$tool" score --model conditional.safetensors \
+  --data guided_file.npy --t 0.3 --out score_guided_approx.npy "${conditions[@]}" \
+  --guidance-file weights.npy
+"$check" approx-score conditional.safetensors guided_file.npy score_guided_approx.npy 1e-10 0.3 \
+  labels.npy weights.npy || fail "approx score of a per-sample guided field vs its formula"
 
 # --- train, info, resume --------------------------------------------------------------------
 small=(--hidden 16,16 --batch 32 --seed 3)

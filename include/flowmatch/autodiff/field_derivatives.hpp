@@ -20,32 +20,19 @@
 /// exact members or use a Hutchinson estimator.
 #pragma once
 
+#include <concepts>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 
 #include "flowmatch/autodiff/dual.hpp"
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/validate.hpp"
-#include "flowmatch/field/velocity_field.hpp"
+#include "flowmatch/field/capabilities.hpp"
 
 namespace flowmatch {
-
-/// A field that offers vector-Jacobian products: `field.vjp(t, x, cotangent, out)` writes
-/// (∂u_t/∂x)ᵀ·cotangent for each sample (d×N).
-template <class F, class Scalar>
-concept HasVjp = requires(const F& field, Scalar t, const ConstMatrixRef<Scalar>& x,
-                          const ConstMatrixRef<Scalar>& cotangent, MatrixRef<Scalar> out) {
-  field.vjp(t, x, cotangent, out);
-};
-
-/// A field that offers the gradient of its divergence: `field.divergence_gradient(t, x, out)`
-/// writes ∇_x(∇·u_t) for each sample (d×N).
-template <class F, class Scalar>
-concept HasDivergenceGradient = requires(const F& field, Scalar t, const ConstMatrixRef<Scalar>& x,
-                                         MatrixRef<Scalar> out) {
-  field.divergence_gradient(t, x, out);
-};
 
 /// A field generic over its scalar type: it is a VelocityField for Dual<Scalar>, so forward
 /// mode gives its first derivatives.
@@ -133,6 +120,88 @@ void contract_jacobian(const Matrix<Scalar>& jacobian, const ConstMatrixRef<Scal
   }
 }
 
+/// ∇_x(∇·u_t) by forward mode with nested duals: column (j·d + i)·N + n carries directions e_i
+/// (inner) and e_j (outer), and ∂_j ∂_i u_i summed over i is the j-th entry (one call on
+/// d×(d²·N) duals).
+template <class Scalar, class Field>
+void forward_divergence_gradient(const Field& field, Scalar t, const ConstMatrixRef<Scalar>& x,
+                                 MatrixRef<Scalar> out) {
+  using D = Dual<Scalar>;
+  using DD = Dual<D>;
+  const Index dim = x.rows();
+  const Index samples = x.cols();
+  Matrix<DD> x_dual(dim, dim * dim * samples);
+  for (Index j = 0; j < dim; ++j) {
+    for (Index i = 0; i < dim; ++i) {
+      for (Index n = 0; n < samples; ++n) {
+        for (Index r = 0; r < dim; ++r) {
+          x_dual(r, (j * dim + i) * samples + n) =
+              DD(D(x(r, n), r == i ? Scalar(1) : Scalar(0)), D(r == j ? Scalar(1) : Scalar(0)));
+        }
+      }
+    }
+  }
+  Matrix<DD> velocity(dim, x_dual.cols());
+  evaluate_velocity<DD>(field, DD(t), x_dual, velocity);
+  out.setZero();
+  for (Index j = 0; j < dim; ++j) {
+    for (Index i = 0; i < dim; ++i) {
+      for (Index n = 0; n < samples; ++n) {
+        out(j, n) += velocity(i, (j * dim + i) * samples + n).derivative.derivative;
+      }
+    }
+  }
+}
+
+}  // namespace detail
+
+/// The capability @p Tag is available for @p Field: the field offers its member, or the library
+/// derives it by forward mode (first derivatives of a ForwardDifferentiable field, the gradient
+/// of the divergence of a TwiceForwardDifferentiable one; the fused velocity with divergence
+/// whenever the divergence is available).
+template <class Tag, class Field, class Scalar>
+concept Derivable = Tag::template offered_by<Field, Scalar> ||
+                    (std::same_as<Tag, capability::VelocityDivergence> &&
+                     (HasDivergence<Field, Scalar> || ForwardDifferentiable<Field, Scalar>)) ||
+                    ((std::same_as<Tag, capability::Divergence> ||
+                      std::same_as<Tag, capability::Jvp> ||
+                      std::same_as<Tag, capability::Vjp>)&&ForwardDifferentiable<Field, Scalar>) ||
+                    (std::same_as<Tag, capability::DivergenceGradient> &&
+                     TwiceForwardDifferentiable<Field, Scalar>);
+
+namespace detail {
+
+/// The capability @p Tag of @p field at (t, x) into the outputs among @p args: the field's
+/// member if it has one, else the derivation named by Derivable, else a compile-time error.
+/// Checks no argument (the public functions below do).
+template <class Tag, class Scalar, class Field, class... Args>
+void derive(Tag tag, const Field& field, Scalar t, const ConstMatrixRef<Scalar>& x,
+            Args&&... args) {
+  if constexpr (Tag::template offered_by<Field, Scalar>) {
+    tag.call(field, t, x, std::forward<Args>(args)...);
+  } else if constexpr (!Derivable<Tag, Field, Scalar>) {
+    static_assert(dependent_false<Field>,
+                  "the field offers no member for this capability (field/capabilities.hpp) and "
+                  "is not generic over its scalar type (callable on Dual<Scalar> batches, "
+                  "Dual<Dual<Scalar>> for the gradient of the divergence); add one of them, use "
+                  "a Hutchinson estimator with a jvp member for a divergence, or wrap the field "
+                  "in FiniteDifferenceField to use finite differences");
+  } else if constexpr (std::same_as<Tag, capability::VelocityDivergence>) {
+    const auto& [velocity, divergence] = std::forward_as_tuple(args...);
+    evaluate_velocity<Scalar>(field, t, x, velocity);
+    derive(capability::Divergence{}, field, t, x, divergence);
+  } else if constexpr (std::same_as<Tag, capability::Divergence>) {
+    blockwise_trace<Scalar>(forward_jacobian<Scalar>(field, t, x), x.cols(), args...);
+  } else if constexpr (std::same_as<Tag, capability::Jvp>) {
+    forward_jvp<Scalar>(field, t, x, args...);
+  } else if constexpr (std::same_as<Tag, capability::Vjp>) {
+    const auto& [cotangent, out] = std::forward_as_tuple(args...);
+    contract_jacobian<Scalar>(forward_jacobian<Scalar>(field, t, x), cotangent, out);
+  } else {
+    forward_divergence_gradient<Scalar>(field, t, x, args...);
+  }
+}
+
 }  // namespace detail
 
 /// (∂u_t/∂x)·tangent for each sample into @p out (d×N): field.jvp, else forward mode.
@@ -146,16 +215,7 @@ void jacobian_vector_product(const Field& field, Scalar t,
   detail::require_shape("jacobian_vector_product: tangent", tangent, x.rows(), x.cols());
   detail::require_finite("jacobian_vector_product: tangent", tangent);
   detail::require_shape("jacobian_vector_product: out", out, x.rows(), x.cols());
-  if constexpr (HasJvp<Field, Scalar>) {
-    field.jvp(t, x, tangent, out);
-  } else if constexpr (ForwardDifferentiable<Field, Scalar>) {
-    detail::forward_jvp<Scalar>(field, t, x, tangent, out);
-  } else {
-    static_assert(detail::dependent_false<Field>,
-                  "jacobian_vector_product: the field offers no jvp(t, x, tangent, out) member and "
-                  "is not generic over its scalar type (callable on Dual<Scalar> batches); add "
-                  "one of them, or wrap it in FiniteDifferenceField to use finite differences");
-  }
+  detail::derive(capability::Jvp{}, field, t, x, tangent, out);
 }
 
 /// (∂u_t/∂x)ᵀ·cotangent for each sample into @p out (d×N): field.vjp, else forward mode (the
@@ -170,17 +230,7 @@ void vector_jacobian_product(const Field& field, Scalar t,
   detail::require_shape("vector_jacobian_product: cotangent", cotangent, x.rows(), x.cols());
   detail::require_finite("vector_jacobian_product: cotangent", cotangent);
   detail::require_shape("vector_jacobian_product: out", out, x.rows(), x.cols());
-  if constexpr (HasVjp<Field, Scalar>) {
-    field.vjp(t, x, cotangent, out);
-  } else if constexpr (ForwardDifferentiable<Field, Scalar>) {
-    detail::contract_jacobian<Scalar>(detail::forward_jacobian<Scalar>(field, t, x), cotangent,
-                                      out);
-  } else {
-    static_assert(detail::dependent_false<Field>,
-                  "vector_jacobian_product: the field offers no vjp(t, x, cotangent, out) member "
-                  "and is not generic over its scalar type (callable on Dual<Scalar> batches); "
-                  "add one of them, or wrap it in FiniteDifferenceField to use finite differences");
-  }
+  detail::derive(capability::Vjp{}, field, t, x, cotangent, out);
 }
 
 /// The exact divergence ∇·u_t = tr(∂u_t/∂x) for each sample into @p out (length N):
@@ -192,23 +242,26 @@ void exact_divergence(const Field& field, Scalar t,
                       std::type_identity_t<VectorRef<Scalar>> out) {
   detail::require_batch("exact_divergence: x", x);
   detail::require_shape("exact_divergence: out", out, x.cols(), 1);
-  if constexpr (HasDivergence<Field, Scalar>) {
-    field.divergence(t, x, out);
-  } else if constexpr (ForwardDifferentiable<Field, Scalar>) {
-    detail::blockwise_trace<Scalar>(detail::forward_jacobian<Scalar>(field, t, x), x.cols(), out);
-  } else {
-    static_assert(detail::dependent_false<Field>,
-                  "exact_divergence: the field offers no divergence(t, x, out) member and is not "
-                  "generic over its scalar type (callable on Dual<Scalar> batches); add one of "
-                  "them, use a Hutchinson estimator with a jvp member, or wrap the field in "
-                  "FiniteDifferenceField to use finite differences");
-  }
+  detail::derive(capability::Divergence{}, field, t, x, out);
+}
+
+/// u_t(x) into @p velocity (d×N) and ∇·u_t(x) into @p divergence (length N): from one pass of
+/// the field's `velocity_divergence` member if it has one, else the velocity and
+/// exact_divergence.
+/// @throws std::invalid_argument for bad shapes or non-finite x.
+template <class Scalar, class Field>
+void velocity_with_divergence(const Field& field, Scalar t,
+                              const std::type_identity_t<ConstMatrixRef<Scalar>>& x,
+                              std::type_identity_t<MatrixRef<Scalar>> velocity,
+                              std::type_identity_t<VectorRef<Scalar>> divergence) {
+  detail::require_batch("velocity_with_divergence: x", x);
+  detail::require_shape("velocity_with_divergence: velocity", velocity, x.rows(), x.cols());
+  detail::require_shape("velocity_with_divergence: divergence", divergence, x.cols(), 1);
+  detail::derive(capability::VelocityDivergence{}, field, t, x, velocity, divergence);
 }
 
 /// The gradient of the divergence ∇_x(∇·u_t) for each sample into @p out (d×N):
-/// field.divergence_gradient, else forward mode with nested duals: column (j·d + i)·N + n
-/// carries directions e_i (inner) and e_j (outer), and ∂_j ∂_i u_i summed over i is the
-/// j-th entry (one call on d×(d²·N) duals).
+/// field.divergence_gradient, else forward mode with nested duals (d²·N dual columns).
 /// @throws std::invalid_argument for bad shapes or non-finite x.
 template <class Scalar, class Field>
 void divergence_gradient(const Field& field, Scalar t,
@@ -216,41 +269,7 @@ void divergence_gradient(const Field& field, Scalar t,
                          std::type_identity_t<MatrixRef<Scalar>> out) {
   detail::require_batch("divergence_gradient: x", x);
   detail::require_shape("divergence_gradient: out", out, x.rows(), x.cols());
-  if constexpr (HasDivergenceGradient<Field, Scalar>) {
-    field.divergence_gradient(t, x, out);
-  } else if constexpr (TwiceForwardDifferentiable<Field, Scalar>) {
-    using D = Dual<Scalar>;
-    using DD = Dual<D>;
-    const Index dim = x.rows();
-    const Index samples = x.cols();
-    Matrix<DD> x_dual(dim, dim * dim * samples);
-    for (Index j = 0; j < dim; ++j) {
-      for (Index i = 0; i < dim; ++i) {
-        for (Index n = 0; n < samples; ++n) {
-          for (Index r = 0; r < dim; ++r) {
-            x_dual(r, (j * dim + i) * samples + n) =
-                DD(D(x(r, n), r == i ? Scalar(1) : Scalar(0)), D(r == j ? Scalar(1) : Scalar(0)));
-          }
-        }
-      }
-    }
-    Matrix<DD> velocity(dim, x_dual.cols());
-    evaluate_velocity<DD>(field, DD(t), x_dual, velocity);
-    out.setZero();
-    for (Index j = 0; j < dim; ++j) {
-      for (Index i = 0; i < dim; ++i) {
-        for (Index n = 0; n < samples; ++n) {
-          out(j, n) += velocity(i, (j * dim + i) * samples + n).derivative.derivative;
-        }
-      }
-    }
-  } else {
-    static_assert(detail::dependent_false<Field>,
-                  "divergence_gradient: the field offers no divergence_gradient(t, x, out) member "
-                  "and is not generic over its scalar type (callable on Dual<Dual<Scalar>> "
-                  "batches); add one of them, or wrap it in FiniteDifferenceField to use finite "
-                  "differences");
-  }
+  detail::derive(capability::DivergenceGradient{}, field, t, x, out);
 }
 
 }  // namespace flowmatch

@@ -25,7 +25,7 @@
 #include "flowmatch/autodiff/field_derivatives.hpp"
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/validate.hpp"
-#include "flowmatch/field/velocity_field.hpp"
+#include "flowmatch/field/capabilities.hpp"
 
 namespace flowmatch {
 

@@ -23,27 +23,33 @@
 /// null condition instead. Samples whose null coefficient 1 − Σ_i w_ij is exactly 0 (for
 /// instance w = 1 with one condition) are left out of the null evaluation.
 ///
-/// When the conditional field offers its divergence (`field.divergence(t, x, c, out)`), so
-/// does the guided field, by the same combination: ∇·u = Σ_i w_i ∇·u_{c_i} + (1 − Σ_i w_i)
-/// ∇·u_null. Log-likelihoods of guided samples then use the exact divergence. Likewise, when it
-/// offers `jvp(t, x, c, tangent, out)` or `vjp(t, x, c, cotangent, out)`, the guided field
-/// offers jvp or vjp: its Jacobian is J = Σ_i w_i J_{c_i} + (1 − Σ_i w_i) J_null per sample, so
-/// J·v and Jᵀ·v combine the conditional products with the same weights (Hutchinson's estimator
-/// of the divergence and the exact score use them).
+/// Derivatives: every member of the field protocol (field/capabilities.hpp) that the conditional
+/// field offers in conditional form, the guided field offers in plain form, by the same
+/// combination. The guided velocity is linear in the conditional predictions, so its Jacobian is
+/// J = Σ_i w_i J_{c_i} + (1 − Σ_i w_i) J_null per sample, and likewise its divergence, its
+/// Jacobian-vector and vector-Jacobian products and the gradient of its divergence combine the
+/// conditional ones with the same weights. Log-likelihoods (exact or Hutchinson), exact scores
+/// and encodings of guided samples therefore work as for any field. Every member also accepts
+/// m copies of the batch side by side (m·N columns, column j·N + n a copy of sample n, as
+/// Hutchinson's probes and forward mode use); each copy is guided as the batch.
 ///
 /// The wrapper keeps its stacking buffers between calls (no allocation per call once sized), so
 /// one wrapper must not be called from several threads at once; use one wrapper per thread.
 #pragma once
 
+#include <array>
+#include <concepts>
+#include <cstddef>
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/validate.hpp"
-#include "flowmatch/field/conditional_field.hpp"
+#include "flowmatch/field/field_adapter.hpp"
 
 namespace flowmatch {
 
@@ -90,15 +96,16 @@ std::function<Scalar(Scalar)> guidance_interval(Scalar begin, Scalar end) {
 
 /// A conditional field guided by one or more condition sets: an ordinary in-place VelocityField.
 template <class Scalar, class Field>
-requires ConditionalVelocityField<Field, Scalar>
-class GuidedField {
+requires ConditionalVelocityField<std::unwrap_reference_t<Field>, Scalar>
+class GuidedField : public FieldAdapter<GuidedField<Scalar, Field>, Field> {
+  using Base = FieldAdapter<GuidedField<Scalar, Field>, Field>;
+
  public:
-  /// @param field the conditional field (held by value; pass std::cref(f) to hold a reference:
-  ///        its divergence member is then found through the reference).
+  /// @param field the conditional field (by value, or std::cref(field): see field_adapter.hpp).
   /// @param condition_dim k, the number of rows of every condition.
   /// @param options convention, evaluation strategy and null condition.
   GuidedField(Field field, Index condition_dim, GuidanceOptions<Scalar> options = {})
-      : field_(std::move(field)), options_(std::move(options)) {
+      : Base(std::move(field)), options_(std::move(options)) {
     if (condition_dim < 0) {
       throw std::invalid_argument("GuidedField: condition_dim must be >= 0, got " +
                                   detail::to_text(condition_dim));
@@ -172,69 +179,16 @@ class GuidedField {
     return terms_.empty() ? 0 : terms_.front().condition.cols();
   }
 
-  /// The guided velocity at (t, x) into @p out. x must have one column per conditioned sample.
-  void operator()(Scalar t, const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> out) const {
-    const Index total = stack_inputs(t, x);
-    stacked_velocity_.resize(x.rows(), stacked_x_.cols());
-    evaluate_stacked(total, [&](Index begin, Index count) {
-      evaluate_conditional_velocity<Scalar>(field_, t, stacked_x_.middleCols(begin, count),
-                                            stacked_condition_.middleCols(begin, count),
-                                            stacked_velocity_.middleCols(begin, count));
-    });
-    combine(stacked_velocity_, out);
-  }
+  /// The plain form of every conditional member of the wrapped field, for Scalar.
+  template <class Tag, class S>
+  static constexpr bool offers = std::same_as<S, Scalar>&&
+      Tag::template offered_conditionally_by<typename Base::wrapped_type, Scalar>;
 
-  /// The divergence ∇·u of the guided velocity at each sample into @p out (length N); offered
-  /// when the conditional field offers `divergence(t, x, c, out)`.
-  void divergence(Scalar t, const ConstMatrixRef<Scalar>& x, VectorRef<Scalar> out) const requires
-      HasConditionalDivergence<std::unwrap_reference_t<Field>, Scalar> {
-    const Index total = stack_inputs(t, x);
-    stacked_divergence_.resize(1, stacked_x_.cols());
-    evaluate_stacked(total, [&](Index begin, Index count) {
-      Eigen::Map<Vector<Scalar>> block(stacked_divergence_.data() + begin, count);
-      const std::unwrap_reference_t<Field>& field = field_;
-      field.divergence(t, stacked_x_.middleCols(begin, count),
-                       stacked_condition_.middleCols(begin, count), block);
-    });
-    detail::require_shape("GuidedField::divergence: out", out, x.cols(), 1);
-    Eigen::Map<Matrix<Scalar>> out_row(out.data(), 1, out.size());
-    combine(stacked_divergence_, out_row);
-  }
-
-  /// The Jacobian-vector product J·tangent of the guided velocity into @p out (d×N), with
-  /// J = Σ_i w_i J_{c_i} + (1 − Σ_i w_i) J_null per sample and the weights in force at t;
-  /// offered when the conditional field offers `jvp(t, x, c, tangent, out)`. x may also hold m
-  /// copies of the batch side by side (m·N columns, column j·N + n a copy of sample n, as
-  /// Hutchinson's probes use); each copy is guided as the batch.
-  void jvp(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>& tangent,
-           MatrixRef<Scalar> out) const requires
-      requires(const std::unwrap_reference_t<Field>& field) {
-    field.jvp(t, x, x, tangent, out);
-  }
-  {
-    const std::unwrap_reference_t<Field>& field = field_;
-    combine_products(
-        t, x, tangent, out, "GuidedField::jvp: tangent", "GuidedField::jvp: out",
-        [&](const ConstMatrixRef<Scalar>& points, const ConstMatrixRef<Scalar>& conditions,
-            const ConstMatrixRef<Scalar>& direction,
-            MatrixRef<Scalar> product) { field.jvp(t, points, conditions, direction, product); });
-  }
-
-  /// The vector-Jacobian product Jᵀ·cotangent of the guided velocity into @p out (d×N), J as
-  /// in jvp(); offered when the conditional field offers `vjp(t, x, c, cotangent, out)`. x may
-  /// hold m copies of the batch, as for jvp().
-  void vjp(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>& cotangent,
-           MatrixRef<Scalar> out) const requires
-      requires(const std::unwrap_reference_t<Field>& field) {
-    field.vjp(t, x, x, cotangent, out);
-  }
-  {
-    const std::unwrap_reference_t<Field>& field = field_;
-    combine_products(
-        t, x, cotangent, out, "GuidedField::vjp: cotangent", "GuidedField::vjp: out",
-        [&](const ConstMatrixRef<Scalar>& points, const ConstMatrixRef<Scalar>& conditions,
-            const ConstMatrixRef<Scalar>& direction,
-            MatrixRef<Scalar> product) { field.vjp(t, points, conditions, direction, product); });
+  /// Evaluates the capability at the stacked conditions and combines the results (see the file
+  /// comment); x holds one column per conditioned sample, or m copies of the batch.
+  template <class Tag, class... Args>
+  void forward(Tag tag, Scalar t, const ConstMatrixRef<Scalar>& x, Args... args) const {
+    forward_stacked(tag, t, x, std::index_sequence_for<Args...>{}, args...);
   }
 
  private:
@@ -311,16 +265,13 @@ class GuidedField {
     }
   }
 
-  /// The guided product of @p direction (d×N, or m copies: see jvp) into @p out (the names are
-  /// those of the error messages): for each copy,
-  /// stacks x, the conditions and the direction like stack_inputs, calls
-  /// @p product(x, c, direction, out) on the stacked columns and combines the results.
-  template <class Product>
-  void combine_products(Scalar t, const ConstMatrixRef<Scalar>& x,
-                        const ConstMatrixRef<Scalar>& direction, MatrixRef<Scalar> out,
-                        const char* direction_name, const char* out_name, Product&& product) const {
-    detail::require_shape(direction_name, direction, x.rows(), x.cols());
-    detail::require_shape(out_name, out, x.rows(), x.cols());
+  /// forward(): stacks x, the conditions and every input argument like stack_inputs, calls the
+  /// capability on the stacked columns and combines every output argument, copy by copy.
+  template <class Tag, std::size_t... Slot, class... Args>
+  void forward_stacked(Tag, Scalar t, const ConstMatrixRef<Scalar>& x, std::index_sequence<Slot...>,
+                       Args... args) const {
+    std::vector<Matrix<Scalar>>& buffers = argument_buffers_[capability::index<Tag>];
+    buffers.resize(sizeof...(Args));
     const Index batch = samples();
     // A width that is no multiple of N is passed on whole, for stack_inputs to reject.
     const bool copies = batch > 0 && x.cols() > 0 && x.cols() % batch == 0;
@@ -329,21 +280,58 @@ class GuidedField {
     for (Index copy = 0; copy < copy_count; ++copy) {
       const Index begin = copy * width;
       const Index total = stack_inputs(t, x.middleCols(begin, width));
+      (stack_argument(args, begin, buffers[Slot]), ...);
+      evaluate_stacked(total, [&](Index first, Index count) {
+        Tag::call(this->field(), t, ConstMatrixRef<Scalar>(stacked_x_.middleCols(first, count)),
+                  ConstMatrixRef<Scalar>(stacked_condition_.middleCols(first, count)),
+                  stacked_view<Args>(buffers[Slot], first, count)...);
+      });
+      (combine_argument(buffers[Slot], args, begin, width), ...);
+    }
+  }
+
+  template <class Ref>
+  static constexpr bool is_input = std::is_same_v<Ref, ConstMatrixRef<Scalar>>;
+  template <class Ref>
+  static constexpr bool is_per_sample = Ref::ColsAtCompileTime == 1;
+
+  /// An input (tangent, cotangent) is stacked like x; an output buffer is only sized (one row
+  /// for a per-sample output).
+  template <class Ref>
+  void stack_argument(const Ref& argument, Index begin, Matrix<Scalar>& buffer) const {
+    if constexpr (is_input<Ref>) {
+      const Index batch = samples();
       const Index sets = condition_sets();
-      stacked_direction_.resize(x.rows(), stacked_x_.cols());
+      buffer.resize(argument.rows(), stacked_x_.cols());
       for (Index set = 0; set < sets; ++set) {
-        stacked_direction_.middleCols(set * batch, batch) = direction.middleCols(begin, batch);
+        buffer.middleCols(set * batch, batch) = argument.middleCols(begin, batch);
       }
       for (Index slot = 0; slot < static_cast<Index>(null_samples_.size()); ++slot) {
-        stacked_direction_.col(sets * batch + slot) = direction.col(begin + null_samples_[slot]);
+        buffer.col(sets * batch + slot) = argument.col(begin + null_samples_[slot]);
       }
-      stacked_velocity_.resize(x.rows(), stacked_x_.cols());
-      evaluate_stacked(total, [&](Index first, Index count) {
-        product(stacked_x_.middleCols(first, count), stacked_condition_.middleCols(first, count),
-                stacked_direction_.middleCols(first, count),
-                stacked_velocity_.middleCols(first, count));
-      });
-      combine(stacked_velocity_, out.middleCols(begin, width));
+    } else {
+      buffer.resize(is_per_sample<Ref> ? 1 : argument.rows(), stacked_x_.cols());
+    }
+  }
+
+  /// The stacked columns [first, first + count) of an argument's buffer, as the argument's type.
+  template <class Ref>
+  static Ref stacked_view(Matrix<Scalar>& buffer, Index first, Index count) {
+    if constexpr (is_per_sample<Ref>) {
+      return Eigen::Map<Vector<Scalar>>(buffer.data() + first, count);
+    } else {
+      return Ref(buffer.middleCols(first, count));
+    }
+  }
+
+  /// An output receives the guided combination of its stacked results; an input nothing.
+  template <class Ref>
+  void combine_argument(const Matrix<Scalar>& buffer, Ref& argument, Index begin,
+                        Index width) const {
+    if constexpr (is_per_sample<Ref>) {
+      combine(buffer, Eigen::Map<Matrix<Scalar>>(argument.data() + begin, 1, width));
+    } else if constexpr (!is_input<Ref>) {
+      combine(buffer, argument.middleCols(begin, width));
     }
   }
 
@@ -364,7 +352,6 @@ class GuidedField {
     }
   }
 
-  Field field_;
   GuidanceOptions<Scalar> options_;
   std::vector<Term> terms_;
   std::function<Scalar(Scalar)> schedule_;
@@ -373,9 +360,8 @@ class GuidedField {
   mutable std::vector<Index> null_samples_;
   mutable Matrix<Scalar> stacked_x_;
   mutable Matrix<Scalar> stacked_condition_;
-  mutable Matrix<Scalar> stacked_velocity_;    // velocities, or products of jvp and vjp
-  mutable Matrix<Scalar> stacked_direction_;   // tangents or cotangents of jvp and vjp
-  mutable Matrix<Scalar> stacked_divergence_;  // 1 × columns: one divergence per stacked sample
+  // Per capability, one buffer per argument after x: stacked inputs, stacked outputs.
+  mutable std::array<std::vector<Matrix<Scalar>>, capability::count> argument_buffers_;
 };
 
 /// Guides @p field with one condition set and one weight for every sample.
@@ -395,6 +381,31 @@ GuidedField<Scalar, Field> classifier_free_guidance(Field field, Matrix<Scalar> 
                                                     GuidanceOptions<Scalar> options = {}) {
   GuidedField<Scalar, Field> guided(std::move(field), condition.rows(), std::move(options));
   guided.add_condition(std::move(condition), std::move(weights));
+  return guided;
+}
+
+/// Guides @p field with one condition set (k×N, any Eigen expression) and one weight for every
+/// sample; the scalar type is the condition's.
+template <class Field, class Condition>
+GuidedField<typename Condition::Scalar, Field> classifier_free_guidance(
+    Field field, const Eigen::MatrixBase<Condition>& condition, typename Condition::Scalar weight,
+    GuidanceOptions<typename Condition::Scalar> options = {}) {
+  GuidedField<typename Condition::Scalar, Field> guided(std::move(field), condition.rows(),
+                                                        std::move(options));
+  guided.add_condition(condition, weight);
+  return guided;
+}
+
+/// Guides @p field with one condition set and per-sample weights (length N).
+template <class Field, class Condition, class Weights>
+requires std::same_as<typename Condition::Scalar, typename Weights::Scalar>
+    GuidedField<typename Condition::Scalar, Field> classifier_free_guidance(
+        Field field, const Eigen::MatrixBase<Condition>& condition,
+        const Eigen::MatrixBase<Weights>& weights,
+        GuidanceOptions<typename Condition::Scalar> options = {}) {
+  GuidedField<typename Condition::Scalar, Field> guided(std::move(field), condition.rows(),
+                                                        std::move(options));
+  guided.add_condition(condition, weights);
   return guided;
 }
 

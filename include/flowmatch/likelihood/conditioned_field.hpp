@@ -9,33 +9,38 @@
 /// times. With w = 1, this is the conditional field of classifier-free guidance.
 ///
 /// It is generic over the scalar type whenever the conditional field is (the conditions are
-/// converted to that type), and forwards the conditional field's members
-/// `jvp(t, x, c, tangent, out)`, `vjp(t, x, c, cotangent, out)` and `divergence(t, x, c, out)`
-/// when it has them.
+/// converted to that type), so forward mode differentiates it, and it offers every conditional
+/// member of the field protocol (field/capabilities.hpp) that the conditional field has, as the
+/// plain member (`jvp(t, x, tangent, out)` from `jvp(t, x, c, tangent, out)`, and so on).
+/// Ownership as every adapter (field_adapter.hpp): the field by value, or std::cref(field).
 #pragma once
 
+#include <concepts>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <utility>
 
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/validate.hpp"
-#include "flowmatch/field/conditional_field.hpp"
+#include "flowmatch/field/field_adapter.hpp"
 #include "flowmatch/likelihood/log_likelihood.hpp"
 
 namespace flowmatch {
 
-/// A conditional field with bound conditions (see the file comment). Holds a reference to the
-/// field, which must outlive it, and a copy of the conditions.
+/// A conditional field with bound conditions (see the file comment).
 template <class Scalar, class Field>
-requires ConditionalVelocityField<Field, Scalar>
-class ConditionedField {
+requires ConditionalVelocityField<std::unwrap_reference_t<Field>, Scalar>
+class ConditionedField : public FieldAdapter<ConditionedField<Scalar, Field>, Field> {
+  using Base = FieldAdapter<ConditionedField<Scalar, Field>, Field>;
+  using Wrapped = typename Base::wrapped_type;
+
  public:
-  /// @param field the conditional field (referenced, not copied).
+  /// @param field the conditional field (by value, or std::cref(field)).
   /// @param condition k×N, one column per sample, finite.
   /// @throws std::invalid_argument if condition has no column or a non-finite entry.
-  ConditionedField(const Field& field, Matrix<Scalar> condition)
-      : field_(&field), condition_(std::move(condition)) {
+  ConditionedField(Field field, Matrix<Scalar> condition)
+      : Base(std::move(field)), condition_(std::move(condition)) {
     if (condition_.cols() == 0) {
       throw std::invalid_argument(
           "ConditionedField: condition has 0 columns, expected one per sample");
@@ -46,41 +51,24 @@ class ConditionedField {
   /// The bound conditions (k×N).
   [[nodiscard]] const Matrix<Scalar>& condition() const { return condition_; }
 
-  /// u_t(x | c) into @p out, for any scalar type the conditional field accepts.
-  template <class S>
-  requires ConditionalVelocityField<Field, S>
-  void operator()(S t, const ConstMatrixRef<S>& x, MatrixRef<S> out) const {
-    evaluate_conditional_velocity<S>(*field_, t, x, conditions_for(x.cols()).template cast<S>(),
-                                     out);
-  }
+  /// The velocity for any scalar type the conditional field accepts; the derivative members
+  /// for Scalar.
+  template <class Tag, class S>
+  static constexpr bool offers =
+      std::same_as<Tag, capability::Velocity>
+          ? ConditionalVelocityField<Wrapped, S>
+          : std::same_as<S, Scalar>&& Tag::template offered_conditionally_by<Wrapped, S>;
 
-  /// (∂u_t/∂x)·tangent from the conditional field's jvp member.
-  void jvp(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>& tangent,
-           MatrixRef<Scalar> out) const requires requires(const Field& f) {
-    f.jvp(t, x, x, tangent, out);
+  /// Calls the conditional member with the bound conditions after x.
+  template <class Tag, class S, class... Args>
+  void forward(Tag, S t, const ConstMatrixRef<S>& x, Args... args) const {
+    if constexpr (std::same_as<S, Scalar>) {
+      Tag::call(this->field(), t, x, conditions_for(x.cols()), args...);
+    } else {
+      const Matrix<S> converted = conditions_for(x.cols()).template cast<S>();
+      Tag::call(this->field(), t, x, converted, args...);
+    }
   }
-  { field_->jvp(t, x, conditions_for(x.cols()), tangent, out); }
-
-  /// (∂u_t/∂x)ᵀ·cotangent from the conditional field's vjp member.
-  void vjp(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>& cotangent,
-           MatrixRef<Scalar> out) const requires requires(const Field& f) {
-    f.vjp(t, x, x, cotangent, out);
-  }
-  { field_->vjp(t, x, conditions_for(x.cols()), cotangent, out); }
-
-  /// ∇·u_t from the conditional field's divergence member.
-  void divergence(Scalar t, const ConstMatrixRef<Scalar>& x, VectorRef<Scalar> out) const requires
-      requires(const Field& f) {
-    f.divergence(t, x, x, out);
-  }
-  { field_->divergence(t, x, conditions_for(x.cols()), out); }
-
-  /// ∇ₓ(∇·u_t) from the conditional field's divergence_gradient member.
-  void divergence_gradient(Scalar t, const ConstMatrixRef<Scalar>& x,
-                           MatrixRef<Scalar> out) const requires requires(const Field& f) {
-    f.divergence_gradient(t, x, x, out);
-  }
-  { field_->divergence_gradient(t, x, conditions_for(x.cols()), out); }
 
  private:
   /// The conditions for a batch of @p columns = m·N columns: the bound matrix itself for
@@ -98,7 +86,6 @@ class ConditionedField {
     return replicated_;
   }
 
-  const Field* field_;
   Matrix<Scalar> condition_;
   mutable Matrix<Scalar> replicated_;
 };
@@ -116,7 +103,8 @@ requires ConditionalVelocityField<Field, typename Derived::Scalar>
         const Estimator& estimator = {}, const Source& source = {}) {
   using Scalar = typename Derived::Scalar;
   detail::require_shape("conditional_log_likelihood: condition", condition, -1, x.cols());
-  const ConditionedField<Scalar, Field> conditioned(field, condition);
+  const ConditionedField<Scalar, std::reference_wrapper<const Field>> conditioned(std::cref(field),
+                                                                                  condition);
   return log_likelihood(conditioned, x, options, estimator, source);
 }
 

@@ -4,10 +4,13 @@
 ///
 /// An estimator is chosen per call of log_likelihood / sample_with_log_likelihood. At the start
 /// of a call it is prepared for the batch (`estimator.template prepare<Scalar>(d, N)`), which
-/// returns a callable `estimate(field, t, x, out)` used at every evaluation of the ODE:
+/// returns a callable `estimate(field, t, x, velocity, divergence)` used at every evaluation of
+/// the ODE: it writes u_t(x) into the d×N `velocity` and the estimate of ∇·u_t(x) into the
+/// length-N `divergence`, so that an estimator can take both from one pass of the field:
 ///
-///   - ExactDivergence: ∇·u from the field's divergence member, else forward mode on a generic
-///     field, else a compile-time error (see exact_divergence in field_derivatives.hpp);
+///   - ExactDivergence: u and ∇·u from the field's fused `velocity_divergence` member (one
+///     pass), else the velocity and the divergence member, else forward mode on a generic
+///     field, else a compile-time error (see detail::derive in field_derivatives.hpp);
 ///   - Hutchinson: ∇·u ≈ (1/K) Σ_k z_kᵀ (∂u/∂x) z_k with K probes z_k per sample,
 ///     E[z zᵀ] = I, so the estimate is unbiased. The probes are drawn once per call from the
 ///     caller's generator and fixed along the trajectory (the ODE stays deterministic, and a
@@ -31,11 +34,15 @@ namespace flowmatch {
 
 /// The exact divergence (the field's member or forward mode).
 struct ExactDivergence {
+  /// What the estimator needs of the field.
+  using capability_tag = capability::VelocityDivergence;
+
   /// Returns the estimate callable for a batch of @p samples points in R^dim.
   template <class Scalar>
   auto prepare(Index /*dim*/, Index /*samples*/) const {
-    return [](const auto& field, Scalar t, const ConstMatrixRef<Scalar>& x, VectorRef<Scalar> out) {
-      exact_divergence<Scalar>(field, t, x, out);
+    return [](const auto& field, Scalar t, const ConstMatrixRef<Scalar>& x,
+              MatrixRef<Scalar> velocity, VectorRef<Scalar> divergence) {
+      detail::derive(capability::VelocityDivergence{}, field, t, x, velocity, divergence);
     };
   }
 };
@@ -87,20 +94,12 @@ struct HutchinsonBuffers {
   Matrix<Scalar> products;  ///< J z for every probe.
 };
 
+/// Hutchinson's estimate without the argument checks (see the public hutchinson_divergence).
 template <class Scalar, class Field>
 void hutchinson_divergence(const Field& field, Scalar t, const ConstMatrixRef<Scalar>& x,
                            const ConstMatrixRef<Scalar>& probes, VectorRef<Scalar> out,
                            HutchinsonBuffers<Scalar>& buffers) {
-  require_batch("hutchinson_divergence: x", x);
   const Index samples = x.cols();
-  if (samples == 0 || probes.rows() != x.rows() || probes.cols() % samples != 0 ||
-      probes.cols() == 0) {
-    throw std::invalid_argument("hutchinson_divergence: probes has shape " +
-                                to_text(probes.rows()) + "x" + to_text(probes.cols()) +
-                                ", expected " + to_text(x.rows()) + "x(K·" + to_text(samples) +
-                                ") with K >= 1");
-  }
-  require_shape("hutchinson_divergence: out", out, samples, 1);
   const Index count = probes.cols() / samples;
   if (count > 1) {
     buffers.repeated.resize(x.rows(), probes.cols());
@@ -108,7 +107,7 @@ void hutchinson_divergence(const Field& field, Scalar t, const ConstMatrixRef<Sc
   }
   const ConstMatrixRef<Scalar> points = count > 1 ? ConstMatrixRef<Scalar>(buffers.repeated) : x;
   buffers.products.resize(x.rows(), probes.cols());
-  jacobian_vector_product<Scalar>(field, t, points, probes, buffers.products);
+  derive(capability::Jvp{}, field, t, points, probes, buffers.products);
   // z·(J z) per column, then the mean over the K probes of each sample.
   out.setZero();
   for (Index k = 0; k < count; ++k) {
@@ -132,6 +131,17 @@ void hutchinson_divergence(const Field& field, Scalar t,
                            const std::type_identity_t<ConstMatrixRef<Scalar>>& x,
                            const std::type_identity_t<ConstMatrixRef<Scalar>>& probes,
                            std::type_identity_t<VectorRef<Scalar>> out) {
+  detail::require_batch("hutchinson_divergence: x", x);
+  const Index samples = x.cols();
+  if (samples == 0 || probes.rows() != x.rows() || probes.cols() % samples != 0 ||
+      probes.cols() == 0) {
+    throw std::invalid_argument(
+        "hutchinson_divergence: probes has shape " + detail::to_text(probes.rows()) + "x" +
+        detail::to_text(probes.cols()) + ", expected " + detail::to_text(x.rows()) + "x(K·" +
+        detail::to_text(samples) + ") with K >= 1");
+  }
+  detail::require_finite("hutchinson_divergence: probes", probes);
+  detail::require_shape("hutchinson_divergence: out", out, samples, 1);
   detail::HutchinsonBuffers<Scalar> buffers;
   detail::hutchinson_divergence<Scalar>(field, t, x, probes, out, buffers);
 }
@@ -153,6 +163,9 @@ class Hutchinson {
     }
   }
 
+  /// What the estimator needs of the field.
+  using capability_tag = capability::Jvp;
+
   /// The number of probes per sample.
   [[nodiscard]] Index probes() const { return probes_; }
 
@@ -160,10 +173,11 @@ class Hutchinson {
   template <class Scalar>
   auto prepare(Index dim, Index samples) const {
     return [probes = draw_probes<Scalar>(dim, samples, probes_, distribution_, *generator_),
-            buffers = detail::HutchinsonBuffers<Scalar>{}](const auto& field, Scalar t,
-                                                           const ConstMatrixRef<Scalar>& x,
-                                                           VectorRef<Scalar> out) mutable {
-      detail::hutchinson_divergence<Scalar>(field, t, x, probes, out, buffers);
+            buffers = detail::HutchinsonBuffers<Scalar>{}](
+               const auto& field, Scalar t, const ConstMatrixRef<Scalar>& x,
+               MatrixRef<Scalar> velocity, VectorRef<Scalar> divergence) mutable {
+      evaluate_velocity<Scalar>(field, t, x, velocity);
+      detail::hutchinson_divergence<Scalar>(field, t, x, probes, divergence, buffers);
     };
   }
 

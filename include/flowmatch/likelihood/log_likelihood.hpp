@@ -17,14 +17,20 @@
 
 #include <array>
 #include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <ranges>
+#include <span>
+#include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "flowmatch/autodiff/field_derivatives.hpp"
 #include "flowmatch/core/errors.hpp"
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/validate.hpp"
-#include "flowmatch/field/velocity_field.hpp"
+#include "flowmatch/field/capabilities.hpp"
 #include "flowmatch/likelihood/divergence.hpp"
 #include "flowmatch/likelihood/standard_normal.hpp"
 #include "flowmatch/solver/integrate.hpp"
@@ -39,7 +45,21 @@ struct LikelihoodResult {
   Vector<Scalar> log_prob;         ///< log p_1(data) under the model, per sample (length N).
   Vector<Scalar> source_log_prob;  ///< log p_0(noise), per sample (length N).
   SolverStats stats;               ///< Work of the integration.
+  /// The grid of the integration: the times given, or {1, 0} (log_likelihood) and {0, 1}
+  /// (sample_with_log_likelihood) without a grid.
+  std::vector<Scalar> times;
+  /// x(t_k) at every grid time (d×N each); trajectory[k] at times[k].
+  std::vector<Matrix<Scalar>> trajectory;
+  /// log p_{t_k}(x(t_k)) at every grid time (length N each): the density of the model's flow at
+  /// time t_k, at the point the trajectory passes through.
+  std::vector<Vector<Scalar>> log_prob_trajectory;
 };
+
+/// A time grid: a contiguous range of Scalar (std::vector, std::array, std::span). A template
+/// parameter rather than a span, so that `{}` in the options' place never means an empty grid.
+template <class Times, class Scalar>
+concept TimeGrid = std::ranges::contiguous_range<Times> &&
+    std::same_as<std::remove_cv_t<std::ranges::range_value_t<Times>>, Scalar>;
 
 namespace detail {
 
@@ -56,41 +76,103 @@ Vector<Scalar> source_log_density(const Source& source, const Matrix<Scalar>& no
   return log_density;
 }
 
+/// Throws std::invalid_argument unless @p times runs strictly monotonically from @p first to
+/// @p last (@p function names the caller).
+template <class Scalar>
+void require_end_to_end_grid(const char* function, std::span<const Scalar> times, Scalar first,
+                             Scalar last) {
+  bool valid = times.size() >= 2 && times.front() == first && times.back() == last;
+  for (std::size_t k = 1; valid && k < times.size(); ++k) {
+    valid = first < last ? times[k - 1] < times[k] : times[k - 1] > times[k];
+  }
+  if (!valid) {
+    throw std::invalid_argument(std::string(function) + ": times must run strictly " +
+                                (first < last ? "increasing" : "decreasing") + " from " +
+                                to_text(first) + " to " + to_text(last));
+  }
+}
+
 /// Integrates (x, ℓ) with dx/dt = u_t(x), dℓ/dt = estimate of ∇·u_t(x) over @p grid from
-/// (x, 0), and returns the solver's result on the (d+1)×N state.
+/// (x, 0), and fills @p result: times, stats and trajectory (x at every grid time); returns
+/// ℓ at every grid time.
 template <class Scalar, class Field, class Estimator>
-SolveResult<Scalar> integrate_with_divergence(const Field& field, const ConstMatrixRef<Scalar>& x,
-                                              const std::array<Scalar, 2>& grid,
-                                              const SolverOptions<Scalar>& options,
-                                              const Estimator& estimator) {
+std::vector<Vector<Scalar>> integrate_with_divergence(const Field& field,
+                                                      const ConstMatrixRef<Scalar>& x,
+                                                      std::span<const Scalar> grid,
+                                                      const SolverOptions<Scalar>& options,
+                                                      const Estimator& estimator,
+                                                      LikelihoodResult<Scalar>& result) {
+  if constexpr (requires { typename Estimator::capability_tag; }) {
+    require_capability(field, typename Estimator::capability_tag{}, "the log-likelihood");
+  }
   const Index dim = x.rows();
   auto estimate = estimator.template prepare<Scalar>(dim, x.cols());
   Vector<Scalar> divergence(x.cols());
   auto system = [&](Scalar t, const ConstMatrixRef<Scalar>& state, MatrixRef<Scalar> derivative) {
     const ConstMatrixRef<Scalar> position = state.topRows(dim);
-    evaluate_velocity<Scalar>(field, t, position, derivative.topRows(dim));
-    estimate(field, t, position, divergence);
+    estimate(field, t, position, derivative.topRows(dim), divergence);
     derivative.row(dim) = divergence.transpose();
   };
   Matrix<Scalar> initial(dim + 1, x.cols());
   initial.topRows(dim) = x;
   initial.row(dim).setZero();
-  return integrate_system(system, initial, grid, options);
+  SolverOptions<Scalar> recording = options;
+  recording.return_trajectory = true;
+  SolveResult<Scalar> solution = integrate_system(system, initial, grid, recording);
+  result.times = std::move(solution.times);
+  result.stats = solution.stats;
+  std::vector<Vector<Scalar>> accumulated;
+  result.trajectory.clear();
+  for (const Matrix<Scalar>& state : solution.trajectory) {
+    result.trajectory.emplace_back(state.topRows(dim));
+    accumulated.emplace_back(state.row(dim).transpose());
+  }
+  return accumulated;
 }
 
 }  // namespace detail
 
-/// log p_1(x) under the flow of @p field, for each column of the d×N batch @p x: integrates
-/// (x, ℓ) from t = 1 to t = 0 (see the file comment) and returns x(0), log p_0(x(0)) and
-/// log p_1(x) = log p_0(x(0)) + ℓ(0).
+/// log p_1(x) under the flow of @p field, for each column of the d×N batch @p x, with the
+/// log-density of the flow's marginal at every time of @p times along the way: integrates
+/// (x, ℓ) from t = 1 to t = 0 through the grid (see the file comment) and returns x(0),
+/// log p_0(x(0)), log p_1(x) = log p_0(x(0)) + ℓ(0) and, at every grid time t_k,
+/// x(t_k) and log p_{t_k}(x(t_k)) = log p_0(x(0)) + ℓ(0) − ℓ(t_k).
 ///
 /// @param field a VelocityField; its divergence comes from @p estimator.
 /// @param x the points (d×N, d, N >= 1, finite).
+/// @param times the grid, strictly decreasing from 1 to 0.
 /// @param options the solver's settings (method, tolerances or step, ...).
 /// @param estimator ExactDivergence{} (default) or a Hutchinson estimator.
 /// @param source log p_0 as a callable d×N → length N; the standard normal by default.
-/// @throws std::invalid_argument for bad shapes, non-finite x or bad options; whatever the
-///         solver throws (numerical_error for a non-finite state or step-size failure).
+/// @throws std::invalid_argument for bad shapes, non-finite x, a bad grid, bad options or a
+///         type-erased field without the capability the estimator needs; whatever the solver
+///         throws (numerical_error for a non-finite state or step-size failure).
+template <class Field, class Derived, class Times, class Estimator = ExactDivergence,
+          class Source = StandardNormal>
+requires VelocityField<Field, typename Derived::Scalar> && TimeGrid<Times, typename Derived::Scalar>
+    LikelihoodResult<typename Derived::Scalar> log_likelihood(
+        const Field& field, const Eigen::MatrixBase<Derived>& x, const Times& times,
+        const SolverOptions<typename Derived::Scalar>& options = {},
+        const Estimator& estimator = {}, const Source& source = {}) {
+  using Scalar = typename Derived::Scalar;
+  detail::require_nonempty_batch("log_likelihood: x", x);
+  detail::require_end_to_end_grid("log_likelihood", std::span<const Scalar>(times), Scalar(1),
+                                  Scalar(0));
+  LikelihoodResult<Scalar> result;
+  result.data = x;
+  const std::vector<Vector<Scalar>> accumulated = detail::integrate_with_divergence<Scalar>(
+      field, result.data, std::span<const Scalar>(times), options, estimator, result);
+  result.noise = result.trajectory.back();
+  result.source_log_prob = detail::source_log_density<Scalar>(source, result.noise);
+  result.log_prob = result.source_log_prob + accumulated.back();
+  for (const Vector<Scalar>& at_time : accumulated) {
+    result.log_prob_trajectory.emplace_back(result.source_log_prob +
+                                            (accumulated.back() - at_time));
+  }
+  return result;
+}
+
+/// log p_1(x) under the flow of @p field: log_likelihood over the grid {1, 0}.
 template <class Field, class Derived, class Estimator = ExactDivergence,
           class Source = StandardNormal>
 requires VelocityField<Field, typename Derived::Scalar> LikelihoodResult<typename Derived::Scalar>
@@ -98,23 +180,40 @@ log_likelihood(const Field& field, const Eigen::MatrixBase<Derived>& x,
                const SolverOptions<typename Derived::Scalar>& options = {},
                const Estimator& estimator = {}, const Source& source = {}) {
   using Scalar = typename Derived::Scalar;
-  detail::require_nonempty_batch("log_likelihood: x", x);
-  const Index dim = x.rows();
-  const Matrix<Scalar> points = x;
-  SolveResult<Scalar> solution = detail::integrate_with_divergence<Scalar>(
-      field, points, {Scalar(1), Scalar(0)}, options, estimator);
-  LikelihoodResult<Scalar> result;
-  result.data = points;
-  result.noise = solution.state.topRows(dim);
-  result.source_log_prob = detail::source_log_density<Scalar>(source, result.noise);
-  result.log_prob = result.source_log_prob + solution.state.row(dim).transpose();
-  result.stats = solution.stats;
-  return result;
+  const std::array<Scalar, 2> grid{Scalar(1), Scalar(0)};
+  return log_likelihood(field, x, std::span<const Scalar>(grid), options, estimator, source);
 }
 
 /// Sampling with log-densities: pushes the noise batch @p x0 from t = 0 to t = 1 along
-/// @p field and returns the samples x(1) with log p_1(x(1)) = log p_0(x0) − ∫₀¹ ∇·u dt, in the
-/// same pass (see the file comment). Arguments and exceptions as log_likelihood.
+/// @p field through the grid @p times (strictly increasing from 0 to 1) and returns the samples
+/// x(1) with log p_1(x(1)) = log p_0(x0) − ∫₀¹ ∇·u dt, and at every grid time t_k, x(t_k) and
+/// log p_{t_k}(x(t_k)) = log p_0(x0) − ℓ(t_k), all in one pass (see the file comment).
+/// Arguments and exceptions as log_likelihood.
+template <class Field, class Derived, class Times, class Estimator = ExactDivergence,
+          class Source = StandardNormal>
+requires VelocityField<Field, typename Derived::Scalar> && TimeGrid<Times, typename Derived::Scalar>
+    LikelihoodResult<typename Derived::Scalar> sample_with_log_likelihood(
+        const Field& field, const Eigen::MatrixBase<Derived>& x0, const Times& times,
+        const SolverOptions<typename Derived::Scalar>& options = {},
+        const Estimator& estimator = {}, const Source& source = {}) {
+  using Scalar = typename Derived::Scalar;
+  detail::require_nonempty_batch("sample_with_log_likelihood: x0", x0);
+  detail::require_end_to_end_grid("sample_with_log_likelihood", std::span<const Scalar>(times),
+                                  Scalar(0), Scalar(1));
+  LikelihoodResult<Scalar> result;
+  result.noise = x0;
+  result.source_log_prob = detail::source_log_density<Scalar>(source, result.noise);
+  const std::vector<Vector<Scalar>> accumulated = detail::integrate_with_divergence<Scalar>(
+      field, result.noise, std::span<const Scalar>(times), options, estimator, result);
+  result.data = result.trajectory.back();
+  for (const Vector<Scalar>& at_time : accumulated) {
+    result.log_prob_trajectory.emplace_back(result.source_log_prob - at_time);
+  }
+  result.log_prob = result.log_prob_trajectory.back();
+  return result;
+}
+
+/// Sampling with log-densities over the grid {0, 1} (see the overload above).
 template <class Field, class Derived, class Estimator = ExactDivergence,
           class Source = StandardNormal>
 requires VelocityField<Field, typename Derived::Scalar> LikelihoodResult<typename Derived::Scalar>
@@ -122,17 +221,9 @@ sample_with_log_likelihood(const Field& field, const Eigen::MatrixBase<Derived>&
                            const SolverOptions<typename Derived::Scalar>& options = {},
                            const Estimator& estimator = {}, const Source& source = {}) {
   using Scalar = typename Derived::Scalar;
-  detail::require_nonempty_batch("sample_with_log_likelihood: x0", x0);
-  const Index dim = x0.rows();
-  LikelihoodResult<Scalar> result;
-  result.noise = x0;
-  result.source_log_prob = detail::source_log_density<Scalar>(source, result.noise);
-  SolveResult<Scalar> solution = detail::integrate_with_divergence<Scalar>(
-      field, result.noise, {Scalar(0), Scalar(1)}, options, estimator);
-  result.data = solution.state.topRows(dim);
-  result.log_prob = result.source_log_prob - solution.state.row(dim).transpose();
-  result.stats = solution.stats;
-  return result;
+  const std::array<Scalar, 2> grid{Scalar(0), Scalar(1)};
+  return sample_with_log_likelihood(field, x0, std::span<const Scalar>(grid), options, estimator,
+                                    source);
 }
 
 }  // namespace flowmatch

@@ -369,6 +369,25 @@ class Mlp {
   }
   ///@}
 
+  /// @name Velocity with exact divergence
+  /// u(t, x) into @p velocity (dim×N) and ∇ₓ·u into @p divergence (length N) from one forward
+  /// pass: the velocity is the primal of the divergence's pass, so this costs what divergence()
+  /// costs. Same values as operator() and divergence() up to rounding (the whole batch is one
+  /// product here, operator() works in panels).
+  ///@{
+  void velocity_divergence(Scalar t, const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> velocity,
+                           VectorRef<Scalar> divergence) const {
+    detail::require_shape("Mlp::velocity_divergence: velocity", velocity, dim(), x.cols());
+    run_divergence(t, x, nullptr, divergence, &velocity);
+  }
+  void velocity_divergence(Scalar t, const ConstMatrixRef<Scalar>& x,
+                           const ConstMatrixRef<Scalar>& cond, MatrixRef<Scalar> velocity,
+                           VectorRef<Scalar> divergence) const {
+    detail::require_shape("Mlp::velocity_divergence: velocity", velocity, dim(), x.cols());
+    run_divergence(t, x, &cond, divergence, &velocity);
+  }
+  ///@}
+
   /// @name Exact gradient of the divergence
   /// ∇ₓ(∇·u) for each sample into @p out (dim×N), t and c held fixed: reverse mode through the
   /// forward-mode divergence. With the pre-activation tangents a_ℓ^i = ∂z_ℓ/∂x_i
@@ -701,11 +720,12 @@ class Mlp {
     out = workspace.output_;
   }
 
+  // ∇·u into out, and u into *velocity unless null (which must not alias x).
   void run_divergence(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>* cond,
-                      VectorRef<Scalar> out) const {
+                      VectorRef<Scalar> out, MatrixRef<Scalar>* velocity = nullptr) const {
     detail::require_shape("Mlp::divergence: out", out, x.cols(), 1);
     MlpWorkspace<Scalar>& workspace = thread_workspace(x.cols());
-    run_forward(workspace, SharedOrPerSampleTime{t, nullptr}, x, cond, true);
+    run_forward(workspace, SharedOrPerSampleTime{t, nullptr}, x, cond, true, velocity);
     const Index layers = layer_count();
     if (layers == 1) {
       out.setConstant(x_weight().trace());  // u = W_x·x + const

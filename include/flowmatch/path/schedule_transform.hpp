@@ -44,7 +44,7 @@
 
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/validate.hpp"
-#include "flowmatch/field/velocity_field.hpp"
+#include "flowmatch/field/field_adapter.hpp"
 #include "flowmatch/scheduler/scheduler.hpp"
 #include "flowmatch/solver/integrate.hpp"
 
@@ -102,69 +102,88 @@ requires SchedulerPair<From, To> ScheduleChange<typename To::scalar_type> schedu
 }
 
 /// The velocity field u of scheduler @p From re-expressed as the velocity field ū of scheduler
-/// @p To: ū_r(x) = (ṡ_r/s_r)·x + ṫ_r·s_r·u_{t_r}(x/s_r). An in-place VelocityField; it also
-/// offers divergence and jvp when the wrapped field does:
+/// @p To: ū_r(x) = (ṡ_r/s_r)·x + ṫ_r·s_r·u_{t_r}(x/s_r). An in-place VelocityField that offers
+/// every member of the field protocol the wrapped field offers; with J the Jacobian of u at
+/// (t_r, x/s_r), (∂ū_r/∂x) = (ṡ_r/s_r)·I + ṫ_r·J, so
 ///
 ///     ∇·ū_r(x) = d·ṡ_r/s_r + ṫ_r·(∇·u_{t_r})(x/s_r),
-///     (∂ū_r/∂x)·v = (ṡ_r/s_r)·v + ṫ_r·(∂u_{t_r}/∂x)(x/s_r)·v.
+///     (∂ū_r/∂x)·v = (ṡ_r/s_r)·v + ṫ_r·J·v,     (∂ū_r/∂x)ᵀ·w = (ṡ_r/s_r)·w + ṫ_r·Jᵀ·w,
+///     ∇_x(∇·ū_r)(x) = (ṫ_r/s_r)·∇(∇·u_{t_r})(x/s_r).
 ///
-/// Holds the field and both schedulers by value (wrap a large field in std::cref, which forwards
-/// only the velocity, not divergence or jvp). Each call allocates one d×N temporary for x/s_r,
-/// so concurrent calls are safe.
+/// Holds the schedulers by value and the field as every adapter does (field_adapter.hpp: by
+/// value, or std::cref(field)). x/s_r goes to a thread-local buffer, so that calls do not
+/// allocate once it is sized and concurrent calls are safe. Every member throws
+/// std::invalid_argument for a non-finite x and std::domain_error where the change of scheduler
+/// is singular (see schedule_change).
 template <class Field, Scheduler From, Scheduler To>
-requires SchedulerPair<From, To> && VelocityField<Field, typename From::scalar_type>
-class ScheduleTransformedField {
+requires SchedulerPair<From, To> && VelocityField < std::unwrap_reference_t<Field>,
+typename From::scalar_type > class ScheduleTransformedField
+    : public FieldAdapter<ScheduleTransformedField<Field, From, To>, Field> {
+  using Base = FieldAdapter<ScheduleTransformedField<Field, From, To>, Field>;
+
  public:
   using scalar_type = typename From::scalar_type;
 
   /// @param field a velocity field of scheduler @p from; @param to the new scheduler.
   ScheduleTransformedField(Field field, From from, To to)
-      : field_(std::move(field)), from_(std::move(from)), to_(std::move(to)) {}
+      : Base(std::move(field)), from_(std::move(from)), to_(std::move(to)) {}
 
-  /// Evaluates ū_r at the d×N batch @p x into @p out (d×N; may alias @p x).
-  /// Throws std::invalid_argument for a wrong shape or non-finite x, std::domain_error where
-  /// the change of scheduler is singular (see schedule_change).
-  void operator()(scalar_type r, const ConstMatrixRef<scalar_type>& x,
-                  MatrixRef<scalar_type> out) const {
-    detail::require_shape("ScheduleTransformedField: out", out, x.rows(), x.cols());
-    const auto change = checked_change(r, x);
-    const Matrix<scalar_type> scaled = x / change.scale;
-    evaluate_velocity<scalar_type>(field_, change.time, scaled, out);
-    // (ṡ/s)·x = ṡ·(x/s), so x is not read again after out is written.
-    out = (change.d_time * change.scale) * out + change.d_scale * scaled;
-  }
-
-  /// The exact divergence ∇·ū_r at each column of @p x into the length-N @p out.
-  void divergence(scalar_type r, const ConstMatrixRef<scalar_type>& x,
-                  VectorRef<scalar_type> out) const requires HasDivergence<Field, scalar_type> {
-    detail::require_shape("ScheduleTransformedField::divergence: out", out, x.cols(), 1);
-    const auto change = checked_change(r, x);
-    const Matrix<scalar_type> scaled = x / change.scale;
-    field_.divergence(change.time, scaled, out);
-    out.array() = change.d_time * out.array() +
-                  static_cast<scalar_type>(x.rows()) * change.d_scale / change.scale;
-  }
-
-  /// The Jacobian-vector product (∂ū_r/∂x)·tangent at each column of @p x into @p out (d×N;
-  /// must not alias @p tangent).
-  void jvp(scalar_type r, const ConstMatrixRef<scalar_type>& x,
-           const ConstMatrixRef<scalar_type>& tangent,
-           MatrixRef<scalar_type> out) const requires HasJvp<Field, scalar_type> {
-    detail::require_shape("ScheduleTransformedField::jvp: tangent", tangent, x.rows(), x.cols());
-    detail::require_finite("ScheduleTransformedField::jvp: tangent", tangent);
-    detail::require_shape("ScheduleTransformedField::jvp: out", out, x.rows(), x.cols());
-    const auto change = checked_change(r, x);
-    const Matrix<scalar_type> scaled = x / change.scale;
-    field_.jvp(change.time, scaled, tangent, out);
-    out = change.d_time * out + (change.d_scale / change.scale) * tangent;
-  }
-
-  /// The wrapped field.
-  [[nodiscard]] const Field& field() const { return field_; }
   /// The scheduler the wrapped field was trained under.
   [[nodiscard]] const From& from() const { return from_; }
   /// The scheduler of the transformed field.
   [[nodiscard]] const To& to() const { return to_; }
+
+  /// Every plain member of the wrapped field, for scalar_type.
+  template <class Tag, class S>
+  static constexpr bool offers =
+      std::same_as<S, scalar_type>&& Tag::template offered_by<typename Base::wrapped_type, S>;
+
+  /// ū_r(x) (out may alias x).
+  void forward(capability::Velocity tag, scalar_type r, const ConstMatrixRef<scalar_type>& x,
+               MatrixRef<scalar_type> out) const {
+    const auto change = checked_change(r, x);
+    const Matrix<scalar_type>& scaled = scale_points(x, change);
+    tag.call(this->field(), change.time, scaled, out);
+    // (ṡ/s)·x = ṡ·(x/s), so x is not read again after out is written.
+    out = (change.d_time * change.scale) * out + change.d_scale * scaled;
+  }
+
+  /// ∇·ū_r(x).
+  void forward(capability::Divergence tag, scalar_type r, const ConstMatrixRef<scalar_type>& x,
+               VectorRef<scalar_type> out) const {
+    const auto change = checked_change(r, x);
+    tag.call(this->field(), change.time, scale_points(x, change), out);
+    out.array() = change.d_time * out.array() + identity_trace(x, change);
+  }
+
+  /// ū_r(x) and ∇·ū_r(x) from the wrapped field's single pass.
+  void forward(capability::VelocityDivergence tag, scalar_type r,
+               const ConstMatrixRef<scalar_type>& x, MatrixRef<scalar_type> velocity,
+               VectorRef<scalar_type> divergence) const {
+    const auto change = checked_change(r, x);
+    const Matrix<scalar_type>& scaled = scale_points(x, change);
+    tag.call(this->field(), change.time, scaled, velocity, divergence);
+    velocity = (change.d_time * change.scale) * velocity + change.d_scale * scaled;
+    divergence.array() = change.d_time * divergence.array() + identity_trace(x, change);
+  }
+
+  /// (∂ū_r/∂x)·v or (∂ū_r/∂x)ᵀ·w (out must not alias the direction).
+  template <class Tag>
+  requires(std::same_as<Tag, capability::Jvp> || std::same_as<Tag, capability::Vjp>) void forward(
+      Tag tag, scalar_type r, const ConstMatrixRef<scalar_type>& x,
+      const ConstMatrixRef<scalar_type>& direction, MatrixRef<scalar_type> out) const {
+    const auto change = checked_change(r, x);
+    tag.call(this->field(), change.time, scale_points(x, change), direction, out);
+    out = change.d_time * out + (change.d_scale / change.scale) * direction;
+  }
+
+  /// ∇_x(∇·ū_r)(x).
+  void forward(capability::DivergenceGradient tag, scalar_type r,
+               const ConstMatrixRef<scalar_type>& x, MatrixRef<scalar_type> out) const {
+    const auto change = checked_change(r, x);
+    tag.call(this->field(), change.time, scale_points(x, change), out);
+    out *= change.d_time / change.scale;
+  }
 
  private:
   ScheduleChange<scalar_type> checked_change(scalar_type r,
@@ -173,14 +192,29 @@ class ScheduleTransformedField {
     return schedule_change(from_, to_, r);
   }
 
-  Field field_;
+  /// x/s_r in this thread's buffer.
+  static const Matrix<scalar_type>& scale_points(const ConstMatrixRef<scalar_type>& x,
+                                                 const ScheduleChange<scalar_type>& change) {
+    thread_local Matrix<scalar_type> scaled;
+    scaled.resize(x.rows(), x.cols());
+    scaled = x / change.scale;
+    return scaled;
+  }
+
+  /// d·ṡ_r/s_r, the divergence of the (ṡ_r/s_r)·x term.
+  static scalar_type identity_trace(const ConstMatrixRef<scalar_type>& x,
+                                    const ScheduleChange<scalar_type>& change) {
+    return static_cast<scalar_type>(x.rows()) * change.d_scale / change.scale;
+  }
+
   From from_;
   To to_;
 };
 
 /// The velocity field @p field of scheduler @p from re-expressed for scheduler @p to.
 template <class Field, Scheduler From, Scheduler To>
-requires SchedulerPair<From, To> && VelocityField<Field, typename From::scalar_type>
+requires SchedulerPair<From, To> && VelocityField < std::unwrap_reference_t<Field>,
+typename From::scalar_type >
     ScheduleTransformedField<Field, From, To> transform_schedule(Field field, From from, To to) {
   return {std::move(field), std::move(from), std::move(to)};
 }

@@ -29,7 +29,7 @@
 #include "flowmatch/autodiff/field_derivatives.hpp"
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/validate.hpp"
-#include "flowmatch/field/velocity_field.hpp"
+#include "flowmatch/field/capabilities.hpp"
 #include "flowmatch/likelihood/standard_normal.hpp"
 #include "flowmatch/solver/integrate.hpp"
 
@@ -63,6 +63,13 @@ Matrix<Scalar> source_score(const Source& source, const Matrix<Scalar>& noise) {
   return score;
 }
 
+/// Reports a field with run-time capabilities that cannot transport the score.
+template <class Field>
+void require_score_capabilities(const Field& field) {
+  require_capability(field, capability::Vjp{}, "the exact score");
+  require_capability(field, capability::DivergenceGradient{}, "the exact score");
+}
+
 /// Integrates (x, s) with dx/dt = u, ds/dt = −(∂u/∂x)ᵀ s − ∇(∇·u) from (noise, source score)
 /// at t = 0 to t = @p end, into @p result.
 template <class Scalar, class Field, class Source>
@@ -76,8 +83,8 @@ void integrate_score(const Field& field, const Source& source, Scalar end,
     const ConstMatrixRef<Scalar> position = state.topRows(dim);
     const ConstMatrixRef<Scalar> score = state.bottomRows(dim);
     evaluate_velocity<Scalar>(field, t, position, derivative.topRows(dim));
-    vector_jacobian_product<Scalar>(field, t, position, score, transported);
-    divergence_gradient<Scalar>(field, t, position, gradient);
+    detail::derive(capability::Vjp{}, field, t, position, score, transported);
+    detail::derive(capability::DivergenceGradient{}, field, t, position, gradient);
     derivative.bottomRows(dim) = -transported - gradient;
   };
   Matrix<Scalar> initial(2 * dim, samples);
@@ -113,6 +120,7 @@ requires VelocityField<Field, typename Derived::Scalar> &&
   using Scalar = typename Derived::Scalar;
   detail::require_unit_time("exact_score: t", t);
   detail::require_nonempty_batch("exact_score: x", x);
+  detail::require_score_capabilities(field);
   ScoreResult<Scalar> result;
   if (t == Scalar(0)) {
     result.points = x;
@@ -140,6 +148,7 @@ requires VelocityField<Field, typename Derived::Scalar> &&
             const Source& source = {}) {
   using Scalar = typename Derived::Scalar;
   detail::require_nonempty_batch("sample_with_score: x0", x0);
+  detail::require_score_capabilities(field);
   ScoreResult<Scalar> result;
   result.noise = x0;
   detail::integrate_score<Scalar>(field, source, Scalar(1), options, result);

@@ -19,7 +19,7 @@
 #include "flowmatch/autodiff/field_derivatives.hpp"
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/validate.hpp"
-#include "flowmatch/field/velocity_field.hpp"
+#include "flowmatch/field/capabilities.hpp"
 #include "flowmatch/path/affine_path.hpp"
 #include "flowmatch/scheduler/scheduler.hpp"
 

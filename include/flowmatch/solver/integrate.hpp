@@ -49,7 +49,7 @@
 #include "flowmatch/core/errors.hpp"
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/validate.hpp"
-#include "flowmatch/field/velocity_field.hpp"
+#include "flowmatch/field/capabilities.hpp"
 #include "flowmatch/solver/error_norm.hpp"
 #include "flowmatch/solver/method.hpp"
 #include "flowmatch/solver/odeint_eigen.hpp"
