@@ -474,6 +474,36 @@ TEST_CASE("without return_trajectory no trajectory is kept", "[solver][grid]") {
   CHECK(result.times == std::vector<double>{0.0, 0.5, 1.0});
 }
 
+TEST_CASE("a braced list of times is a grid, as the same times in a vector", "[solver][grid]") {
+  const Matrix<double> x = test_batch(2, 3, 21);
+  const std::vector<double> grid{0.0, 0.5, 1.0};
+  for (const Method method : {Method::rk4, Method::dopri5}) {
+    INFO(flowmatch::method_name(method));
+    SolverOptions<double> options;
+    options.method = method;
+    if (!flowmatch::is_adaptive(method)) options.step_size = 0.05;
+    options.return_trajectory = true;
+    const auto listed = flowmatch::integrate(Rotation{}, x, {0.0, 0.5, 1.0}, options);
+    const auto from_vector = flowmatch::integrate(Rotation{}, x, grid, options);
+    CHECK(listed.state == from_vector.state);
+    CHECK(listed.trajectory == from_vector.trajectory);
+    CHECK(listed.times == grid);
+    CHECK(listed.stats.nfe == from_vector.stats.nfe);
+    CHECK(max_error(listed.state, Rotation::exact(x, 1.0)) < 1e-4);
+  }
+  const Rotation rotation;
+  const auto system = [&rotation](double t, const ConstMatrixRef<double>& state,
+                                  MatrixRef<double> out) { rotation(t, state, out); };
+  CHECK(flowmatch::integrate_system(system, x, {1.0, 0.25}).state ==
+        flowmatch::integrate_system(system, x, std::vector<double>{1.0, 0.25}).state);
+  const Matrix<float> x_float = x.cast<float>();
+  CHECK(flowmatch::integrate(Rotation{}, x_float, {0.0, 0.5, 1.0}).state ==
+        flowmatch::integrate(Rotation{}, x_float, std::vector<float>{0.0f, 0.5f, 1.0f}).state);
+  // A listed grid is checked as any other.
+  CHECK_THROWS_AS(flowmatch::integrate(Rotation{}, x, {0.5}), std::invalid_argument);
+  CHECK_THROWS_AS(flowmatch::integrate(Rotation{}, x, {0.0, 1.5}), std::domain_error);
+}
+
 TEST_CASE("the field is never evaluated outside the grid's range", "[solver][grid]") {
   const auto flow = make_gaussian_flow();
   const Matrix<double> x = test_batch(3, 4, 8);
