@@ -20,6 +20,7 @@ int main() {
   options.step_size = 0.05;
   const auto fixed = flowmatch::sample(rotation, x0, options);  // t: 0 -> 1
   options.method = flowmatch::Method::dopri5;                   // or tsit5, rkf78
+  options.step_size.reset();                                    // fixed-step methods only
   options.rtol = options.atol = 1e-8;
   const auto adaptive = flowmatch::sample(rotation, x0, options);
   const auto back = flowmatch::encode(rotation, adaptive.state, options);  // t: 1 -> 0

@@ -196,7 +196,9 @@ Job parse_job(int argc, char** argv) {
     return job;
   }
   job.options.method = flowmatch::method_from_name(arguments.text("--method", "midpoint"));
-  job.options.step_size = 1.0 / static_cast<double>(arguments.integer("--steps", "20", 1, 1000000));
+  const long long steps = arguments.integer("--steps", "20", 1, 1000000);
+  if (!flowmatch::is_adaptive(job.options.method))
+    job.options.step_size = 1.0 / static_cast<double>(steps);
   job.options.rtol = job.options.atol = arguments.positive("--tolerance", "1e-5");
   return job;
 }

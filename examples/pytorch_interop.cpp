@@ -36,7 +36,8 @@ int main(int argc, char** argv) {
     }
     flowmatch::SolverOptions<double> options;
     options.method = flowmatch::method_from_name(argc > 4 ? argv[4] : "midpoint");
-    options.step_size = argc > 5 ? std::stod(argv[5]) : 0.1;
+    if (!flowmatch::is_adaptive(options.method))
+      options.step_size = argc > 5 ? std::stod(argv[5]) : 0.1;
     const auto result = flowmatch::sample(model, noise, options);
     flowmatch::io::save_npy(argv[3], result.state);
     std::printf("%s: %lld samples in %lld evaluations of the network, written to %s\n",

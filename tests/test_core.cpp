@@ -68,7 +68,15 @@ TEST_CASE("argument checks name the argument and the problem", "[core]") {
                     Catch::Contains("x has shape 2x3"));
   x(1, 2) = std::numeric_limits<double>::quiet_NaN();
   CHECK(flowmatch::detail::first_nonfinite_column(x) == 2);
-  CHECK_THROWS_WITH(flowmatch::detail::require_finite("x", x), Catch::Contains("column 2"));
+  CHECK_THROWS_WITH(flowmatch::detail::require_finite("x", x),
+                    Catch::Contains("x has a non-finite entry in column 2 (row 1"));
+  // A vector's entry is named by its index, in a column and in a row vector.
+  flowmatch::Vector<double> weights = flowmatch::Vector<double>::Ones(5);
+  weights(3) = std::numeric_limits<double>::infinity();
+  CHECK_THROWS_WITH(flowmatch::detail::require_finite("weights", weights),
+                    Catch::Contains("weights has a non-finite entry at index 3"));
+  CHECK_THROWS_WITH(flowmatch::detail::require_finite("weights", weights.transpose()),
+                    Catch::Contains("weights has a non-finite entry at index 3"));
   CHECK_THROWS_AS(flowmatch::detail::require_unit_time("t", 1.5), std::domain_error);
   CHECK_THROWS_AS(flowmatch::detail::require_unit_time("t", std::nan("")), std::domain_error);
 

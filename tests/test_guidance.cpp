@@ -434,6 +434,23 @@ TEST_CASE("bad guidance input throws", "[guidance][errors]") {
   CHECK_THROWS_AS(flowmatch::guidance_interval(-0.1, 0.4), std::domain_error);
 }
 
+TEST_CASE("a non-finite guidance weight is reported at its index", "[guidance][errors]") {
+  const ClassConditionalOracle oracle;
+  const Matrix<double> labels = one_hot({0, 1, 0, 1, 1});
+  Vector<double> weights = Vector<double>::Constant(5, 2.0);
+  weights(3) = std::numeric_limits<double>::quiet_NaN();
+  // The matchers combine in each check: a combination keeps pointers to its parts.
+  const auto weights_named = Catch::Contains("weights");
+  const auto index_3 = Catch::Contains("index 3");
+  const auto column_0 = Catch::Contains("column 0");
+  CHECK_THROWS_AS(flowmatch::classifier_free_guidance<double>(std::cref(oracle), labels, weights),
+                  std::invalid_argument);
+  CHECK_THROWS_WITH(flowmatch::classifier_free_guidance<double>(std::cref(oracle), labels, weights),
+                    weights_named && index_3 && !column_0);
+  auto guided = flowmatch::classifier_free_guidance<double>(std::cref(oracle), labels, 2.0);
+  CHECK_THROWS_WITH(guided.set_weights(0, weights), weights_named && index_3 && !column_0);
+}
+
 TEST_CASE("the jvp and vjp of a guided field are the products of its Jacobian",
           "[guidance][derivatives]") {
   // A conditional network with its own jvp and vjp; the guided Jacobian is checked against

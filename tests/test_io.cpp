@@ -23,6 +23,8 @@ namespace io = flowmatch::io;
 namespace fs = std::filesystem;
 using Bytes = std::vector<std::uint8_t>;
 using Catch::Matchers::Contains;
+using Catch::Matchers::Equals;
+using Catch::Matchers::StartsWith;
 
 const std::string kFixtureDir = std::string(FLOWMATCH_TEST_DATA_DIR) + "/tiny2d/";
 
@@ -732,9 +734,12 @@ TEST_CASE("corrupt safetensors files throw format_error", "[safetensors]") {
   const std::vector<Case> cases = {
       {"empty file", {}, "shorter than the 8-byte header length"},
       {"truncated length", Bytes{2, 0, 0}, "shorter than the 8-byte"},
-      {"header length above the limit", length_then(100'000'001, repeat(' ', 16)), "exceeds"},
-      {"header length near 2^64", length_then(~std::uint64_t{0} - 3, repeat(' ', 16)), "exceeds"},
-      {"header length beyond the file", length_then(40, Bytes{'{', '}'}), "beyond the end"},
+      {"header length above the limit", length_then(100'000'001, repeat(' ', 16)),
+       "not a safetensors file (header length 100000001 at byte 0 exceeds the limit"},
+      {"header length near 2^64", length_then(~std::uint64_t{0} - 3, repeat(' ', 16)),
+       "not a safetensors file (header length 18446744073709551612 at byte 0 exceeds"},
+      {"header length beyond the file", length_then(40, Bytes{'{', '}'}),
+       "not a safetensors file (header length 40 at byte 0 extends beyond the end: 2 bytes"},
       {"empty header", safetensors_file("", {}), "invalid JSON"},
       {"invalid JSON", safetensors_file(R"({"t": )", {}), "invalid JSON"},
       {"trailing garbage", safetensors_file("{} x", {}), "invalid JSON"},
@@ -742,7 +747,12 @@ TEST_CASE("corrupt safetensors files throw format_error", "[safetensors]") {
       {"text after NUL", safetensors_file(std::string("{}\0x", 4), {}), "NUL byte"},
       {"number too large for a double",
        one(R"({"dtype":"F64","shape":[1e400],"data_offsets":[0,8]})"), "invalid JSON"},
-      {"header not an object", safetensors_file("[1, 2]", {}), "expected an object"},
+      {"header not an object", safetensors_file("[1, 2]", {}),
+       "not a safetensors file (header byte 8 is '[', expected '{'"},
+      {"header opening with a letter after spaces", safetensors_file("  x", {}),
+       "not a safetensors file (header byte 10 is 'x'"},
+      {"header opening with a binary byte", safetensors_file("\x93{}", {}),
+       "not a safetensors file (header byte 8 is 0x93"},
       {"tensor not an object", one("[1]"), "is a array"},
       {"metadata not an object", safetensors_file(R"({"__metadata__": "x"})", {}),
        "expected an object of strings"},
@@ -841,6 +851,47 @@ TEST_CASE("safetensors accepts edge cases of a valid layout", "[safetensors]") {
   CHECK(file.tensors.at("a").values == std::vector<double>{-3.5});
   CHECK(file.tensors.at("b").values == std::vector<double>{0.75});
   CHECK(file.tensors.at("z1").values.empty());
+}
+
+TEST_CASE("files of other kinds are reported as not safetensors files", "[safetensors]") {
+  ScratchDirectory scratch;
+  // What the first 8 bytes of @p bytes give as a header length (little-endian host).
+  const auto length_of = [](const Bytes& bytes) {
+    std::uint64_t length = 0;
+    std::memcpy(&length, bytes.data(), sizeof length);
+    return length;
+  };
+  std::mt19937_64 generator(20240611);
+  Bytes noise(256);
+  for (std::uint8_t& byte : noise) byte = static_cast<std::uint8_t>(generator());
+  Bytes text;
+  append(text, std::string("x,y\n0.25,-1.5\n3.0,4.0\n"));
+  struct Case {
+    const char* name;
+    Bytes bytes;
+  };
+  const std::vector<Case> cases = {
+      {"points.csv", text},
+      {"points.npy", read_bytes(kFixtureDir + "points.npy")},
+      {"noise.bin", noise},
+  };
+  for (const Case& test : cases) {
+    CAPTURE(test.name);
+    REQUIRE(test.bytes.size() >= 8);
+    const std::string path = scratch.file(test.name);
+    write_bytes(path, test.bytes);
+    CHECK_THROWS_AS(io::read_safetensors(path), io::format_error);
+    CHECK_THROWS_WITH(io::read_safetensors(path),
+                      StartsWith(path + ": not a safetensors file (header length " +
+                                 std::to_string(length_of(test.bytes)) + " at byte 0 exceeds"));
+  }
+  // A plausible length, but a header that is not a JSON object.
+  const std::string path = scratch.file("list.json");
+  write_bytes(path, safetensors_file("[\"w\"]", {}));
+  CHECK_THROWS_AS(io::read_safetensors(path), io::format_error);
+  CHECK_THROWS_WITH(io::read_safetensors(path),
+                    Equals(path + ": not a safetensors file (header byte 8 is '[', expected '{' " +
+                           "to open the JSON header)"));
 }
 
 TEST_CASE("safetensors file errors throw io_error", "[safetensors]") {

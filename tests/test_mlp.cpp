@@ -680,6 +680,24 @@ TEST_CASE("bad inputs to an Mlp throw", "[mlp]") {
     CHECK_THROWS_AS(mlp(0.5, wrong, wrong_out), std::invalid_argument);
     CHECK_THROWS_WITH(mlp(0.5, wrong, wrong_out), Catch::Contains("x has shape 3x5"));
   }
+  SECTION("a transposed batch (N×d) is blamed on x, not on out") {
+    // Five samples in R^2 given as the 5x2 array of NumPy's [N, d] layout; out is d×N.
+    const Matrix<double> transposed = x.transpose();
+    const auto shape = Catch::Contains("Mlp: x has shape 5x2");
+    const auto expected = Catch::Contains("expected 2 rows");
+    const auto hint = Catch::Contains("transposed");
+    CHECK_THROWS_AS(mlp(0.5, transposed, out), std::invalid_argument);
+    CHECK_THROWS_WITH(mlp(0.5, transposed, out), shape && expected && hint);
+    CHECK_THROWS_WITH(flowmatch::evaluate_velocity<double>(mlp, 0.5, transposed),
+                      shape && expected && hint);
+    CHECK_THROWS_WITH(mlp.divergence(0.5, transposed, divergence_out), shape && expected && hint);
+    CHECK_THROWS_WITH(mlp.jvp(0.5, transposed, x, out), shape && expected && hint);
+    CHECK_THROWS_WITH(mlp.vjp(0.5, transposed, x, out), shape && expected && hint);
+    // Rows other than d, but not the transposed shape: x is named, without the hint.
+    const Matrix<double> wrong = Matrix<double>::Zero(3, 5);
+    CHECK_THROWS_WITH(mlp(0.5, wrong, out),
+                      Catch::Contains("Mlp: x has shape 3x5") && expected && !hint);
+  }
   SECTION("out of the wrong shape") {
     Matrix<double> wrong_out(2, 4);
     CHECK_THROWS_AS(mlp(0.5, x, wrong_out), std::invalid_argument);

@@ -601,6 +601,10 @@ TEST_CASE("sample_transformed equals sampling the original field, also for VP ta
     const std::vector<double> grid{0.0, 0.5, 1.0};
     const auto through_grid = flowmatch::sample_transformed(field, from, to, noise,
                                                             std::span<const double>(grid), options);
+    const auto listed =
+        flowmatch::sample_transformed(field, from, to, noise, {0.0, 0.5, 1.0}, options);
+    CHECK(listed.trajectory == through_grid.trajectory);
+    CHECK(listed.state == through_grid.state);
     options.return_trajectory = false;
     REQUIRE(through_grid.trajectory.size() == 3);
     CHECK(through_grid.trajectory[0] == noise);

@@ -405,7 +405,7 @@ TEST_CASE("backward integration equals forward integration of the time-reversed 
   for (const Method method : all_methods) {
     SolverOptions<double> options;
     options.method = method;
-    options.step_size = 0.05;
+    if (!flowmatch::is_adaptive(method)) options.step_size = 0.05;
     options.rtol = options.atol = 1e-8;
     const Matrix<double> backward = flowmatch::encode(flow, x1, options).state;
     const Matrix<double> forward = flowmatch::sample(reversed, x1, options).state;
@@ -442,7 +442,7 @@ TEST_CASE("trajectories on non-uniform and descending grids follow the closed fo
   for (const Method method : all_methods) {
     SolverOptions<double> options;
     options.method = method;
-    options.step_size = 1e-3;
+    if (!flowmatch::is_adaptive(method)) options.step_size = 1e-3;
     options.rtol = options.atol = 1e-9;
     options.return_trajectory = true;
     INFO(flowmatch::method_name(method));
@@ -474,6 +474,36 @@ TEST_CASE("without return_trajectory no trajectory is kept", "[solver][grid]") {
   CHECK(result.times == std::vector<double>{0.0, 0.5, 1.0});
 }
 
+TEST_CASE("a braced list of times is a grid, as the same times in a vector", "[solver][grid]") {
+  const Matrix<double> x = test_batch(2, 3, 21);
+  const std::vector<double> grid{0.0, 0.5, 1.0};
+  for (const Method method : {Method::rk4, Method::dopri5}) {
+    INFO(flowmatch::method_name(method));
+    SolverOptions<double> options;
+    options.method = method;
+    if (!flowmatch::is_adaptive(method)) options.step_size = 0.05;
+    options.return_trajectory = true;
+    const auto listed = flowmatch::integrate(Rotation{}, x, {0.0, 0.5, 1.0}, options);
+    const auto from_vector = flowmatch::integrate(Rotation{}, x, grid, options);
+    CHECK(listed.state == from_vector.state);
+    CHECK(listed.trajectory == from_vector.trajectory);
+    CHECK(listed.times == grid);
+    CHECK(listed.stats.nfe == from_vector.stats.nfe);
+    CHECK(max_error(listed.state, Rotation::exact(x, 1.0)) < 1e-4);
+  }
+  const Rotation rotation;
+  const auto system = [&rotation](double t, const ConstMatrixRef<double>& state,
+                                  MatrixRef<double> out) { rotation(t, state, out); };
+  CHECK(flowmatch::integrate_system(system, x, {1.0, 0.25}).state ==
+        flowmatch::integrate_system(system, x, std::vector<double>{1.0, 0.25}).state);
+  const Matrix<float> x_float = x.cast<float>();
+  CHECK(flowmatch::integrate(Rotation{}, x_float, {0.0, 0.5, 1.0}).state ==
+        flowmatch::integrate(Rotation{}, x_float, std::vector<float>{0.0f, 0.5f, 1.0f}).state);
+  // A listed grid is checked as any other.
+  CHECK_THROWS_AS(flowmatch::integrate(Rotation{}, x, {0.5}), std::invalid_argument);
+  CHECK_THROWS_AS(flowmatch::integrate(Rotation{}, x, {0.0, 1.5}), std::domain_error);
+}
+
 TEST_CASE("the field is never evaluated outside the grid's range", "[solver][grid]") {
   const auto flow = make_gaussian_flow();
   const Matrix<double> x = test_batch(3, 4, 8);
@@ -488,7 +518,7 @@ TEST_CASE("the field is never evaluated outside the grid's range", "[solver][gri
       };
       SolverOptions<double> options;
       options.method = method;
-      options.step_size = 0.07;
+      if (!flowmatch::is_adaptive(method)) options.step_size = 0.07;
       flowmatch::integrate(recording, x, grid, options);
       const auto [low, high] = std::minmax(grid.front(), grid.back());
       INFO(flowmatch::method_name(method) << " grid " << grid.front() << " → " << grid.back());
@@ -510,7 +540,7 @@ TEST_CASE("the observer sees monotone accepted times and the final statistics",
       Matrix<double> last_state;
       SolverOptions<double> options;
       options.method = method;
-      options.step_size = 0.1;
+      if (!flowmatch::is_adaptive(method)) options.step_size = 0.1;
       options.observer = [&](double t, const Matrix<double>& state,
                              const flowmatch::SolverStats& stats) {
         times.push_back(t);
@@ -606,7 +636,7 @@ TEST_CASE("per-sample data carried by a field stays aligned with its columns",
   for (const Method method : {Method::rk4, Method::dopri5, Method::tsit5}) {
     SolverOptions<double> options;
     options.method = method;
-    options.step_size = 0.01;
+    if (!flowmatch::is_adaptive(method)) options.step_size = 0.01;
     options.rtol = options.atol = 1e-9;
     const Matrix<double> x1 = flowmatch::sample(decay, x0, options).state;
     for (Eigen::Index j = 0; j < 5; ++j) {
@@ -641,7 +671,7 @@ TEST_CASE("float states work", "[solver][float]") {
   for (const Method method : all_methods) {
     SolverOptions<float> options;
     options.method = method;
-    options.step_size = 0.01f;
+    if (!flowmatch::is_adaptive(method)) options.step_size = 0.01f;
     options.rtol = options.atol = 1e-4f;
     const Matrix<float> result = flowmatch::sample(flow, x0, options).state;
     INFO(flowmatch::method_name(method));
@@ -662,7 +692,7 @@ TEST_CASE("a non-finite velocity throws numerical_error naming time and sample",
   for (const Method method : all_methods) {
     SolverOptions<double> options;
     options.method = method;
-    options.step_size = 0.1;
+    if (!flowmatch::is_adaptive(method)) options.step_size = 0.1;
     INFO(flowmatch::method_name(method));
     try {
       flowmatch::sample(poisoned, x, options);
@@ -927,7 +957,31 @@ TEST_CASE("invalid grids, options and batches are rejected with typed exceptions
                       o.step_size = 0.0;
                     }),
                     Catch::Contains("step_size"));
-  CHECK_THROWS_AS(with([](Options& o) { o.step_size = -0.1; }), std::invalid_argument);
+  CHECK_THROWS_WITH(with([](Options& o) {
+                      o.method = Method::rk4;
+                      o.step_size = -0.1;
+                    }),
+                    Catch::Contains("step_size") && Catch::Contains("> 0"));
+  // step_size is not the first step of an adaptive method: that is first_step.
+  for (const Method method : adaptive_methods) {
+    INFO(flowmatch::method_name(method));
+    const std::string name(flowmatch::method_name(method));
+    CHECK_THROWS_AS(with([method](Options& o) {
+                      o.method = method;
+                      o.step_size = 0.01;
+                    }),
+                    std::invalid_argument);
+    CHECK_THROWS_WITH(with([method](Options& o) {
+                        o.method = method;
+                        o.step_size = 0.01;
+                      }),
+                      Catch::Contains("step_size") && Catch::Contains("fixed-step") &&
+                          Catch::Contains(name) && Catch::Contains("first_step"));
+    CHECK_NOTHROW(with([method](Options& o) {
+      o.method = method;
+      o.first_step = 0.01;
+    }));
+  }
   CHECK_THROWS_AS(with([](Options& o) { o.initial_step = 0.0; }), std::invalid_argument);
   CHECK_THROWS_AS(with([](Options& o) { o.max_steps = 0; }), std::invalid_argument);
   CHECK_THROWS_AS(with([](Options& o) { o.min_step = -1.0; }), std::invalid_argument);

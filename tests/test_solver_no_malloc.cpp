@@ -162,7 +162,7 @@ TEST_CASE("no allocation after the first accepted step", "[solver][no-malloc]") 
     for (const bool trajectory : {false, true}) {
       flowmatch::SolverOptions<double> options;
       options.method = method;
-      options.step_size = 0.01;
+      if (!flowmatch::is_adaptive(method)) options.step_size = 0.01;
       options.rtol = options.atol = 1e-8;
       options.return_trajectory = trajectory;
       std::size_t observed = 0;
@@ -201,7 +201,7 @@ std::size_t allocations_in_network_loops(const Field& field, const Matrix<Scalar
     INFO(flowmatch::method_name(method));
     flowmatch::SolverOptions<Scalar> options;
     options.method = method;
-    options.step_size = Scalar(0.25);
+    if (!flowmatch::is_adaptive(method)) options.step_size = Scalar(0.25);
     options.rtol = options.atol = Scalar(1e-4);
     std::size_t observed = 0;
     options.observer = [&observed](Scalar t, const Matrix<Scalar>&, const flowmatch::SolverStats&) {

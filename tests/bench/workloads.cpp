@@ -203,7 +203,7 @@ void sample_benchmark(benchmark::State& state, flowmatch::Method method, Index c
   const Matrix<Scalar> x0 = normal_batch<Scalar>(2, columns, 2);
   flowmatch::SolverOptions<Scalar> options;
   options.method = method;
-  options.step_size = Scalar(1) / Scalar(50);
+  if (!flowmatch::is_adaptive(method)) options.step_size = Scalar(1) / Scalar(50);
   options.rtol = options.atol = Scalar(1e-5);
   const std::vector<Product> per_eval = forward_products(net, columns);
   const double reference = bare_gemm_rate<Scalar>(per_eval);

@@ -48,14 +48,23 @@ void require_shape(const char* name, const Eigen::DenseBase<Derived>& matrix, In
   }
 }
 
-/// Throws std::invalid_argument naming @p name and the first bad column unless every entry of
-/// @p matrix is finite.
+/// Throws std::invalid_argument unless every entry of @p matrix is finite, naming @p name, the
+/// value and the place of the first bad entry (in column-major order): its index in a vector
+/// (a row or column vector at compile time), its column (the sample) and row in a matrix.
 template <class Derived>
 void require_finite(const char* name, const Eigen::DenseBase<Derived>& matrix) {
   const Index col = first_nonfinite_column(matrix);
-  if (col >= 0) {
-    throw std::invalid_argument(std::string(name) + " has a non-finite entry in column " +
-                                to_text(col));
+  if (col < 0) return;
+  Index row = 0;
+  while (matrix.col(col).segment(row, 1).allFinite()) ++row;
+  const std::string entry = std::string(name) + " has a non-finite entry ";
+  const std::string value = to_text(matrix(row, col));
+  if constexpr (Derived::IsVectorAtCompileTime) {
+    const Index index = Derived::ColsAtCompileTime == 1 ? row : col;
+    throw std::invalid_argument(entry + "at index " + to_text(index) + " (value " + value + ")");
+  } else {
+    throw std::invalid_argument(entry + "in column " + to_text(col) + " (row " + to_text(row) +
+                                ", value " + value + ")");
   }
 }
 

@@ -38,6 +38,12 @@ class format_error : public std::invalid_argument {
   format_error(std::string_view source, std::string_view location, std::string_view what)
       : std::invalid_argument(std::string(source) + ": " + std::string(location) + ": " +
                               std::string(what)) {}
+
+  /// For a problem with the content as a whole, e.g. "not a safetensors file (...)".
+  /// @param source the file name, or "buffer" for in-memory data.
+  /// @param what what was found and what was expected.
+  format_error(std::string_view source, std::string_view what)
+      : std::invalid_argument(std::string(source) + ": " + std::string(what)) {}
 };
 
 }  // namespace flowmatch::io

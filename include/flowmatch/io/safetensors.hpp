@@ -16,7 +16,9 @@
 /// keys whose values are tensor objects with exactly the three fields above; shapes and
 /// offsets are non-negative integers without overflow; each tensor's byte length matches its
 /// shape; and the tensors, sorted by offset, tile the data buffer exactly, which ends at the end
-/// of the file. Any violation throws io::format_error; nothing is read out of bounds.
+/// of the file. Any violation throws io::format_error; nothing is read out of bounds. A file of
+/// another kind (text, .npy, random bytes), recognised by an implausible header length or a
+/// header that does not open with '{', is reported as "<source>: not a safetensors file (...)".
 #pragma once
 
 #include <algorithm>
@@ -263,6 +265,13 @@ inline void decode_tensor(const std::uint8_t* data, io::Tensor& tensor, std::siz
   }
 }
 
+/// @p byte as it reads in a message: 'c' for printable ASCII, else its hexadecimal value 0xNN.
+inline std::string byte_text(std::uint8_t byte) {
+  if (byte >= 0x20 && byte < 0x7F) return std::string{'\'', static_cast<char>(byte), '\''};
+  constexpr char digits[] = "0123456789abcdef";
+  return std::string{'0', 'x', digits[byte >> 4], digits[byte & 0xF]};
+}
+
 /// Parses a whole safetensors file held in @p bytes; @p source names it in error messages.
 inline io::SafeTensors parse_safetensors(std::span<const std::uint8_t> bytes,
                                          std::string_view source) {
@@ -271,20 +280,30 @@ inline io::SafeTensors parse_safetensors(std::span<const std::uint8_t> bytes,
                            "file of " + std::to_string(bytes.size()) +
                                " bytes is shorter than the 8-byte header length");
   }
+  // Another kind of file (text, .npy, random bytes) shows here: its first 8 bytes read as an
+  // implausible length, or its header does not open a JSON object.
+  const auto not_safetensors = [&](const std::string& reason) {
+    throw io::format_error(source, "not a safetensors file (" + reason + ")");
+  };
   const std::uint64_t header_length = load_uint<std::uint64_t>(bytes.data(), ByteOrder::little);
   if (header_length > kMaxSafetensorsHeaderBytes) {
-    throw io::format_error(source, "byte 0",
-                           "header length " + std::to_string(header_length) +
-                               " exceeds the limit of " +
-                               std::to_string(kMaxSafetensorsHeaderBytes) + " bytes");
+    not_safetensors("header length " + std::to_string(header_length) + " at byte 0 exceeds the " +
+                    "limit of " + std::to_string(kMaxSafetensorsHeaderBytes) + " bytes");
   }
   if (header_length > bytes.size() - 8) {
-    throw io::format_error(source, "byte 0",
-                           "header length " + std::to_string(header_length) +
-                               " extends beyond the end (" + std::to_string(bytes.size() - 8) +
-                               " bytes follow the length)");
+    not_safetensors("header length " + std::to_string(header_length) + " at byte 0 extends " +
+                    "beyond the end: " + std::to_string(bytes.size() - 8) +
+                    " bytes follow the length");
   }
-  const nlohmann::json header = parse_safetensors_json(bytes.subspan(8, header_length), source);
+  const std::span<const std::uint8_t> text = bytes.subspan(8, header_length);
+  const auto first = std::find_if(text.begin(), text.end(), [](std::uint8_t byte) {
+    return byte != ' ' && byte != '\t' && byte != '\n' && byte != '\r';
+  });
+  if (first != text.end() && *first != '{') {
+    not_safetensors("header byte " + std::to_string(8 + (first - text.begin())) + " is " +
+                    byte_text(*first) + ", expected '{' to open the JSON header");
+  }
+  const nlohmann::json header = parse_safetensors_json(text, source);
   if (!header.is_object()) {
     throw io::format_error(source, "header",
                            std::string("is a JSON ") + header.type_name() + ", expected an object");

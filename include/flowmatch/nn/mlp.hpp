@@ -377,12 +377,14 @@ class Mlp {
   ///@{
   void velocity_divergence(Scalar t, const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> velocity,
                            VectorRef<Scalar> divergence) const {
+    require_batch(x);
     detail::require_shape("Mlp::velocity_divergence: velocity", velocity, dim(), x.cols());
     run_divergence(t, x, nullptr, divergence, &velocity);
   }
   void velocity_divergence(Scalar t, const ConstMatrixRef<Scalar>& x,
                            const ConstMatrixRef<Scalar>& cond, MatrixRef<Scalar> velocity,
                            VectorRef<Scalar> divergence) const {
+    require_batch(x);
     detail::require_shape("Mlp::velocity_divergence: velocity", velocity, dim(), x.cols());
     run_divergence(t, x, &cond, divergence, &velocity);
   }
@@ -467,6 +469,7 @@ class Mlp {
   void evaluate(MlpWorkspace<Scalar>& workspace, SharedOrPerSampleTime time,
                 const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>* cond,
                 MatrixRef<Scalar> out, bool with_slopes) const {
+    require_batch(x);
     detail::require_shape("Mlp: out", out, dim(), x.cols());
     run_forward(workspace, time, x, cond, with_slopes, &out);
   }
@@ -479,8 +482,8 @@ class Mlp {
 
   void evaluate_in_panels(SharedOrPerSampleTime time, const ConstMatrixRef<Scalar>& x,
                           const ConstMatrixRef<Scalar>* cond, MatrixRef<Scalar> out) const {
-    detail::require_shape("Mlp: out", out, dim(), x.cols());
     validate_inputs(time, x, cond);
+    detail::require_shape("Mlp: out", out, dim(), x.cols());
     const Index batch = x.cols();
     for (Index begin = 0; begin == 0 || begin < batch; begin += panel_columns) {
       const Index columns = std::min(panel_columns, batch - begin);
@@ -524,9 +527,20 @@ class Mlp {
     detail::apply_activation(config_.activation, values, slopes);
   }
 
+  // Throws naming x unless it is a dim×N batch. Checked before the other arguments, whose
+  // expected shapes follow from x: a transposed x (N×dim) is blamed on x, not on out.
+  void require_batch(const ConstMatrixRef<Scalar>& x) const {
+    if (x.rows() == dim()) return;
+    throw std::invalid_argument(
+        "Mlp: x has shape " + detail::to_text(x.rows()) + "x" + detail::to_text(x.cols()) +
+        ", expected " + detail::to_text(dim()) + " rows (dim×N, one column per sample)" +
+        (x.cols() == dim() ? "; x may be transposed: an N×dim batch is passed as x.transpose()"
+                           : ""));
+  }
+
   void validate_inputs(SharedOrPerSampleTime time, const ConstMatrixRef<Scalar>& x,
                        const ConstMatrixRef<Scalar>* cond) const {
-    detail::require_shape("Mlp: x", x, dim(), -1);
+    require_batch(x);
     if (time.per_sample != nullptr) {
       const ConstVectorRef<Scalar>& times = *time.per_sample;
       detail::require_shape("Mlp: t", times, x.cols(), 1);
@@ -689,6 +703,7 @@ class Mlp {
 
   void run_jvp(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>* cond,
                const ConstMatrixRef<Scalar>& tangent, MatrixRef<Scalar> out) const {
+    require_batch(x);
     detail::require_shape("Mlp::jvp: tangent", tangent, dim(), x.cols());
     detail::require_shape("Mlp::jvp: out", out, dim(), x.cols());
     MlpWorkspace<Scalar>& workspace = thread_workspace(x.cols());
@@ -712,6 +727,7 @@ class Mlp {
 
   void run_vjp(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>* cond,
                const ConstMatrixRef<Scalar>& cotangent, MatrixRef<Scalar> out) const {
+    require_batch(x);
     detail::require_shape("Mlp::vjp: cotangent", cotangent, dim(), x.cols());
     detail::require_shape("Mlp::vjp: out", out, dim(), x.cols());
     MlpWorkspace<Scalar>& workspace = thread_workspace(x.cols());
@@ -723,6 +739,7 @@ class Mlp {
   // ∇·u into out, and u into *velocity unless null (which must not alias x).
   void run_divergence(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>* cond,
                       VectorRef<Scalar> out, MatrixRef<Scalar>* velocity = nullptr) const {
+    require_batch(x);
     detail::require_shape("Mlp::divergence: out", out, x.cols(), 1);
     MlpWorkspace<Scalar>& workspace = thread_workspace(x.cols());
     run_forward(workspace, SharedOrPerSampleTime{t, nullptr}, x, cond, true, velocity);

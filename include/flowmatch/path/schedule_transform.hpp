@@ -35,6 +35,7 @@
 #include <array>
 #include <concepts>
 #include <functional>
+#include <initializer_list>
 #include <limits>
 #include <span>
 #include <stdexcept>
@@ -292,6 +293,19 @@ requires SchedulerPair<From, To> && VelocityField<Field, typename From::scalar_t
   if (options.return_trajectory) result.trajectory.push_back(result.state);
   result.times.assign(times.begin(), times.end());
   return result;
+}
+
+/// sample_transformed over a grid written as a braced list of times, e.g. {0.0, 0.5, 1.0}.
+template <class Field, Scheduler From, Scheduler To, class Derived>
+requires SchedulerPair<From, To> && VelocityField<Field, typename From::scalar_type> &&
+    std::same_as<typename Derived::Scalar, typename From::scalar_type>
+        SolveResult<typename From::scalar_type> sample_transformed(
+            const Field& field, const From& from, const To& to,
+            const Eigen::MatrixBase<Derived>& x0,
+            std::initializer_list<typename From::scalar_type> times,
+            const SolverOptions<typename From::scalar_type>& options = {},
+            typename From::scalar_type end_gap = typename From::scalar_type(1e-4)) {
+  return sample_transformed(field, from, to, x0, detail::grid_span(times), options, end_gap);
 }
 
 /// Samples @p field of scheduler @p from under scheduler @p to from the noise @p x0 at r = 0

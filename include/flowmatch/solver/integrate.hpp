@@ -30,6 +30,7 @@
 #include <concepts>
 #include <cstddef>
 #include <functional>
+#include <initializer_list>
 #include <limits>
 #include <memory>
 #include <span>
@@ -80,6 +81,13 @@ void require_finite_during_solve(const char* what, const Matrix<Scalar>& matrix,
                               " in column " + to_text(column) + " (sample " + to_text(column) + ")",
                           static_cast<double>(t), column);
   }
+}
+
+/// A grid written as a braced list, as the span the integrators take (valid for the call
+/// whose argument the list is).
+template <class Scalar>
+std::span<const Scalar> grid_span(std::initializer_list<Scalar> times) {
+  return {times.begin(), times.size()};
 }
 
 /// Throws unless @p times has at least two entries, all in [0, 1], strictly monotone.
@@ -499,7 +507,8 @@ class GridIntegrator {
 /// @param system called as `system(t, x, dxdt)` (MatrixSystem), in place; it may keep state.
 /// @param state the initial state at times[0], finite, at least 1×1; not modified.
 /// @param times a strictly monotone grid inside [0, 1], increasing or decreasing, at least two
-///        entries (a std::vector converts).
+///        entries (a std::vector or std::array converts; the overload below takes a braced
+///        list).
 /// @param options method, tolerances or step size, limits and observer.
 /// @throws std::invalid_argument, std::domain_error, numerical_error (see the file comment).
 template <class System, class Derived>
@@ -518,6 +527,16 @@ typename Derived::Scalar > SolveResult<typename Derived::Scalar> integrate_syste
   return integrator.run();
 }
 
+/// integrate_system over a grid written as a braced list of times, e.g. {0.0, 0.5, 1.0}.
+template <class System, class Derived>
+requires MatrixSystem < std::remove_reference_t<System>,
+typename Derived::Scalar > SolveResult<typename Derived::Scalar> integrate_system(
+                               System&& system, const Eigen::MatrixBase<Derived>& state,
+                               std::initializer_list<typename Derived::Scalar> times,
+                               const SolverOptions<typename Derived::Scalar>& options = {}) {
+  return integrate_system(std::forward<System>(system), state, detail::grid_span(times), options);
+}
+
 /// Integrates the flow of a velocity field, dx/dt = u_t(x), for the d×N batch @p x from
 /// times[0] over the grid @p times (see integrate_system). The field sees the whole batch in
 /// its column order at every evaluation.
@@ -532,6 +551,16 @@ integrate(const Field& field, const Eigen::MatrixBase<Derived>& x,
     evaluate_velocity<Scalar>(field, t, state, velocity);
   };
   return integrate_system(system, x, times, options);
+}
+
+/// integrate over a grid written as a braced list of times:
+/// `integrate(field, x0, {0.0, 0.5, 1.0}, options)`.
+template <class Field, class Derived>
+requires VelocityField<Field, typename Derived::Scalar> SolveResult<typename Derived::Scalar>
+integrate(const Field& field, const Eigen::MatrixBase<Derived>& x,
+          std::initializer_list<typename Derived::Scalar> times,
+          const SolverOptions<typename Derived::Scalar>& options = {}) {
+  return integrate(field, x, detail::grid_span(times), options);
 }
 
 /// Sampling: pushes the noise batch @p x0 at t = 0 to t = 1 along the field (grid {0, 1}).

@@ -30,7 +30,8 @@ struct SolverOptions {
   Method method = Method::dopri5;
   /// Fixed-step methods: each grid interval of length L is split into ceil(L/h) equal steps
   /// (a ratio L/h within a few rounding errors of an integer is not rounded up). Without it,
-  /// one step per grid interval. Ignored by adaptive methods.
+  /// one step per grid interval. Setting it with an adaptive method is an error: their first
+  /// trial step is first_step.
   std::optional<Scalar> step_size;
   /// Relative tolerance of the adaptive methods (> 0).
   Scalar rtol = Scalar(1e-5);
@@ -93,7 +94,16 @@ void validate_options(const SolverOptions<Scalar>& options) {
     }
   };
   method_name(options.method);  // rejects values outside the enumeration
-  if (options.step_size) require_positive("step_size", *options.step_size);
+  if (options.step_size) {
+    require_positive("step_size", *options.step_size);
+    if (is_adaptive(options.method)) {
+      throw std::invalid_argument(
+          "SolverOptions::step_size (" + to_text(*options.step_size) +
+          ") applies to the fixed-step methods, not to the adaptive method " +
+          std::string(method_name(options.method)) +
+          ": set first_step for its first trial step, rtol and atol for its accuracy");
+    }
+  }
   if (options.first_step) require_positive("first_step", *options.first_step);
   if (options.initial_step) require_positive("initial_step", *options.initial_step);
   if (options.first_step && options.initial_step && *options.first_step != *options.initial_step) {
