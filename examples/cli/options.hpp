@@ -71,6 +71,8 @@ struct SampleOptions {
   std::string out;
   std::string loglik;        ///< also write each sample's log-density here
   std::string transform_to;  ///< sample under this scheduler instead
+  std::string sde;           ///< sample by the SDE with this diffusion: constant:G, sigma:G, ...
+  std::string sde_method = "euler-maruyama";  ///< the scheme of --sde
 };
 
 struct EncodeOptions {
