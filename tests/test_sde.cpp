@@ -29,6 +29,7 @@
 #include "flowmatch/solver/diffusion.hpp"
 #include "flowmatch/solver/integrate.hpp"
 #include "flowmatch/solver/sde.hpp"
+#include "sde_support.hpp"
 
 namespace {
 
@@ -43,21 +44,6 @@ using flowmatch::SdeOptions;
 using flowmatch::Vector;
 using CondOT = flowmatch::CondOT<double>;
 using Oracle = flowmatch::GaussianMixturePath<CondOT>;
-
-// Three components in the plane with full covariances.
-flowmatch::GaussianMixture<double> data_mixture() {
-  Vector<double> weights(3);
-  weights << 0.5, 0.3, 0.2;
-  Matrix<double> means(2, 3);
-  means << -2.0, 2.0, 0.5,  //
-      0.0, 1.0, -2.0;
-  Matrix<double> first(2, 2), second(2, 2), third(2, 2);
-  first << 0.30, 0.10, 0.10, 0.20;
-  second << 0.25, -0.05, -0.05, 0.40;
-  third << 0.50, 0.00, 0.00, 0.15;
-  return flowmatch::GaussianMixture<double>::with_covariances(weights, means,
-                                                              {first, second, third});
-}
 
 Matrix<double> standard_normal(Index rows, Index cols, std::uint64_t seed) {
   std::mt19937_64 generator(seed);
@@ -204,7 +190,7 @@ void check_marginals(const Oracle& oracle, SdeMethod method, Diffusion<double> d
 
 TEST_CASE("sde: with g = 0 Euler-Maruyama is integrate's euler and Heun is heun2, bit for bit",
           "[sde]") {
-  const Oracle oracle(data_mixture());
+  const Oracle oracle(flowmatch_test::sde_data_mixture());
   const Matrix<double> x0 = standard_normal(2, 300, 1);
   const std::vector<double> grid{0.0, 0.3, 0.6, 1.0};
   const std::span<const double> times(grid);
@@ -240,7 +226,7 @@ TEST_CASE("sde: with g = 0 Euler-Maruyama is integrate's euler and Heun is heun2
 }
 
 TEST_CASE("sde: samples at t = 0.3, 0.6 and 1 follow the exact marginals p_t", "[sde]") {
-  const Oracle oracle(data_mixture());
+  const Oracle oracle(flowmatch_test::sde_data_mixture());
   const Index samples = 20000;
   const double step = 1.0 / 200;
   std::uint64_t seed = 100;
@@ -259,7 +245,7 @@ TEST_CASE("sde: samples at t = 0.3, 0.6 and 1 follow the exact marginals p_t", "
 TEST_CASE("sde: the marginal check rejects samples from a mismatched score", "[sde]") {
   // The CondOT oracle driven with the Cosine path's score conversion: a wrong score term, so
   // the marginals drift away from p_t; the same checks must notice.
-  const Oracle oracle(data_mixture());
+  const Oracle oracle(flowmatch_test::sde_data_mixture());
   const Matrix<double> x0 = standard_normal(2, 20000, 3);
   std::mt19937_64 generator(4);
   const auto result = flowmatch::sample_sde(
@@ -274,7 +260,7 @@ TEST_CASE("sde: the marginal check rejects samples from a mismatched score", "[s
 }
 
 TEST_CASE("sde: the noise of a sample depends only on the key and the sample's index", "[sde]") {
-  const Oracle oracle(data_mixture());
+  const Oracle oracle(flowmatch_test::sde_data_mixture());
   const ColumnwiseField columnwise{&oracle};
   const Matrix<double> x0 = standard_normal(2, 97, 5);
   const std::vector<double> grid{0.0, 0.5, 1.0};
@@ -323,7 +309,7 @@ TEST_CASE("sde: the noise of a sample depends only on the key and the sample's i
 
 TEST_CASE("sde: the oracle itself under a ParallelField gives the same samples for any threads",
           "[sde]") {
-  const Oracle oracle(data_mixture());
+  const Oracle oracle(flowmatch_test::sde_data_mixture());
   const Matrix<double> x0 = standard_normal(2, 1000, 6);
   const flowmatch::AffinePath<CondOT> path;
   const SdeOptions<double> options =
@@ -346,7 +332,7 @@ TEST_CASE("sde: the oracle itself under a ParallelField gives the same samples f
 TEST_CASE("sde: Brownian substeps make coarse and fine runs share their Brownian path", "[sde]") {
   // Strong convergence on a shared path: a coarse run with m substeps lies much closer to the
   // fine run than a coarse run driven by an unrelated path does.
-  const Oracle oracle(data_mixture());
+  const Oracle oracle(flowmatch_test::sde_data_mixture());
   const Matrix<double> x0 = standard_normal(2, 2000, 8);
   const flowmatch::AffinePath<CondOT> path;
   const Diffusion<double> diffusion = Diffusion<double>::sigma(1.0);
@@ -365,10 +351,57 @@ TEST_CASE("sde: Brownian substeps make coarse and fine runs share their Brownian
   CHECK(coupled_distance < 0.1 * uncoupled_distance);
 }
 
+TEST_CASE("sde: Euler-Maruyama converges weakly at order 1, Heun much faster", "[sde]") {
+  // Weak errors of E[|X_1|²] against a Heun run with 256 steps on the same Brownian path
+  // (brownian_substeps), so that the error of the difference of means is the small strong error
+  // over sqrt(N). tests/bench/sde_weak_order.cpp measures both orders with more samples.
+  const Oracle oracle(flowmatch_test::sde_data_mixture());
+  const flowmatch::AffinePath<CondOT> path;
+  const Matrix<double> x0 = standard_normal(2, 4000, 15);
+  const std::size_t reference_steps = 256;
+  const Diffusion<double> diffusion = Diffusion<double>::sigma(1.0);
+  const auto squared_norms = [&](SdeMethod method, std::size_t steps) {
+    SdeOptions<double> options = sde_options(method, diffusion, 1.0 / static_cast<double>(steps));
+    options.brownian_substeps = reference_steps / steps;
+    std::mt19937_64 generator(91);
+    return Vector<double>(
+        flowmatch::sample_sde(oracle, path, x0, options, generator).state.colwise().squaredNorm());
+  };
+  const Vector<double> reference = squared_norms(SdeMethod::heun, reference_steps);
+  // The mean difference from the reference and its standard error.
+  const auto weak_error = [&](SdeMethod method, std::size_t steps) {
+    const Vector<double> difference = squared_norms(method, steps) - reference;
+    const double mean = difference.mean();
+    const double standard_error =
+        std::sqrt((difference.array() - mean).square().sum() / (difference.size() - 1.0) /
+                  static_cast<double>(difference.size()));
+    return std::pair{mean, standard_error};
+  };
+  std::vector<double> sizes, errors;
+  for (const std::size_t steps : {4, 8, 16, 32, 64}) {
+    const auto [error, standard_error] = weak_error(SdeMethod::euler_maruyama, steps);
+    INFO(steps << " Euler-Maruyama steps: error " << error << " (standard error " << standard_error
+               << ")");
+    // The error measured is the scheme's bias, not noise.
+    CHECK(std::abs(error) > 5 * standard_error);
+    sizes.push_back(1.0 / static_cast<double>(steps));
+    errors.push_back(std::abs(error));
+    if (steps == 8 || steps == 16) {
+      // A first-order scheme would have an error of Euler-Maruyama's size (ratio near 1).
+      const auto [heun_error, heun_standard_error] = weak_error(SdeMethod::heun, steps);
+      INFO("Heun: error " << heun_error << " (standard error " << heun_standard_error << ")");
+      CHECK(std::abs(heun_error) < 0.05 * std::abs(error));
+    }
+  }
+  const double slope = flowmatch_test::log_log_slope(sizes, errors);
+  INFO("slope of log|error| on log h: " << slope);
+  CHECK(std::abs(slope - 1.0) < 0.2);
+}
+
 TEST_CASE("sde: classifier-free guidance drives the sampler like any field", "[sde][guidance]") {
   // u_t(x | c): class 0 follows the path to the first component, class 1 to the second; the
   // null condition to the whole mixture.
-  const flowmatch::GaussianMixture<double> mixture = data_mixture();
+  const flowmatch::GaussianMixture<double> mixture = flowmatch_test::sde_data_mixture();
   const auto component = [&](Index k) {
     return Oracle(flowmatch::GaussianMixture<double>::with_covariances(
         Vector<double>::Ones(1), mixture.means().col(k), {mixture.covariance(k)}));
@@ -421,7 +454,7 @@ TEST_CASE("sde: classifier-free guidance drives the sampler like any field", "[s
 }
 
 TEST_CASE("sde: the step that ends at sigma = 0 is deterministic, and nothing is NaN", "[sde]") {
-  const Oracle oracle(data_mixture());
+  const Oracle oracle(flowmatch_test::sde_data_mixture());
   const flowmatch::AffinePath<CondOT> path;
   const Matrix<double> x0 = standard_normal(2, 200, 10);
   const std::vector<double> grid{0.0, 0.5, 1.0};
@@ -453,7 +486,8 @@ TEST_CASE("sde: the score is evaluated only where g > 0", "[sde]") {
   // Polynomial(2) has α = α̇ = 0 at t = 0, where the score conversion is undefined: a constant g
   // needs it there and throws; the vanishing profile (g(0) = 0) does not.
   using Polynomial = flowmatch::Polynomial<double>;
-  const flowmatch::GaussianMixturePath<Polynomial> oracle(data_mixture(), Polynomial(2.0));
+  const flowmatch::GaussianMixturePath<Polynomial> oracle(flowmatch_test::sde_data_mixture(),
+                                                          Polynomial(2.0));
   const flowmatch::AffinePath<Polynomial> path(Polynomial(2.0));
   const Matrix<double> x0 = standard_normal(2, 100, 12);
   std::mt19937_64 generator(61);
@@ -491,7 +525,7 @@ TEST_CASE("sde: the diffusion profiles", "[sde]") {
 }
 
 TEST_CASE("sde: invalid inputs throw typed exceptions that name the problem", "[sde]") {
-  const Oracle oracle(data_mixture());
+  const Oracle oracle(flowmatch_test::sde_data_mixture());
   const flowmatch::AffinePath<CondOT> path;
   const Matrix<double> x0 = standard_normal(2, 10, 13);
   std::mt19937_64 generator(71);

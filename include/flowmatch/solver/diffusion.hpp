@@ -8,8 +8,10 @@
 /// with the marginals p_t of the flow. Three choices of g, each a scale G ≥ 0 times a profile:
 ///
 ///   - constant:  g = G. The same noise at every time. Near t = 1 the score term is stiff:
-///     ∇log p_t = −ε̂/σ_t grows like 1/σ_t, so ½g²∇log p_t ~ G²/σ_t and explicit steps of size h
-///     are stable only where σ_t² ≳ G²·h/4 (the last steps before t = 1 are not, for large G).
+///     ∇log p_t = −ε̂/σ_t grows like 1/σ_t, and across a direction in which p_t has variance v
+///     the term ½G²∇log p_t contracts at rate G²/(2v); an explicit step of size h is stable
+///     only while v ≳ G²·h/4. For data concentrated near a thin set v ≈ σ_t², so the last steps
+///     before t = 1 are not, for large G.
 ///   - sigma:     g = G·σ_t. Noise fades with the noise of the path; ½g²∇log p_t = −½G²σ_t·ε̂
 ///     stays bounded and vanishes at t = 1 (σ_1 = 0).
 ///   - vanishing: g = G·sqrt(α_t·σ_t), zero at both ends (α_0 = 0, σ_1 = 0); for CondOT this is
