@@ -502,6 +502,19 @@ TEST_CASE("sde: the score is evaluated only where g > 0", "[sde]") {
   CHECK(result.state.allFinite());
 }
 
+TEST_CASE("sde: a scheduler stands for its path", "[sde]") {
+  const Oracle oracle(flowmatch_test::sde_data_mixture());
+  const Matrix<double> x0 = standard_normal(2, 50, 16);
+  const SdeOptions<double> options =
+      sde_options(SdeMethod::heun, Diffusion<double>::vanishing(1.0), 0.05);
+  std::mt19937_64 generator(95);
+  const auto from_scheduler = flowmatch::sample_sde(oracle, CondOT(), x0, options, generator);
+  generator.seed(95);
+  const auto from_path =
+      flowmatch::sample_sde(oracle, flowmatch::AffinePath<CondOT>(), x0, options, generator);
+  CHECK(from_scheduler.state == from_path.state);
+}
+
 TEST_CASE("sde: the diffusion profiles", "[sde]") {
   const CondOT condot;
   const flowmatch::Cosine<double> cosine;

@@ -306,4 +306,14 @@ requires VelocityField<Field, typename Derived::Scalar> &&
   return integrate_sde(field, path, x0, std::span<const Scalar>(grid), options, generator);
 }
 
+/// sample_sde on the path of @p scheduler, AffinePath<S>(scheduler).
+template <class Field, Scheduler S, class Derived, std::uniform_random_bit_generator Generator>
+requires VelocityField<Field, typename Derived::Scalar> &&
+    std::same_as<typename S::scalar_type, typename Derived::Scalar>
+        SolveResult<typename Derived::Scalar> sample_sde(
+            const Field& field, const S& scheduler, const Eigen::MatrixBase<Derived>& x0,
+            const SdeOptions<typename Derived::Scalar>& options, Generator& generator) {
+  return sample_sde(field, AffinePath<S>(scheduler), x0, options, generator);
+}
+
 }  // namespace flowmatch
