@@ -24,9 +24,13 @@
 /// The end t = 1: σ_1 = 0 there, where the score is undefined. A step with σ = 0 at either of
 /// its ends is taken with g ≡ 0 in that step (the deterministic step of the scheme, drift u
 /// alone, no noise). This changes no marginal of the continuous process: the flow and the SDE
-/// carry p_{t_n} to the same p_{t_{n+1}}. So the score is never evaluated where σ = 0, and it is
-/// evaluated only at times where g > 0 (where α·σ̇ − σ·α̇ = 0, as for Polynomial(n > 1) at
-/// t = 0, a g > 0 there throws std::domain_error: use the vanishing profile).
+/// carry p_{t_n} to the same p_{t_{n+1}}. So the score is never evaluated where σ = 0. It is
+/// evaluated only at times where g > 0: where the conversion is undefined for another reason
+/// (α·σ̇ − σ·α̇ = 0, as for Polynomial(n > 1) at t = 0), a g > 0 there throws
+/// std::domain_error; the vanishing profile has g(0) = 0.
+///
+/// The path is an argument (an AffinePath, or a scheduler standing for its path): the velocity
+/// alone does not determine the score, so there is no form without it.
 ///
 /// Noise: the generator passed in gives one 64-bit key; sample n (column n − first_sample_index
 /// of the batch) then draws its Brownian increments from its own counter-based stream of that
@@ -34,7 +38,7 @@
 /// splits the batch (ParallelField, any number of threads or chunk size), and the path of
 /// sample n does not depend on the other samples in the batch (as far as the field's own
 /// arithmetic does not). The increments are drawn at every step, whatever g, so the Brownian
-/// path is a function of the key, the grid and the step alone.
+/// path is a function of the key and of the fine grid (steps × brownian_substeps) alone.
 ///
 /// Failures throw as in integrate.hpp: std::invalid_argument for bad options, shapes or a
 /// non-finite initial state, std::domain_error for grid times outside [0, 1], and
