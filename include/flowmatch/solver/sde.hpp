@@ -14,7 +14,8 @@
 ///
 ///   - euler_maruyama (weak order 1), one evaluation per step:
 ///         X_{n+1} = X_n + h·b(t_n, X_n) + g_n·ΔW;
-///   - heun, stochastic Heun for additive noise (weak order 2 for smooth coefficients), two:
+///   - heun, stochastic Heun for additive noise (weak order 2 for smooth coefficients, by the
+///     Itô–Taylor expansion; README, "Stochastic sampling", gives measured orders), two:
 ///         X̃ = X_n + h·b(t_n, X_n) + g_n·ΔW,
 ///         X_{n+1} = X_n + ½h·[b(t_n, X_n) + b(t_{n+1}, X̃)] + ½(g_n + g_{n+1})·ΔW.
 ///
