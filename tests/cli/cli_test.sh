@@ -323,6 +323,10 @@ ok "sample --sde --times --trajectory" "${sde_run[@]}" --out sde_grid.npy --sde 
 "$check" shape sde_trajectory.npy 3,64,2 || fail "--sde trajectory shape [3, 64, 2]"
 "$check" trajectory-ends sde_trajectory.npy noise.npy sde_grid.npy 0 ||
   fail "--sde trajectory endpoints"
+ok "sample --sde --precision float" "${sde_run[@]}" --out sde_float.npy --sde vanishing:1 \
+  --sde-method heun --precision float --stats
+grep -q '"nfe":200,' last.out || fail "--sde --precision float: 200 evaluations: $(cat last.out)"
+"$check" shape sde_float.npy 64,2 || fail "--sde --precision float writes [N, d]"
 # Guidance weight 1 is the conditional model.
 ok "sample --sde --guidance 1" "$tool" sample --model conditional.safetensors --noise noise.npy \
   --out sde_guided.npy "${conditions[@]}" --guidance 1 --sde sigma:1 --step-size 0.01
