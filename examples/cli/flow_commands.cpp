@@ -1,4 +1,5 @@
 // The subcommands that integrate a model's flow: sample, encode, loglik and score.
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <iostream>
@@ -27,7 +28,9 @@
 #include "flowmatch/path/schedule_transform.hpp"
 #include "flowmatch/score/exact_score.hpp"
 #include "flowmatch/score/velocity_score.hpp"
+#include "flowmatch/solver/diffusion.hpp"
 #include "flowmatch/solver/integrate.hpp"
+#include "flowmatch/solver/sde.hpp"
 #include "inputs.hpp"
 #include "options.hpp"
 #include "runtime_field.hpp"
@@ -196,13 +199,13 @@ GridIntegrator<Scalar> plain_integration(const AnyField<Scalar>& field) {
   };
 }
 
-/// Integrates from @p start to @p end through the --times.
+/// Integrates from @p start to @p end through the --times with the settings @p solver.
 template <class Scalar>
-TimedIntegration<Scalar> integrate_through_times(const GridIntegrator<Scalar>& integrator,
-                                                 const Matrix<Scalar>& x, double start, double end,
-                                                 const SolverCliOptions& options) {
+TimedIntegration<Scalar> run_through_times(const GridIntegrator<Scalar>& integrator,
+                                           const Matrix<Scalar>& x, double start, double end,
+                                           const SolverCliOptions& options,
+                                           flowmatch::SolverOptions<Scalar> solver) {
   const Grid<Scalar> grid = grid_through<Scalar>(options.times, start, end);
-  flowmatch::SolverOptions<Scalar> solver = solver_options<Scalar>(options);
   solver.return_trajectory = !options.trajectory.empty();
   TimedIntegration<Scalar> run{
       integrator(x, std::span<const Scalar>(grid.times), solver),
@@ -217,11 +220,29 @@ TimedIntegration<Scalar> integrate_through_times(const GridIntegrator<Scalar>& i
   return run;
 }
 
+/// Integrates from @p start to @p end through the --times with the solver of the command line.
+template <class Scalar>
+TimedIntegration<Scalar> integrate_through_times(const GridIntegrator<Scalar>& integrator,
+                                                 const Matrix<Scalar>& x, double start, double end,
+                                                 const SolverCliOptions& options) {
+  return run_through_times(integrator, x, start, end, options, solver_options<Scalar>(options));
+}
+
 /// Writes the states at the --times to the --trajectory file, if one is given.
 template <class Scalar>
 void save_trajectory(const SolverCliOptions& options, const TimedIntegration<Scalar>& run) {
   if (options.trajectory.empty()) return;
   flowmatch::io::save_npy_array<Scalar>(options.trajectory, run.trajectory_shape, run.trajectory);
+}
+
+/// Writes the final state of @p run to @p out, with --trajectory the states at the --times, and
+/// with --stats the statistics.
+template <class Scalar>
+void save_run(const TimedIntegration<Scalar>& run, const SolverCliOptions& options,
+              const std::string& out) {
+  flowmatch::io::save_npy(out, run.result.state);
+  save_trajectory(options, run);
+  if (options.stats) std::cout << stats_json(run.result.stats).dump() << "\n";
 }
 
 /// Integrates from @p start to @p end, writes the final state to @p out and, with
@@ -230,10 +251,63 @@ template <class Scalar>
 void integrate_and_save(const GridIntegrator<Scalar>& integrator, const Matrix<Scalar>& x,
                         double start, double end, const SolverCliOptions& options,
                         const std::string& out) {
-  const TimedIntegration<Scalar> run = integrate_through_times(integrator, x, start, end, options);
-  flowmatch::io::save_npy(out, run.result.state);
-  save_trajectory(options, run);
-  if (options.stats) std::cout << stats_json(run.result.stats).dump() << "\n";
+  save_run(integrate_through_times(integrator, x, start, end, options), options, out);
+}
+
+/// The diffusion of --sde: constant:G, sigma:G or vanishing:G with G a number >= 0.
+template <class Scalar>
+flowmatch::Diffusion<Scalar> diffusion_from_text(const std::string& text) {
+  const std::string expected =
+      "--sde: expected constant:G, sigma:G or vanishing:G with a number G >= 0, got '" + text + "'";
+  const std::size_t colon = text.find(':');
+  if (colon == std::string::npos) throw std::invalid_argument(expected);
+  flowmatch::Diffusion<Scalar> diffusion;
+  try {
+    diffusion.profile = flowmatch::diffusion_profile_from_name(text.substr(0, colon));
+  } catch (const std::invalid_argument& error) {
+    throw std::invalid_argument(std::string("--sde: ") + error.what());
+  }
+  const std::string scale = text.substr(colon + 1);
+  std::size_t parsed = 0;
+  double value = -1;
+  try {
+    value = std::stod(scale, &parsed);
+  } catch (const std::exception&) {
+    parsed = 0;
+  }
+  if (scale.empty() || parsed != scale.size() || !std::isfinite(value) || !(value >= 0)) {
+    throw std::invalid_argument(expected);
+  }
+  diffusion.scale = static_cast<Scalar>(value);
+  return diffusion;
+}
+
+/// sample --sde: the SDE with the marginals of the model's flow on its --scheduler's path,
+/// through the --times, the noise seeded by --seed.
+template <class Scalar>
+void sample_sde_and_save(const AnyField<Scalar>& field, const Matrix<Scalar>& noise,
+                         const SampleOptions& options) {
+  if (!options.solver.step_size) {
+    throw std::invalid_argument("--sde needs --step-size (the SDE schemes take fixed steps)");
+  }
+  flowmatch::SdeOptions<Scalar> sde;
+  sde.method = flowmatch::sde_method_from_name(options.sde_method);
+  sde.diffusion = diffusion_from_text<Scalar>(options.sde);
+  sde.step_size = static_cast<Scalar>(*options.solver.step_size);
+  const flowmatch::AffinePath<NamedScheduler<Scalar>> path{
+      NamedScheduler<Scalar>(options.model.scheduler)};
+  const GridIntegrator<Scalar> stochastic = [&](const Matrix<Scalar>& x,
+                                                std::span<const Scalar> times,
+                                                const flowmatch::SolverOptions<Scalar>& solver) {
+    flowmatch::SdeOptions<Scalar> run = sde;
+    run.return_trajectory = solver.return_trajectory;
+    std::mt19937_64 generator(options.divergence.seed);
+    return flowmatch::integrate_sde(field, path, x, times, run, generator);
+  };
+  // Only the trajectory flag of these solver options is read.
+  save_run(run_through_times(stochastic, noise, 0.0, 1.0, options.solver,
+                             flowmatch::SolverOptions<Scalar>{}),
+           options.solver, options.out);
 }
 
 /// Calls @p run with the divergence estimator chosen by --divergence.
@@ -304,6 +378,10 @@ void run_sample(const SampleOptions& options) {
       load_guidance<Scalar>(options.guidance, noise.cols(), *mlp));
   if (options.loglik.empty() && !options.loglik_trajectory.empty()) {
     throw std::invalid_argument("--loglik-trajectory needs --loglik");
+  }
+  if (!options.sde.empty()) {
+    sample_sde_and_save(field, noise, options);
+    return;
   }
   if (options.loglik.empty()) {
     if (options.transform_to.empty()) {

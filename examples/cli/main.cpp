@@ -129,7 +129,28 @@ void add_divergence_options(CLI::App& command, DivergenceOptions& options) {
   command.add_option("--divergence", options.divergence, "exact (default) or hutchinson")
       ->check(CLI::IsMember({"exact", "hutchinson"}));
   command.add_option("--probes", options.probes, "Hutchinson probes per sample")->check(positive);
-  command.add_option("--seed", options.seed, "seed of the Hutchinson probes");
+  command.add_option("--seed", options.seed,
+                     "seed of the Hutchinson probes (and of the --sde noise)");
+}
+
+/// --sde and --sde-method of `sample`, after the options they exclude (the ODE solver's, and
+/// --loglik, --transform-to).
+void add_sde_options(CLI::App& command, SampleOptions& options) {
+  auto* sde = command.add_option(
+      "--sde", options.sde,
+      "sample by the SDE with the flow's marginals, of diffusion g: constant:G (g = G), sigma:G "
+      "(g = G sigma_t) or vanishing:G (g = G sqrt(alpha_t sigma_t)); needs --step-size, noise "
+      "from --seed");
+  command
+      .add_option("--sde-method", options.sde_method,
+                  "scheme of --sde: euler-maruyama (default) or heun")
+      ->check(CLI::IsMember({"euler-maruyama", "heun"}))
+      ->needs(sde);
+  for (const char* name : {"--method", "--rtol", "--atol", "--min-step", "--max-step",
+                           "--first-step", "--force-min-step", "--controller", "--pid-coefficients",
+                           "--tstops", "--loglik", "--transform-to", "--divergence", "--probes"}) {
+    sde->excludes(command.get_option(name));
+  }
 }
 
 CLI::App* add_sample_command(CLI::App& app, SampleOptions& options) {
@@ -147,6 +168,7 @@ CLI::App* add_sample_command(CLI::App& app, SampleOptions& options) {
   add_solver_options(*command, options.solver);
   add_divergence_options(*command, options.divergence);
   add_common_options(*command, options.common);
+  add_sde_options(*command, options);
   return command;
 }
 

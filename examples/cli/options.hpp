@@ -72,6 +72,8 @@ struct SampleOptions {
   std::string loglik;             ///< also write each sample's log-density here
   std::string loglik_trajectory;  ///< [len(times), N] .npy of log p_t(x_t) at the --times
   std::string transform_to;       ///< sample under this scheduler instead
+  std::string sde;  ///< sample by the SDE with this diffusion: constant:G, sigma:G, ...
+  std::string sde_method = "euler-maruyama";  ///< the scheme of --sde
 };
 
 struct EncodeOptions {

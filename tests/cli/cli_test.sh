@@ -323,6 +323,60 @@ ok "score --guidance-file" "$tool" score --model conditional.safetensors \
 "$check" approx-score conditional.safetensors guided_file.npy score_guided_approx.npy 1e-10 0.3 \
   labels.npy weights.npy || fail "approx score of a per-sample guided field vs its formula"
 
+# --- sample --sde: stochastic sampling with the flow's marginals -----------------------------
+sde_run=("$tool" sample --model linear.safetensors --noise noise.npy --step-size 0.01)
+# G = 0 is the deterministic flow: Euler-Maruyama is euler, Heun is heun2, bit for bit.
+for pair in euler-maruyama:euler heun:heun2; do
+  ok "sample --sde sigma:0 --sde-method ${pair%%:*}" "${sde_run[@]}" --out sde_zero.npy \
+    --sde sigma:0 --sde-method "${pair%%:*}"
+  ok "sample --method ${pair##*:}" "${sde_run[@]}" --out ode_fixed.npy --method "${pair##*:}"
+  cmp -s sde_zero.npy ode_fixed.npy || fail "--sde sigma:0 --sde-method ${pair%%:*} differs from ${pair##*:}"
+done
+for diffusion in constant:0.5 sigma:1 vanishing:2; do
+  ok "sample --sde $diffusion --stats" "${sde_run[@]}" --out sde.npy --sde "$diffusion" \
+    --sde-method heun --seed 3 --stats
+  grep -q '"nfe":200,' last.out || fail "--sde heun with 100 steps: 200 evaluations: $(cat last.out)"
+  "$check" shape sde.npy 64,2 || fail "--sde $diffusion writes [N, d]"
+  cmp -s sde.npy ode_fixed.npy && fail "--sde $diffusion: samples equal to heun2's, no noise"
+done
+# The noise depends on --seed alone: not on the threads, and another seed gives other samples.
+ok "sample --sde --seed 3 --threads 2" "${sde_run[@]}" --out sde_threads.npy \
+  --sde vanishing:2 --sde-method heun --seed 3 --threads 2
+cmp -s sde.npy sde_threads.npy || fail "--sde: 2 threads changed the samples"
+ok "sample --sde --seed 4" "${sde_run[@]}" --out sde_seed.npy --sde vanishing:2 \
+  --sde-method heun --seed 4
+cmp -s sde.npy sde_seed.npy && fail "--sde: --seed 4 gave the samples of --seed 3"
+ok "sample --sde --times --trajectory" "${sde_run[@]}" --out sde_grid.npy --sde sigma:1 \
+  --times 0,0.5,1 --trajectory sde_trajectory.npy
+"$check" shape sde_trajectory.npy 3,64,2 || fail "--sde trajectory shape [3, 64, 2]"
+"$check" trajectory-ends sde_trajectory.npy noise.npy sde_grid.npy 0 ||
+  fail "--sde trajectory endpoints"
+ok "sample --sde --precision float" "${sde_run[@]}" --out sde_float.npy --sde vanishing:1 \
+  --sde-method heun --precision float --stats
+grep -q '"nfe":200,' last.out || fail "--sde --precision float: 200 evaluations: $(cat last.out)"
+"$check" shape sde_float.npy 64,2 || fail "--sde --precision float writes [N, d]"
+# Guidance weight 1 is the conditional model.
+ok "sample --sde --guidance 1" "$tool" sample --model conditional.safetensors --noise noise.npy \
+  --out sde_guided.npy "${conditions[@]}" --guidance 1 --sde sigma:1 --step-size 0.01
+ok "sample --sde --labels" "$tool" sample --model conditional.safetensors --noise noise.npy \
+  --out sde_labelled.npy "${conditions[@]}" --sde sigma:1 --step-size 0.01
+cmp -s sde_guided.npy sde_labelled.npy || fail "--sde --guidance 1 differs from the conditional"
+for bad in sigma:-1 sigma:x sigma constant:inf linear:1; do
+  rejects "--sde $bad" none.npy "${sde_run[@]}" --out none.npy --sde "$bad"
+done
+grep -q 'expected one of: constant, sigma, vanishing' last.err ||
+  fail "an unknown --sde profile lists the valid ones: $(cat last.err)"
+rejects "--sde without --step-size" none.npy "$tool" sample --model linear.safetensors \
+  --noise noise.npy --out none.npy --sde sigma:1
+rejects "--sde-method milstein" none.npy "${sde_run[@]}" --out none.npy --sde sigma:1 \
+  --sde-method milstein
+rejects "--sde-method without --sde" none.npy "${sde_run[@]}" --out none.npy --sde-method heun
+for option in "--method rk4" "--rtol 1e-3" "--tstops 0.5" "--loglik none_ll.npy" \
+  "--transform-to cosine"; do
+  # shellcheck disable=SC2086
+  rejects "--sde with $option" none.npy "${sde_run[@]}" --out none.npy --sde sigma:1 $option
+done
+
 # --- train, info, resume --------------------------------------------------------------------
 small=(--hidden 16,16 --batch 32 --seed 3)
 ok "train" "$tool" train --data data.npy --out model.safetensors "${small[@]}" --steps 40
