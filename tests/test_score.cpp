@@ -8,6 +8,7 @@
 #include <random>
 #include <stdexcept>
 #include <type_traits>
+#include <vector>
 
 #include "flowmatch/autodiff/finite_differences.hpp"
 #include "flowmatch/likelihood/conditioned_field.hpp"
@@ -192,6 +193,33 @@ void check_gradient_of_log_likelihood(const Matrix<double>& score, const Matrix<
         (log_prob(plus, fixed) - log_prob(minus, fixed)) / (2 * delta);
     CHECK((score.row(j).transpose() - difference).cwiseAbs().maxCoeff() < 1e-6);
   }
+}
+
+TEST_CASE("a time grid gives the exact score of p_t at every grid time", "[score]") {
+  const auto mixture = flowmatch_test::DiagonalMixture::two_dimensional();
+  const auto field = mixture.field();
+  const flowmatch::GaussianMixturePath<flowmatch::CondOT<double>> oracle(mixture.oracle());
+  std::mt19937_64 generator(8);
+  const Matrix<double> points = oracle.marginal(0.8).sample(12, generator);
+  const std::vector<double> times{0.0, 0.25, 0.5, 0.8};
+  const auto result = flowmatch::exact_score(field, times, points, tight_dopri5());
+  REQUIRE(result.times == times);
+  REQUIRE(result.score_trajectory.size() == times.size());
+  for (std::size_t k = 0; k < times.size(); ++k) {
+    CHECK(max_difference(result.score_trajectory[k], oracle.score(times[k], result.trajectory[k])) <
+          1e-5);
+  }
+  CHECK(max_difference(result.trajectory.back(), points) < 1e-8);
+  CHECK(result.score == result.score_trajectory.back());
+
+  const auto sampled = flowmatch::sample_with_score(
+      field, result.noise, std::vector<double>{0.0, 0.5, 1.0}, tight_dopri5());
+  CHECK(max_difference(sampled.score_trajectory[1], oracle.score(0.5, sampled.trajectory[1])) <
+        1e-5);
+  CHECK_THROWS_AS(flowmatch::exact_score(field, std::vector<double>{0.2, 0.8}, points),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(flowmatch::exact_score(field, std::vector<double>{0.0, 0.9, 0.8}, points),
+                  std::invalid_argument);
 }
 
 TEST_CASE("the exact score is the gradient of the ODE log-likelihood", "[score]") {

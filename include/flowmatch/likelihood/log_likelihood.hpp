@@ -55,12 +55,6 @@ struct LikelihoodResult {
   std::vector<Vector<Scalar>> log_prob_trajectory;
 };
 
-/// A time grid: a contiguous range of Scalar (std::vector, std::array, std::span). A template
-/// parameter rather than a span, so that `{}` in the options' place never means an empty grid.
-template <class Times, class Scalar>
-concept TimeGrid = std::ranges::contiguous_range<Times> &&
-                   std::same_as<std::remove_cv_t<std::ranges::range_value_t<Times>>, Scalar>;
-
 namespace detail {
 
 /// log p_0 of @p noise from @p source, checked to be a length-N vector without NaN.
@@ -74,22 +68,6 @@ Vector<Scalar> source_log_density(const Source& source, const Matrix<Scalar>& no
     }
   }
   return log_density;
-}
-
-/// Throws std::invalid_argument unless @p times runs strictly monotonically from @p first to
-/// @p last (@p function names the caller).
-template <class Scalar>
-void require_end_to_end_grid(const char* function, std::span<const Scalar> times, Scalar first,
-                             Scalar last) {
-  bool valid = times.size() >= 2 && times.front() == first && times.back() == last;
-  for (std::size_t k = 1; valid && k < times.size(); ++k) {
-    valid = first < last ? times[k - 1] < times[k] : times[k - 1] > times[k];
-  }
-  if (!valid) {
-    throw std::invalid_argument(std::string(function) + ": times must run strictly " +
-                                (first < last ? "increasing" : "decreasing") + " from " +
-                                to_text(first) + " to " + to_text(last));
-  }
 }
 
 /// Integrates (x, ℓ) with dx/dt = u_t(x), dℓ/dt = estimate of ∇·u_t(x) over @p grid from

@@ -23,8 +23,10 @@
 #pragma once
 
 #include <array>
+#include <span>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "flowmatch/autodiff/field_derivatives.hpp"
 #include "flowmatch/core/types.hpp"
@@ -48,6 +50,12 @@ struct ScoreResult {
   Matrix<Scalar> noise;      ///< x(0) (d×N): the encoding, or the input noise.
   SolverStats encode_stats;  ///< Work of the backward encoding (zero for sample_with_score).
   SolverStats stats;         ///< Work of the forward (x, s) integration.
+  /// The grid of the forward integration: the times given, or {0, t} without a grid.
+  std::vector<Scalar> times;
+  /// x(t_k) at every grid time (d×N each); trajectory[k] at times[k].
+  std::vector<Matrix<Scalar>> trajectory;
+  /// ∇log p_{t_k} at x(t_k), every grid time (d×N each).
+  std::vector<Matrix<Scalar>> score_trajectory;
 };
 
 namespace detail {
@@ -69,9 +77,9 @@ void require_score_capabilities(const Field& field) {
 }
 
 /// Integrates (x, s) with dx/dt = u, ds/dt = −(∂u/∂x)ᵀ s − ∇(∇·u) from (noise, source score)
-/// at t = 0 to t = @p end, into @p result.
+/// at t = grid[0] = 0 through @p grid, into @p result.
 template <class Scalar, class Field, class Source>
-void integrate_score(const Field& field, const Source& source, Scalar end,
+void integrate_score(const Field& field, const Source& source, std::span<const Scalar> grid,
                      const SolverOptions<Scalar>& options, ScoreResult<Scalar>& result) {
   const Index dim = result.noise.rows();
   const Index samples = result.noise.cols();
@@ -88,11 +96,25 @@ void integrate_score(const Field& field, const Source& source, Scalar end,
   Matrix<Scalar> initial(2 * dim, samples);
   initial.topRows(dim) = result.noise;
   initial.bottomRows(dim) = source_score<Scalar>(source, result.noise);
-  const std::array<Scalar, 2> grid{Scalar(0), end};
-  SolveResult<Scalar> solution = integrate_system(system, initial, grid, options);
+  SolverOptions<Scalar> recording = options;
+  recording.return_trajectory = true;
+  SolveResult<Scalar> solution = integrate_system(system, initial, grid, recording);
   result.points = solution.state.topRows(dim);
   result.score = solution.state.bottomRows(dim);
   result.stats = solution.stats;
+  result.times = std::move(solution.times);
+  for (const Matrix<Scalar>& state : solution.trajectory) {
+    result.trajectory.emplace_back(state.topRows(dim));
+    result.score_trajectory.emplace_back(state.bottomRows(dim));
+  }
+}
+
+/// integrate_score over {0, @p end}.
+template <class Scalar, class Field, class Source>
+void integrate_score(const Field& field, const Source& source, Scalar end,
+                     const SolverOptions<Scalar>& options, ScoreResult<Scalar>& result) {
+  const std::array<Scalar, 2> grid{Scalar(0), end};
+  integrate_score<Scalar>(field, source, std::span<const Scalar>(grid), options, result);
 }
 
 }  // namespace detail
@@ -148,6 +170,58 @@ ScoreResult<typename Derived::Scalar> sample_with_score(
   ScoreResult<Scalar> result;
   result.noise = x0;
   detail::integrate_score<Scalar>(field, source, Scalar(1), options, result);
+  return result;
+}
+
+/// The exact score along the trajectory through @p x, at every time of @p times: @p times runs
+/// strictly increasing from 0 to t_K in (0, 1], and x (d×N) is the batch at t_K. Encodes x
+/// from t_K to 0, then integrates (x, s) forward through the grid; the result holds x(t_k) and
+/// ∇log p_{t_k}(x(t_k)) at every grid time (trajectory, score_trajectory), and points and
+/// score at t_K. Other arguments and exceptions as exact_score, and std::invalid_argument for
+/// a bad grid.
+template <class Field, class Derived, class Times, class Source = StandardNormal>
+requires VelocityField<Field, typename Derived::Scalar> &&
+         SourceWithScore<Source, typename Derived::Scalar> &&
+         TimeGrid<Times, typename Derived::Scalar>
+ScoreResult<typename Derived::Scalar> exact_score(
+    const Field& field, const Times& times, const Eigen::MatrixBase<Derived>& x,
+    const SolverOptions<typename Derived::Scalar>& options = {}, const Source& source = {}) {
+  using Scalar = typename Derived::Scalar;
+  const std::span<const Scalar> grid(times);
+  const Scalar end = grid.empty() ? Scalar(0) : grid.back();
+  detail::require_unit_time("exact_score: the last time", end);
+  detail::require_end_to_end_grid("exact_score", grid, Scalar(0), end);
+  detail::require_nonempty_batch("exact_score: x", x);
+  detail::require_score_capabilities(field);
+  ScoreResult<Scalar> result;
+  const std::array<Scalar, 2> backward{end, Scalar(0)};
+  SolveResult<Scalar> encoded = integrate(field, x, std::span<const Scalar>(backward), options);
+  result.noise = std::move(encoded.state);
+  result.encode_stats = encoded.stats;
+  detail::integrate_score<Scalar>(field, source, grid, options, result);
+  return result;
+}
+
+/// Sampling with exact scores through a grid: pushes the noise @p x0 from t = 0 along
+/// @p times (strictly increasing from 0) and returns x(t_k) and ∇log p_{t_k}(x(t_k)) at every
+/// grid time. Arguments and exceptions as exact_score.
+template <class Field, class Derived, class Times, class Source = StandardNormal>
+requires VelocityField<Field, typename Derived::Scalar> &&
+         SourceWithScore<Source, typename Derived::Scalar> &&
+         TimeGrid<Times, typename Derived::Scalar>
+ScoreResult<typename Derived::Scalar> sample_with_score(
+    const Field& field, const Eigen::MatrixBase<Derived>& x0, const Times& times,
+    const SolverOptions<typename Derived::Scalar>& options = {}, const Source& source = {}) {
+  using Scalar = typename Derived::Scalar;
+  const std::span<const Scalar> grid(times);
+  const Scalar end = grid.empty() ? Scalar(0) : grid.back();
+  detail::require_unit_time("sample_with_score: the last time", end);
+  detail::require_end_to_end_grid("sample_with_score", grid, Scalar(0), end);
+  detail::require_nonempty_batch("sample_with_score: x0", x0);
+  detail::require_score_capabilities(field);
+  ScoreResult<Scalar> result;
+  result.noise = x0;
+  detail::integrate_score<Scalar>(field, source, grid, options, result);
   return result;
 }
 

@@ -33,6 +33,7 @@
 #include <initializer_list>
 #include <limits>
 #include <memory>
+#include <ranges>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -68,6 +69,13 @@ template <class S, class Scalar>
 concept MatrixSystem = requires(S& system, Scalar t, const ConstMatrixRef<Scalar>& x,
                                 MatrixRef<Scalar> dxdt) { system(t, x, dxdt); };
 
+/// A time grid given as a range: a contiguous range of Scalar (std::vector, std::array,
+/// std::span). Functions take it as a template parameter rather than a span where `{}` in the
+/// following options' place must not mean an empty grid.
+template <class Times, class Scalar>
+concept TimeGrid = std::ranges::contiguous_range<Times> &&
+                   std::same_as<std::remove_cv_t<std::ranges::range_value_t<Times>>, Scalar>;
+
 namespace detail {
 
 /// Throws numerical_error naming @p what, the time and the first non-finite column, if any.
@@ -86,6 +94,22 @@ void require_finite_during_solve(const char* what, const Matrix<Scalar>& matrix,
 template <class Scalar>
 std::span<const Scalar> grid_span(std::initializer_list<Scalar> times) {
   return {times.begin(), times.size()};
+}
+
+/// Throws std::invalid_argument unless @p times runs strictly monotonically from @p first to
+/// @p last (@p function names the caller).
+template <class Scalar>
+void require_end_to_end_grid(const char* function, std::span<const Scalar> times, Scalar first,
+                             Scalar last) {
+  bool valid = times.size() >= 2 && times.front() == first && times.back() == last;
+  for (std::size_t k = 1; valid && k < times.size(); ++k) {
+    valid = first < last ? times[k - 1] < times[k] : times[k - 1] > times[k];
+  }
+  if (!valid) {
+    throw std::invalid_argument(std::string(function) + ": times must run strictly " +
+                                (first < last ? "increasing" : "decreasing") + " from " +
+                                to_text(first) + " to " + to_text(last));
+  }
 }
 
 /// Throws unless @p times has at least two entries, all in [0, 1], strictly monotone.
