@@ -43,6 +43,19 @@
 
 namespace flowmatch {
 
+namespace detail {
+
+/// Adapter::offers and Adapter::offers_conditionally, named outside the base so that the
+/// constraints of its members are looked up only when a member is called (the adapter is
+/// incomplete while the base is instantiated).
+template <class Adapter, class Tag, class Scalar>
+inline constexpr bool adapter_offers = Adapter::template offers<Tag, Scalar>;
+template <class Adapter, class Tag, class Scalar>
+inline constexpr bool adapter_offers_conditionally =
+    Adapter::template offers_conditionally<Tag, Scalar>;
+
+}  // namespace detail
+
 /// The base of every field wrapper (see the file comment).
 /// @tparam Adapter the deriving class (CRTP).
 /// @tparam Field the wrapped field, or a std::reference_wrapper to it.
@@ -62,19 +75,19 @@ class FieldAdapter {
   /// @name Plain members
   ///@{
   template <class Scalar>
-  requires(Adapter::template offers<capability::Velocity, Scalar>)
+  requires(detail::adapter_offers<Adapter, capability::Velocity, Scalar>)
   void operator()(Scalar t, capability::In<Scalar> x, capability::Out<Scalar> out) const {
     detail::require_shape("velocity: out", out, x.rows(), x.cols());
     adapter().forward(capability::Velocity{}, t, x, out);
   }
   template <class Scalar>
-  requires(Adapter::template offers<capability::Divergence, Scalar>)
+  requires(detail::adapter_offers<Adapter, capability::Divergence, Scalar>)
   void divergence(Scalar t, capability::In<Scalar> x, capability::PerSample<Scalar> out) const {
     detail::require_shape("divergence: out", out, x.cols(), 1);
     adapter().forward(capability::Divergence{}, t, x, out);
   }
   template <class Scalar>
-  requires(Adapter::template offers<capability::Jvp, Scalar>)
+  requires(detail::adapter_offers<Adapter, capability::Jvp, Scalar>)
   void jvp(Scalar t, capability::In<Scalar> x, capability::In<Scalar> tangent,
            capability::Out<Scalar> out) const {
     detail::require_shape("jvp: tangent", tangent, x.rows(), x.cols());
@@ -82,7 +95,7 @@ class FieldAdapter {
     adapter().forward(capability::Jvp{}, t, x, tangent, out);
   }
   template <class Scalar>
-  requires(Adapter::template offers<capability::Vjp, Scalar>)
+  requires(detail::adapter_offers<Adapter, capability::Vjp, Scalar>)
   void vjp(Scalar t, capability::In<Scalar> x, capability::In<Scalar> cotangent,
            capability::Out<Scalar> out) const {
     detail::require_shape("vjp: cotangent", cotangent, x.rows(), x.cols());
@@ -90,13 +103,13 @@ class FieldAdapter {
     adapter().forward(capability::Vjp{}, t, x, cotangent, out);
   }
   template <class Scalar>
-  requires(Adapter::template offers<capability::DivergenceGradient, Scalar>)
+  requires(detail::adapter_offers<Adapter, capability::DivergenceGradient, Scalar>)
   void divergence_gradient(Scalar t, capability::In<Scalar> x, capability::Out<Scalar> out) const {
     detail::require_shape("divergence_gradient: out", out, x.rows(), x.cols());
     adapter().forward(capability::DivergenceGradient{}, t, x, out);
   }
   template <class Scalar>
-  requires(Adapter::template offers<capability::VelocityDivergence, Scalar>)
+  requires(detail::adapter_offers<Adapter, capability::VelocityDivergence, Scalar>)
   void velocity_divergence(Scalar t, capability::In<Scalar> x, capability::Out<Scalar> velocity,
                            capability::PerSample<Scalar> divergence) const {
     detail::require_shape("velocity_divergence: velocity", velocity, x.rows(), x.cols());
@@ -108,7 +121,7 @@ class FieldAdapter {
   /// @name Conditional members
   ///@{
   template <class Scalar>
-  requires(Adapter::template offers_conditionally<capability::Velocity, Scalar>)
+  requires(detail::adapter_offers_conditionally<Adapter, capability::Velocity, Scalar>)
   void operator()(Scalar t, capability::In<Scalar> x, capability::In<Scalar> condition,
                   capability::Out<Scalar> out) const {
     detail::require_shape("velocity: condition", condition, -1, x.cols());
@@ -116,7 +129,7 @@ class FieldAdapter {
     adapter().forward(capability::Velocity{}, t, x, condition, out);
   }
   template <class Scalar>
-  requires(Adapter::template offers_conditionally<capability::Divergence, Scalar>)
+  requires(detail::adapter_offers_conditionally<Adapter, capability::Divergence, Scalar>)
   void divergence(Scalar t, capability::In<Scalar> x, capability::In<Scalar> condition,
                   capability::PerSample<Scalar> out) const {
     detail::require_shape("divergence: condition", condition, -1, x.cols());
@@ -124,7 +137,7 @@ class FieldAdapter {
     adapter().forward(capability::Divergence{}, t, x, condition, out);
   }
   template <class Scalar>
-  requires(Adapter::template offers_conditionally<capability::Jvp, Scalar>)
+  requires(detail::adapter_offers_conditionally<Adapter, capability::Jvp, Scalar>)
   void jvp(Scalar t, capability::In<Scalar> x, capability::In<Scalar> condition,
            capability::In<Scalar> tangent, capability::Out<Scalar> out) const {
     detail::require_shape("jvp: condition", condition, -1, x.cols());
@@ -133,7 +146,7 @@ class FieldAdapter {
     adapter().forward(capability::Jvp{}, t, x, condition, tangent, out);
   }
   template <class Scalar>
-  requires(Adapter::template offers_conditionally<capability::Vjp, Scalar>)
+  requires(detail::adapter_offers_conditionally<Adapter, capability::Vjp, Scalar>)
   void vjp(Scalar t, capability::In<Scalar> x, capability::In<Scalar> condition,
            capability::In<Scalar> cotangent, capability::Out<Scalar> out) const {
     detail::require_shape("vjp: condition", condition, -1, x.cols());
@@ -142,7 +155,7 @@ class FieldAdapter {
     adapter().forward(capability::Vjp{}, t, x, condition, cotangent, out);
   }
   template <class Scalar>
-  requires(Adapter::template offers_conditionally<capability::DivergenceGradient, Scalar>)
+  requires(detail::adapter_offers_conditionally<Adapter, capability::DivergenceGradient, Scalar>)
   void divergence_gradient(Scalar t, capability::In<Scalar> x, capability::In<Scalar> condition,
                            capability::Out<Scalar> out) const {
     detail::require_shape("divergence_gradient: condition", condition, -1, x.cols());
@@ -150,7 +163,7 @@ class FieldAdapter {
     adapter().forward(capability::DivergenceGradient{}, t, x, condition, out);
   }
   template <class Scalar>
-  requires(Adapter::template offers_conditionally<capability::VelocityDivergence, Scalar>)
+  requires(detail::adapter_offers_conditionally<Adapter, capability::VelocityDivergence, Scalar>)
   void velocity_divergence(Scalar t, capability::In<Scalar> x, capability::In<Scalar> condition,
                            capability::Out<Scalar> velocity,
                            capability::PerSample<Scalar> divergence) const {
