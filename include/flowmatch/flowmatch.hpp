@@ -14,6 +14,7 @@
 #include "flowmatch/coupling/exact_ot.hpp"
 #include "flowmatch/coupling/sinkhorn.hpp"
 #include "flowmatch/data/toy_datasets.hpp"
+#include "flowmatch/field/any_field.hpp"
 #include "flowmatch/field/capabilities.hpp"
 #include "flowmatch/field/field_adapter.hpp"
 #include "flowmatch/guidance/classifier_free.hpp"
