@@ -610,9 +610,11 @@ namespace {
 // The sampler needs the path the field was trained on: there is no overload without one, so a
 // call that omits it does not compile.
 template <class Field>
-concept SamplesWithoutPath =
-    requires(const Field& field, const Matrix<double>& x0, const SdeOptions<double>& options,
-             std::mt19937_64& generator) { flowmatch::sample_sde(field, x0, options, generator); };
+concept SamplesWithoutPath = requires(const Field& field, const Matrix<double>& x0,
+                                      const SdeOptions<double>& options,
+                                      std::mt19937_64& generator) {
+  flowmatch::sample_sde(field, x0, options, generator);
+};
 static_assert(!SamplesWithoutPath<Oracle>);
 
 }  // namespace

@@ -39,8 +39,9 @@ struct Dual {
   /// A constant (zero derivative) from anything convertible to T, such as a double or an int
   /// (implicit, so that constants mix with duals in expressions, also for nested duals).
   template <class U>
-  requires std::convertible_to<const U&, T> && (!std::same_as<std::remove_cvref_t<U>, Dual>)
-  constexpr Dual(const U& constant)  // NOLINT(google-explicit-constructor)
+  requires std::convertible_to<const U&, T> &&
+      (!std::same_as<std::remove_cvref_t<U>, Dual>)constexpr Dual(
+          const U& constant)  // NOLINT(google-explicit-constructor)
       : value(static_cast<T>(constant)), derivative(0) {}
 
   constexpr Dual& operator+=(const Dual& other) {

@@ -160,14 +160,14 @@ void forward_divergence_gradient(const Field& field, Scalar t, const ConstMatrix
 /// of the divergence of a TwiceForwardDifferentiable one; the fused velocity with divergence
 /// whenever the divergence is available).
 template <class Tag, class Field, class Scalar>
-concept Derivable =
-    Tag::template offered_by<Field, Scalar> ||
-    (std::same_as<Tag, capability::VelocityDivergence> &&
-     (HasDivergence<Field, Scalar> || ForwardDifferentiable<Field, Scalar>)) ||
-    ((std::same_as<Tag, capability::Divergence> || std::same_as<Tag, capability::Jvp> ||
-      std::same_as<Tag, capability::Vjp>)&&ForwardDifferentiable<Field, Scalar>) ||
-    (std::same_as<Tag, capability::DivergenceGradient> &&
-     TwiceForwardDifferentiable<Field, Scalar>);
+concept Derivable = Tag::template offered_by<Field, Scalar> ||
+                    (std::same_as<Tag, capability::VelocityDivergence> &&
+                     (HasDivergence<Field, Scalar> || ForwardDifferentiable<Field, Scalar>)) ||
+                    ((std::same_as<Tag, capability::Divergence> ||
+                      std::same_as<Tag, capability::Jvp> ||
+                      std::same_as<Tag, capability::Vjp>)&&ForwardDifferentiable<Field, Scalar>) ||
+                    (std::same_as<Tag, capability::DivergenceGradient> &&
+                     TwiceForwardDifferentiable<Field, Scalar>);
 
 namespace detail {
 

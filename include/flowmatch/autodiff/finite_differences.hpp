@@ -140,8 +140,7 @@ class FiniteDifferenceField {
 /// Wraps @p field so that its derivatives are taken by central differences (explicit opt-in;
 /// see FiniteDifferenceField). The scalar type must be given: `finite_differences<double>(f)`.
 template <class Scalar, class Field>
-requires VelocityField<Field, Scalar>
-FiniteDifferenceField<Scalar, Field> finite_differences(
+requires VelocityField<Field, Scalar> FiniteDifferenceField<Scalar, Field> finite_differences(
     Field field, Scalar step = std::cbrt(std::numeric_limits<Scalar>::epsilon()),
     Scalar outer_step = std::sqrt(std::sqrt(std::numeric_limits<Scalar>::epsilon()))) {
   return FiniteDifferenceField<Scalar, Field>(std::move(field), step, outer_step);

@@ -57,8 +57,8 @@ class AnyField {
   /// field refers to.
   template <class Field>
   requires(VelocityField<std::unwrap_reference_t<Field>, Scalar> &&
-           !detail::is_any_field<std::remove_cvref_t<Field>>)
-  explicit AnyField(Field field, std::shared_ptr<const void> keep_alive = {})
+           !detail::is_any_field<std::remove_cvref_t<
+               Field>>) explicit AnyField(Field field, std::shared_ptr<const void> keep_alive = {})
       : model_(std::make_shared<const Model<Field>>(std::move(field))),
         keep_alive_(std::move(keep_alive)) {}
 

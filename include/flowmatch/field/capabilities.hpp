@@ -48,12 +48,16 @@ namespace flowmatch {
 /// A field evaluated in place: `field(t, x, out)`.
 template <class F, class Scalar>
 concept InPlaceVelocityField = requires(const F& field, Scalar t, const ConstMatrixRef<Scalar>& x,
-                                        MatrixRef<Scalar> out) { field(t, x, out); };
+                                        MatrixRef<Scalar> out) {
+  field(t, x, out);
+};
 
 /// A field that returns its velocities: `Matrix<Scalar> v = field(t, x)`.
 template <class F, class Scalar>
 concept ReturningVelocityField = requires(const F& field, Scalar t, const ConstMatrixRef<Scalar>& x,
-                                          Matrix<Scalar>& out) { out = field(t, x); };
+                                          Matrix<Scalar>& out) {
+  out = field(t, x);
+};
 
 /// A velocity field over batches of scalar type `Scalar`, callable in place or returning.
 template <class F, class Scalar>
@@ -62,26 +66,30 @@ concept VelocityField = InPlaceVelocityField<F, Scalar> || ReturningVelocityFiel
 /// A field that offers its exact divergence: `field.divergence(t, x, out)`.
 template <class F, class Scalar>
 concept HasDivergence = requires(const F& field, Scalar t, const ConstMatrixRef<Scalar>& x,
-                                 VectorRef<Scalar> out) { field.divergence(t, x, out); };
+                                 VectorRef<Scalar> out) {
+  field.divergence(t, x, out);
+};
 
 /// A field that offers Jacobian-vector products: `field.jvp(t, x, tangent, out)`.
 template <class F, class Scalar>
 concept HasJvp = requires(const F& field, Scalar t, const ConstMatrixRef<Scalar>& x,
-                          const ConstMatrixRef<Scalar>& tangent,
-                          MatrixRef<Scalar> out) { field.jvp(t, x, tangent, out); };
+                          const ConstMatrixRef<Scalar>& tangent, MatrixRef<Scalar> out) {
+  field.jvp(t, x, tangent, out);
+};
 
 /// A field that offers vector-Jacobian products: `field.vjp(t, x, cotangent, out)`.
 template <class F, class Scalar>
 concept HasVjp = requires(const F& field, Scalar t, const ConstMatrixRef<Scalar>& x,
-                          const ConstMatrixRef<Scalar>& cotangent,
-                          MatrixRef<Scalar> out) { field.vjp(t, x, cotangent, out); };
+                          const ConstMatrixRef<Scalar>& cotangent, MatrixRef<Scalar> out) {
+  field.vjp(t, x, cotangent, out);
+};
 
 /// A field that offers the gradient of its divergence: `field.divergence_gradient(t, x, out)`.
 template <class F, class Scalar>
-concept HasDivergenceGradient =
-    requires(const F& field, Scalar t, const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> out) {
-      field.divergence_gradient(t, x, out);
-    };
+concept HasDivergenceGradient = requires(const F& field, Scalar t, const ConstMatrixRef<Scalar>& x,
+                                         MatrixRef<Scalar> out) {
+  field.divergence_gradient(t, x, out);
+};
 
 /// A field that offers its velocity and exact divergence from one pass:
 /// `field.velocity_divergence(t, x, velocity, divergence)`.
@@ -97,16 +105,21 @@ concept HasVelocityDivergence = requires(const F& field, Scalar t, const ConstMa
 
 /// A conditional field evaluated in place: `field(t, x, c, out)`.
 template <class F, class Scalar>
-concept InPlaceConditionalVelocityField =
-    requires(const F& field, Scalar t, const ConstMatrixRef<Scalar>& x,
-             const ConstMatrixRef<Scalar>& condition,
-             MatrixRef<Scalar> out) { field(t, x, condition, out); };
+concept InPlaceConditionalVelocityField = requires(const F& field, Scalar t,
+                                                   const ConstMatrixRef<Scalar>& x,
+                                                   const ConstMatrixRef<Scalar>& condition,
+                                                   MatrixRef<Scalar> out) {
+  field(t, x, condition, out);
+};
 
 /// A conditional field that returns its velocities: `Matrix<Scalar> v = field(t, x, c)`.
 template <class F, class Scalar>
-concept ReturningConditionalVelocityField = requires(
-    const F& field, Scalar t, const ConstMatrixRef<Scalar>& x,
-    const ConstMatrixRef<Scalar>& condition, Matrix<Scalar>& out) { out = field(t, x, condition); };
+concept ReturningConditionalVelocityField = requires(const F& field, Scalar t,
+                                                     const ConstMatrixRef<Scalar>& x,
+                                                     const ConstMatrixRef<Scalar>& condition,
+                                                     Matrix<Scalar>& out) {
+  out = field(t, x, condition);
+};
 
 /// A conditional velocity field over batches of scalar type `Scalar`.
 template <class F, class Scalar>
@@ -115,40 +128,48 @@ concept ConditionalVelocityField =
 
 /// `field.divergence(t, x, c, out)`: the divergence in x at conditions c.
 template <class F, class Scalar>
-concept HasConditionalDivergence =
-    requires(const F& field, Scalar t, const ConstMatrixRef<Scalar>& x,
-             const ConstMatrixRef<Scalar>& condition,
-             VectorRef<Scalar> out) { field.divergence(t, x, condition, out); };
+concept HasConditionalDivergence = requires(const F& field, Scalar t,
+                                            const ConstMatrixRef<Scalar>& x,
+                                            const ConstMatrixRef<Scalar>& condition,
+                                            VectorRef<Scalar> out) {
+  field.divergence(t, x, condition, out);
+};
 
 /// `field.jvp(t, x, c, tangent, out)`.
 template <class F, class Scalar>
-concept HasConditionalJvp =
-    requires(const F& field, Scalar t, const ConstMatrixRef<Scalar>& x,
-             const ConstMatrixRef<Scalar>& condition, const ConstMatrixRef<Scalar>& tangent,
-             MatrixRef<Scalar> out) { field.jvp(t, x, condition, tangent, out); };
+concept HasConditionalJvp = requires(const F& field, Scalar t, const ConstMatrixRef<Scalar>& x,
+                                     const ConstMatrixRef<Scalar>& condition,
+                                     const ConstMatrixRef<Scalar>& tangent, MatrixRef<Scalar> out) {
+  field.jvp(t, x, condition, tangent, out);
+};
 
 /// `field.vjp(t, x, c, cotangent, out)`.
 template <class F, class Scalar>
-concept HasConditionalVjp =
-    requires(const F& field, Scalar t, const ConstMatrixRef<Scalar>& x,
-             const ConstMatrixRef<Scalar>& condition, const ConstMatrixRef<Scalar>& cotangent,
-             MatrixRef<Scalar> out) { field.vjp(t, x, condition, cotangent, out); };
+concept HasConditionalVjp = requires(const F& field, Scalar t, const ConstMatrixRef<Scalar>& x,
+                                     const ConstMatrixRef<Scalar>& condition,
+                                     const ConstMatrixRef<Scalar>& cotangent,
+                                     MatrixRef<Scalar> out) {
+  field.vjp(t, x, condition, cotangent, out);
+};
 
 /// `field.divergence_gradient(t, x, c, out)`.
 template <class F, class Scalar>
-concept HasConditionalDivergenceGradient =
-    requires(const F& field, Scalar t, const ConstMatrixRef<Scalar>& x,
-             const ConstMatrixRef<Scalar>& condition,
-             MatrixRef<Scalar> out) { field.divergence_gradient(t, x, condition, out); };
+concept HasConditionalDivergenceGradient = requires(const F& field, Scalar t,
+                                                    const ConstMatrixRef<Scalar>& x,
+                                                    const ConstMatrixRef<Scalar>& condition,
+                                                    MatrixRef<Scalar> out) {
+  field.divergence_gradient(t, x, condition, out);
+};
 
 /// `field.velocity_divergence(t, x, c, velocity, divergence)`.
 template <class F, class Scalar>
-concept HasConditionalVelocityDivergence =
-    requires(const F& field, Scalar t, const ConstMatrixRef<Scalar>& x,
-             const ConstMatrixRef<Scalar>& condition, MatrixRef<Scalar> velocity,
-             VectorRef<Scalar> divergence) {
-      field.velocity_divergence(t, x, condition, velocity, divergence);
-    };
+concept HasConditionalVelocityDivergence = requires(const F& field, Scalar t,
+                                                    const ConstMatrixRef<Scalar>& x,
+                                                    const ConstMatrixRef<Scalar>& condition,
+                                                    MatrixRef<Scalar> velocity,
+                                                    VectorRef<Scalar> divergence) {
+  field.velocity_divergence(t, x, condition, velocity, divergence);
+};
 ///@}
 
 namespace detail {
@@ -198,9 +219,8 @@ void evaluate_velocity(const F& field, Scalar t,
 
 /// Evaluates @p field at (t, x) and returns the d×N velocities (allocates; convenience).
 template <class Scalar, class F>
-requires VelocityField<F, Scalar>
-Matrix<Scalar> evaluate_velocity(const F& field, Scalar t,
-                                 const std::type_identity_t<ConstMatrixRef<Scalar>>& x) {
+requires VelocityField<F, Scalar> Matrix<Scalar> evaluate_velocity(
+    const F& field, Scalar t, const std::type_identity_t<ConstMatrixRef<Scalar>>& x) {
   Matrix<Scalar> out(x.rows(), x.cols());
   evaluate_velocity<Scalar>(field, t, x, out);
   return out;

@@ -75,43 +75,48 @@ class FieldAdapter {
   /// @name Plain members
   ///@{
   template <class Scalar>
-  requires(detail::adapter_offers<Adapter, capability::Velocity, Scalar>)
-  void operator()(Scalar t, capability::In<Scalar> x, capability::Out<Scalar> out) const {
+  requires(detail::adapter_offers<Adapter, capability::Velocity, Scalar>) void operator()(
+      Scalar t, capability::In<Scalar> x, capability::Out<Scalar> out) const {
     detail::require_shape("velocity: out", out, x.rows(), x.cols());
     adapter().forward(capability::Velocity{}, t, x, out);
   }
   template <class Scalar>
-  requires(detail::adapter_offers<Adapter, capability::Divergence, Scalar>)
-  void divergence(Scalar t, capability::In<Scalar> x, capability::PerSample<Scalar> out) const {
+  requires(detail::adapter_offers<Adapter, capability::Divergence, Scalar>) void divergence(
+      Scalar t, capability::In<Scalar> x, capability::PerSample<Scalar> out) const {
     detail::require_shape("divergence: out", out, x.cols(), 1);
     adapter().forward(capability::Divergence{}, t, x, out);
   }
   template <class Scalar>
-  requires(detail::adapter_offers<Adapter, capability::Jvp, Scalar>)
-  void jvp(Scalar t, capability::In<Scalar> x, capability::In<Scalar> tangent,
-           capability::Out<Scalar> out) const {
+  requires(detail::adapter_offers<Adapter, capability::Jvp, Scalar>) void jvp(
+      Scalar t, capability::In<Scalar> x, capability::In<Scalar> tangent,
+      capability::Out<Scalar> out) const {
     detail::require_shape("jvp: tangent", tangent, x.rows(), x.cols());
     detail::require_shape("jvp: out", out, x.rows(), x.cols());
     adapter().forward(capability::Jvp{}, t, x, tangent, out);
   }
   template <class Scalar>
-  requires(detail::adapter_offers<Adapter, capability::Vjp, Scalar>)
-  void vjp(Scalar t, capability::In<Scalar> x, capability::In<Scalar> cotangent,
-           capability::Out<Scalar> out) const {
+  requires(detail::adapter_offers<Adapter, capability::Vjp, Scalar>) void vjp(
+      Scalar t, capability::In<Scalar> x, capability::In<Scalar> cotangent,
+      capability::Out<Scalar> out) const {
     detail::require_shape("vjp: cotangent", cotangent, x.rows(), x.cols());
     detail::require_shape("vjp: out", out, x.rows(), x.cols());
     adapter().forward(capability::Vjp{}, t, x, cotangent, out);
   }
   template <class Scalar>
-  requires(detail::adapter_offers<Adapter, capability::DivergenceGradient, Scalar>)
-  void divergence_gradient(Scalar t, capability::In<Scalar> x, capability::Out<Scalar> out) const {
+  requires(
+      detail::adapter_offers<Adapter, capability::DivergenceGradient,
+                             Scalar>) void divergence_gradient(Scalar t, capability::In<Scalar> x,
+                                                               capability::Out<Scalar> out) const {
     detail::require_shape("divergence_gradient: out", out, x.rows(), x.cols());
     adapter().forward(capability::DivergenceGradient{}, t, x, out);
   }
   template <class Scalar>
-  requires(detail::adapter_offers<Adapter, capability::VelocityDivergence, Scalar>)
-  void velocity_divergence(Scalar t, capability::In<Scalar> x, capability::Out<Scalar> velocity,
-                           capability::PerSample<Scalar> divergence) const {
+  requires(
+      detail::adapter_offers<Adapter, capability::VelocityDivergence,
+                             Scalar>) void velocity_divergence(Scalar t, capability::In<Scalar> x,
+                                                               capability::Out<Scalar> velocity,
+                                                               capability::PerSample<Scalar>
+                                                                   divergence) const {
     detail::require_shape("velocity_divergence: velocity", velocity, x.rows(), x.cols());
     detail::require_shape("velocity_divergence: divergence", divergence, x.cols(), 1);
     adapter().forward(capability::VelocityDivergence{}, t, x, velocity, divergence);
@@ -121,52 +126,58 @@ class FieldAdapter {
   /// @name Conditional members
   ///@{
   template <class Scalar>
-  requires(detail::adapter_offers_conditionally<Adapter, capability::Velocity, Scalar>)
-  void operator()(Scalar t, capability::In<Scalar> x, capability::In<Scalar> condition,
-                  capability::Out<Scalar> out) const {
+  requires(detail::adapter_offers_conditionally<Adapter, capability::Velocity, Scalar>) void
+  operator()(Scalar t, capability::In<Scalar> x, capability::In<Scalar> condition,
+             capability::Out<Scalar> out) const {
     detail::require_shape("velocity: condition", condition, -1, x.cols());
     detail::require_shape("velocity: out", out, x.rows(), x.cols());
     adapter().forward(capability::Velocity{}, t, x, condition, out);
   }
   template <class Scalar>
-  requires(detail::adapter_offers_conditionally<Adapter, capability::Divergence, Scalar>)
-  void divergence(Scalar t, capability::In<Scalar> x, capability::In<Scalar> condition,
-                  capability::PerSample<Scalar> out) const {
+  requires(detail::adapter_offers_conditionally<
+           Adapter, capability::Divergence,
+           Scalar>) void divergence(Scalar t, capability::In<Scalar> x,
+                                    capability::In<Scalar> condition,
+                                    capability::PerSample<Scalar> out) const {
     detail::require_shape("divergence: condition", condition, -1, x.cols());
     detail::require_shape("divergence: out", out, x.cols(), 1);
     adapter().forward(capability::Divergence{}, t, x, condition, out);
   }
   template <class Scalar>
-  requires(detail::adapter_offers_conditionally<Adapter, capability::Jvp, Scalar>)
-  void jvp(Scalar t, capability::In<Scalar> x, capability::In<Scalar> condition,
-           capability::In<Scalar> tangent, capability::Out<Scalar> out) const {
+  requires(detail::adapter_offers_conditionally<Adapter, capability::Jvp, Scalar>) void jvp(
+      Scalar t, capability::In<Scalar> x, capability::In<Scalar> condition,
+      capability::In<Scalar> tangent, capability::Out<Scalar> out) const {
     detail::require_shape("jvp: condition", condition, -1, x.cols());
     detail::require_shape("jvp: tangent", tangent, x.rows(), x.cols());
     detail::require_shape("jvp: out", out, x.rows(), x.cols());
     adapter().forward(capability::Jvp{}, t, x, condition, tangent, out);
   }
   template <class Scalar>
-  requires(detail::adapter_offers_conditionally<Adapter, capability::Vjp, Scalar>)
-  void vjp(Scalar t, capability::In<Scalar> x, capability::In<Scalar> condition,
-           capability::In<Scalar> cotangent, capability::Out<Scalar> out) const {
+  requires(detail::adapter_offers_conditionally<Adapter, capability::Vjp, Scalar>) void vjp(
+      Scalar t, capability::In<Scalar> x, capability::In<Scalar> condition,
+      capability::In<Scalar> cotangent, capability::Out<Scalar> out) const {
     detail::require_shape("vjp: condition", condition, -1, x.cols());
     detail::require_shape("vjp: cotangent", cotangent, x.rows(), x.cols());
     detail::require_shape("vjp: out", out, x.rows(), x.cols());
     adapter().forward(capability::Vjp{}, t, x, condition, cotangent, out);
   }
   template <class Scalar>
-  requires(detail::adapter_offers_conditionally<Adapter, capability::DivergenceGradient, Scalar>)
-  void divergence_gradient(Scalar t, capability::In<Scalar> x, capability::In<Scalar> condition,
-                           capability::Out<Scalar> out) const {
+  requires(detail::adapter_offers_conditionally<
+           Adapter, capability::DivergenceGradient,
+           Scalar>) void divergence_gradient(Scalar t, capability::In<Scalar> x,
+                                             capability::In<Scalar> condition,
+                                             capability::Out<Scalar> out) const {
     detail::require_shape("divergence_gradient: condition", condition, -1, x.cols());
     detail::require_shape("divergence_gradient: out", out, x.rows(), x.cols());
     adapter().forward(capability::DivergenceGradient{}, t, x, condition, out);
   }
   template <class Scalar>
-  requires(detail::adapter_offers_conditionally<Adapter, capability::VelocityDivergence, Scalar>)
-  void velocity_divergence(Scalar t, capability::In<Scalar> x, capability::In<Scalar> condition,
-                           capability::Out<Scalar> velocity,
-                           capability::PerSample<Scalar> divergence) const {
+  requires(detail::adapter_offers_conditionally<
+           Adapter, capability::VelocityDivergence,
+           Scalar>) void velocity_divergence(Scalar t, capability::In<Scalar> x,
+                                             capability::In<Scalar> condition,
+                                             capability::Out<Scalar> velocity,
+                                             capability::PerSample<Scalar> divergence) const {
     detail::require_shape("velocity_divergence: condition", condition, -1, x.cols());
     detail::require_shape("velocity_divergence: velocity", velocity, x.rows(), x.cols());
     detail::require_shape("velocity_divergence: divergence", divergence, x.cols(), 1);

@@ -181,8 +181,7 @@ class GuidedField : public FieldAdapter<GuidedField<Scalar, Field>, Field> {
 
   /// The plain form of every conditional member of the wrapped field, for Scalar.
   template <class Tag, class S>
-  static constexpr bool offers =
-      std::same_as<S, Scalar> &&
+  static constexpr bool offers = std::same_as<S, Scalar>&&
       Tag::template offered_conditionally_by<typename Base::wrapped_type, Scalar>;
 
   /// Evaluates the capability at the stacked conditions and combines the results (see the file
@@ -400,10 +399,10 @@ GuidedField<typename Condition::Scalar, Field> classifier_free_guidance(
 /// Guides @p field with one condition set and per-sample weights (length N).
 template <class Field, class Condition, class Weights>
 requires std::same_as<typename Condition::Scalar, typename Weights::Scalar>
-GuidedField<typename Condition::Scalar, Field> classifier_free_guidance(
-    Field field, const Eigen::MatrixBase<Condition>& condition,
-    const Eigen::MatrixBase<Weights>& weights,
-    GuidanceOptions<typename Condition::Scalar> options = {}) {
+    GuidedField<typename Condition::Scalar, Field> classifier_free_guidance(
+        Field field, const Eigen::MatrixBase<Condition>& condition,
+        const Eigen::MatrixBase<Weights>& weights,
+        GuidanceOptions<typename Condition::Scalar> options = {}) {
   GuidedField<typename Condition::Scalar, Field> guided(std::move(field), condition.rows(),
                                                         std::move(options));
   guided.add_condition(condition, weights);

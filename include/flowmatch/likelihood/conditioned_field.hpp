@@ -57,7 +57,7 @@ class ConditionedField : public FieldAdapter<ConditionedField<Scalar, Field>, Fi
   static constexpr bool offers =
       std::same_as<Tag, capability::Velocity>
           ? ConditionalVelocityField<Wrapped, S>
-          : std::same_as<S, Scalar> && Tag::template offered_conditionally_by<Wrapped, S>;
+          : std::same_as<S, Scalar>&& Tag::template offered_conditionally_by<Wrapped, S>;
 
   /// Calls the conditional member with the bound conditions after x.
   template <class Tag, class S, class... Args>
@@ -96,11 +96,11 @@ class ConditionedField : public FieldAdapter<ConditionedField<Scalar, Field>, Fi
 template <class Field, class Derived, class Estimator = ExactDivergence,
           class Source = StandardNormal>
 requires ConditionalVelocityField<Field, typename Derived::Scalar>
-LikelihoodResult<typename Derived::Scalar> conditional_log_likelihood(
-    const Field& field, const Matrix<typename Derived::Scalar>& condition,
-    const Eigen::MatrixBase<Derived>& x,
-    const SolverOptions<typename Derived::Scalar>& options = {}, const Estimator& estimator = {},
-    const Source& source = {}) {
+    LikelihoodResult<typename Derived::Scalar> conditional_log_likelihood(
+        const Field& field, const Matrix<typename Derived::Scalar>& condition,
+        const Eigen::MatrixBase<Derived>& x,
+        const SolverOptions<typename Derived::Scalar>& options = {},
+        const Estimator& estimator = {}, const Source& source = {}) {
   using Scalar = typename Derived::Scalar;
   detail::require_shape("conditional_log_likelihood: condition", condition, -1, x.cols());
   const ConditionedField<Scalar, std::reference_wrapper<const Field>> conditioned(std::cref(field),

@@ -128,10 +128,10 @@ std::vector<Vector<Scalar>> integrate_with_divergence(const Field& field,
 template <class Field, class Derived, class Times, class Estimator = ExactDivergence,
           class Source = StandardNormal>
 requires VelocityField<Field, typename Derived::Scalar> && TimeGrid<Times, typename Derived::Scalar>
-LikelihoodResult<typename Derived::Scalar> log_likelihood(
-    const Field& field, const Eigen::MatrixBase<Derived>& x, const Times& times,
-    const SolverOptions<typename Derived::Scalar>& options = {}, const Estimator& estimator = {},
-    const Source& source = {}) {
+    LikelihoodResult<typename Derived::Scalar> log_likelihood(
+        const Field& field, const Eigen::MatrixBase<Derived>& x, const Times& times,
+        const SolverOptions<typename Derived::Scalar>& options = {},
+        const Estimator& estimator = {}, const Source& source = {}) {
   using Scalar = typename Derived::Scalar;
   detail::require_nonempty_batch("log_likelihood: x", x);
   detail::require_end_to_end_grid("log_likelihood", std::span<const Scalar>(times), Scalar(1),
@@ -153,11 +153,10 @@ LikelihoodResult<typename Derived::Scalar> log_likelihood(
 /// log p_1(x) under the flow of @p field: log_likelihood over the grid {1, 0}.
 template <class Field, class Derived, class Estimator = ExactDivergence,
           class Source = StandardNormal>
-requires VelocityField<Field, typename Derived::Scalar>
-LikelihoodResult<typename Derived::Scalar> log_likelihood(
-    const Field& field, const Eigen::MatrixBase<Derived>& x,
-    const SolverOptions<typename Derived::Scalar>& options = {}, const Estimator& estimator = {},
-    const Source& source = {}) {
+requires VelocityField<Field, typename Derived::Scalar> LikelihoodResult<typename Derived::Scalar>
+log_likelihood(const Field& field, const Eigen::MatrixBase<Derived>& x,
+               const SolverOptions<typename Derived::Scalar>& options = {},
+               const Estimator& estimator = {}, const Source& source = {}) {
   using Scalar = typename Derived::Scalar;
   const std::array<Scalar, 2> grid{Scalar(1), Scalar(0)};
   return log_likelihood(field, x, std::span<const Scalar>(grid), options, estimator, source);
@@ -171,10 +170,10 @@ LikelihoodResult<typename Derived::Scalar> log_likelihood(
 template <class Field, class Derived, class Times, class Estimator = ExactDivergence,
           class Source = StandardNormal>
 requires VelocityField<Field, typename Derived::Scalar> && TimeGrid<Times, typename Derived::Scalar>
-LikelihoodResult<typename Derived::Scalar> sample_with_log_likelihood(
-    const Field& field, const Eigen::MatrixBase<Derived>& x0, const Times& times,
-    const SolverOptions<typename Derived::Scalar>& options = {}, const Estimator& estimator = {},
-    const Source& source = {}) {
+    LikelihoodResult<typename Derived::Scalar> sample_with_log_likelihood(
+        const Field& field, const Eigen::MatrixBase<Derived>& x0, const Times& times,
+        const SolverOptions<typename Derived::Scalar>& options = {},
+        const Estimator& estimator = {}, const Source& source = {}) {
   using Scalar = typename Derived::Scalar;
   detail::require_nonempty_batch("sample_with_log_likelihood: x0", x0);
   detail::require_end_to_end_grid("sample_with_log_likelihood", std::span<const Scalar>(times),
@@ -195,11 +194,10 @@ LikelihoodResult<typename Derived::Scalar> sample_with_log_likelihood(
 /// Sampling with log-densities over the grid {0, 1} (see the overload above).
 template <class Field, class Derived, class Estimator = ExactDivergence,
           class Source = StandardNormal>
-requires VelocityField<Field, typename Derived::Scalar>
-LikelihoodResult<typename Derived::Scalar> sample_with_log_likelihood(
-    const Field& field, const Eigen::MatrixBase<Derived>& x0,
-    const SolverOptions<typename Derived::Scalar>& options = {}, const Estimator& estimator = {},
-    const Source& source = {}) {
+requires VelocityField<Field, typename Derived::Scalar> LikelihoodResult<typename Derived::Scalar>
+sample_with_log_likelihood(const Field& field, const Eigen::MatrixBase<Derived>& x0,
+                           const SolverOptions<typename Derived::Scalar>& options = {},
+                           const Estimator& estimator = {}, const Source& source = {}) {
   using Scalar = typename Derived::Scalar;
   const std::array<Scalar, 2> grid{Scalar(0), Scalar(1)};
   return sample_with_log_likelihood(field, x0, std::span<const Scalar>(grid), options, estimator,

@@ -94,8 +94,7 @@ class AffinePath {
   using scalar_type = typename S::scalar_type;
 
   /// A path with a default-constructed scheduler.
-  AffinePath()
-  requires std::default_initializable<S>
+  AffinePath() requires std::default_initializable<S>
   = default;
   /// A path with the given @p scheduler.
   explicit AffinePath(S scheduler) : scheduler_(std::move(scheduler)) {}

@@ -40,7 +40,9 @@ namespace flowmatch {
 /// A source distribution that offers its score: `source.score(x)` is ∇log p_0 per column (d×N).
 template <class Source, class Scalar>
 concept SourceWithScore = requires(const Source& source, const Matrix<Scalar>& x,
-                                   Matrix<Scalar>& out) { out = source.score(x); };
+                                   Matrix<Scalar>& out) {
+  out = source.score(x);
+};
 
 /// Points with the exact score of the model's density there.
 template <class Scalar>
@@ -132,10 +134,11 @@ void integrate_score(const Field& field, const Source& source, Scalar end,
 ///         std::domain_error if t is outside [0, 1]; numerical_error from the solver.
 template <class Field, class Derived, class Source = StandardNormal>
 requires VelocityField<Field, typename Derived::Scalar> &&
-         SourceWithScore<Source, typename Derived::Scalar>
-ScoreResult<typename Derived::Scalar> exact_score(
-    const Field& field, typename Derived::Scalar t, const Eigen::MatrixBase<Derived>& x,
-    const SolverOptions<typename Derived::Scalar>& options = {}, const Source& source = {}) {
+    SourceWithScore<Source, typename Derived::Scalar>
+        ScoreResult<typename Derived::Scalar> exact_score(
+            const Field& field, typename Derived::Scalar t, const Eigen::MatrixBase<Derived>& x,
+            const SolverOptions<typename Derived::Scalar>& options = {},
+            const Source& source = {}) {
   using Scalar = typename Derived::Scalar;
   detail::require_unit_time("exact_score: t", t);
   detail::require_nonempty_batch("exact_score: x", x);
@@ -160,10 +163,11 @@ ScoreResult<typename Derived::Scalar> exact_score(
 /// at each (one pass; see the file comment). Arguments and exceptions as exact_score.
 template <class Field, class Derived, class Source = StandardNormal>
 requires VelocityField<Field, typename Derived::Scalar> &&
-         SourceWithScore<Source, typename Derived::Scalar>
-ScoreResult<typename Derived::Scalar> sample_with_score(
-    const Field& field, const Eigen::MatrixBase<Derived>& x0,
-    const SolverOptions<typename Derived::Scalar>& options = {}, const Source& source = {}) {
+    SourceWithScore<Source, typename Derived::Scalar>
+        ScoreResult<typename Derived::Scalar> sample_with_score(
+            const Field& field, const Eigen::MatrixBase<Derived>& x0,
+            const SolverOptions<typename Derived::Scalar>& options = {},
+            const Source& source = {}) {
   using Scalar = typename Derived::Scalar;
   detail::require_nonempty_batch("sample_with_score: x0", x0);
   detail::require_score_capabilities(field);
@@ -181,11 +185,11 @@ ScoreResult<typename Derived::Scalar> sample_with_score(
 /// a bad grid.
 template <class Field, class Derived, class Times, class Source = StandardNormal>
 requires VelocityField<Field, typename Derived::Scalar> &&
-         SourceWithScore<Source, typename Derived::Scalar> &&
-         TimeGrid<Times, typename Derived::Scalar>
-ScoreResult<typename Derived::Scalar> exact_score(
-    const Field& field, const Times& times, const Eigen::MatrixBase<Derived>& x,
-    const SolverOptions<typename Derived::Scalar>& options = {}, const Source& source = {}) {
+    SourceWithScore<Source, typename Derived::Scalar> && TimeGrid<Times, typename Derived::Scalar>
+        ScoreResult<typename Derived::Scalar> exact_score(
+            const Field& field, const Times& times, const Eigen::MatrixBase<Derived>& x,
+            const SolverOptions<typename Derived::Scalar>& options = {},
+            const Source& source = {}) {
   using Scalar = typename Derived::Scalar;
   const std::span<const Scalar> grid(times);
   const Scalar end = grid.empty() ? Scalar(0) : grid.back();
@@ -207,11 +211,11 @@ ScoreResult<typename Derived::Scalar> exact_score(
 /// grid time. Arguments and exceptions as exact_score.
 template <class Field, class Derived, class Times, class Source = StandardNormal>
 requires VelocityField<Field, typename Derived::Scalar> &&
-         SourceWithScore<Source, typename Derived::Scalar> &&
-         TimeGrid<Times, typename Derived::Scalar>
-ScoreResult<typename Derived::Scalar> sample_with_score(
-    const Field& field, const Eigen::MatrixBase<Derived>& x0, const Times& times,
-    const SolverOptions<typename Derived::Scalar>& options = {}, const Source& source = {}) {
+    SourceWithScore<Source, typename Derived::Scalar> && TimeGrid<Times, typename Derived::Scalar>
+        ScoreResult<typename Derived::Scalar> sample_with_score(
+            const Field& field, const Eigen::MatrixBase<Derived>& x0, const Times& times,
+            const SolverOptions<typename Derived::Scalar>& options = {},
+            const Source& source = {}) {
   using Scalar = typename Derived::Scalar;
   const std::span<const Scalar> grid(times);
   const Scalar end = grid.empty() ? Scalar(0) : grid.back();

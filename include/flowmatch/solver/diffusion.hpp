@@ -82,8 +82,8 @@ struct Diffusion {
 
   /// g(t) on the path of @p scheduler.
   template <Scheduler S>
-  requires std::same_as<typename S::scalar_type, Scalar>
-  Scalar operator()(const S& scheduler, Scalar t) const {
+  requires std::same_as<typename S::scalar_type, Scalar> Scalar operator()(const S& scheduler,
+                                                                           Scalar t) const {
     if (scale == Scalar(0)) return Scalar(0);
     switch (profile) {
       case DiffusionProfile::constant:

@@ -277,11 +277,11 @@ class SdeIntegrator {
 /// @throws see the file comment.
 template <class Field, Scheduler S, class Derived, std::uniform_random_bit_generator Generator>
 requires VelocityField<Field, typename Derived::Scalar> &&
-         std::same_as<typename S::scalar_type, typename Derived::Scalar>
-SolveResult<typename Derived::Scalar> integrate_sde(
-    const Field& field, const AffinePath<S>& path, const Eigen::MatrixBase<Derived>& x,
-    std::span<const typename Derived::Scalar> times,
-    const SdeOptions<typename Derived::Scalar>& options, Generator& generator) {
+    std::same_as<typename S::scalar_type, typename Derived::Scalar>
+        SolveResult<typename Derived::Scalar> integrate_sde(
+            const Field& field, const AffinePath<S>& path, const Eigen::MatrixBase<Derived>& x,
+            std::span<const typename Derived::Scalar> times,
+            const SdeOptions<typename Derived::Scalar>& options, Generator& generator) {
   using Scalar = typename Derived::Scalar;
   detail::validate_sde_options(options);
   detail::validate_grid(times);
@@ -302,10 +302,10 @@ SolveResult<typename Derived::Scalar> integrate_sde(
 /// integrate_sde.
 template <class Field, Scheduler S, class Derived, std::uniform_random_bit_generator Generator>
 requires VelocityField<Field, typename Derived::Scalar> &&
-         std::same_as<typename S::scalar_type, typename Derived::Scalar>
-SolveResult<typename Derived::Scalar> sample_sde(
-    const Field& field, const AffinePath<S>& path, const Eigen::MatrixBase<Derived>& x0,
-    const SdeOptions<typename Derived::Scalar>& options, Generator& generator) {
+    std::same_as<typename S::scalar_type, typename Derived::Scalar>
+        SolveResult<typename Derived::Scalar> sample_sde(
+            const Field& field, const AffinePath<S>& path, const Eigen::MatrixBase<Derived>& x0,
+            const SdeOptions<typename Derived::Scalar>& options, Generator& generator) {
   using Scalar = typename Derived::Scalar;
   const std::array<Scalar, 2> grid{Scalar(0), Scalar(1)};
   return integrate_sde(field, path, x0, std::span<const Scalar>(grid), options, generator);
@@ -314,10 +314,10 @@ SolveResult<typename Derived::Scalar> sample_sde(
 /// sample_sde on the path of @p scheduler, AffinePath<S>(scheduler).
 template <class Field, Scheduler S, class Derived, std::uniform_random_bit_generator Generator>
 requires VelocityField<Field, typename Derived::Scalar> &&
-         std::same_as<typename S::scalar_type, typename Derived::Scalar>
-SolveResult<typename Derived::Scalar> sample_sde(
-    const Field& field, const S& scheduler, const Eigen::MatrixBase<Derived>& x0,
-    const SdeOptions<typename Derived::Scalar>& options, Generator& generator) {
+    std::same_as<typename S::scalar_type, typename Derived::Scalar>
+        SolveResult<typename Derived::Scalar> sample_sde(
+            const Field& field, const S& scheduler, const Eigen::MatrixBase<Derived>& x0,
+            const SdeOptions<typename Derived::Scalar>& options, Generator& generator) {
   return sample_sde(field, AffinePath<S>(scheduler), x0, options, generator);
 }
 
