@@ -225,8 +225,8 @@ std::vector<MatrixXd> jacobian_columns(const GaussianMixturePath<S>& path, doubl
 constexpr double fd_step = 1e-4;
 constexpr double fd_tolerance = 1e-7;
 
-// Checks score, divergence, jvp and vjp against finite differences of log p_t and u_t, and
-// log p_t and u_t against the Cholesky reference, at time t.
+// Checks score, divergence, its gradient, jvp and vjp against finite differences of log p_t,
+// u_t and ∇·u_t, and log p_t and u_t against the Cholesky reference, at time t.
 template <class S>
 void check_against_differences_and_reference(const GaussianMixturePath<S>& path, double t,
                                              bool with_velocity) {
@@ -293,6 +293,23 @@ void check_against_differences_and_reference(const GaussianMixturePath<S>& path,
   MatrixXd vjp(dim, count);
   path.vjp(t, x, cotangent, vjp);
   CHECK_THAT(max_relative_error(vjp, jacobian_transpose_cotangent), WithinAbs(0.0, fd_tolerance));
+
+  // ∇(∇·u) against central differences of the divergence.
+  MatrixXd divergence_gradient(dim, count);
+  path.divergence_gradient(t, x, divergence_gradient);
+  MatrixXd divergence_differences(dim, count);
+  for (Index i = 0; i < dim; ++i) {
+    divergence_differences.row(i) = central_difference<VectorXd>(
+                                        [&](double step) {
+                                          MatrixXd shifted = x;
+                                          shifted.row(i).array() += step;
+                                          return divergence_of(path, t, shifted);
+                                        },
+                                        fd_step)
+                                        .transpose();
+  }
+  CHECK_THAT(max_relative_error(divergence_gradient, divergence_differences),
+             WithinAbs(0.0, fd_tolerance));
 
   // ⟨w, J v⟩ = ⟨Jᵀ w, v⟩ for each sample, to rounding.
   const VectorXd left = (cotangent.array() * jvp.array()).colwise().sum().transpose();

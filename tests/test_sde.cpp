@@ -411,13 +411,18 @@ TEST_CASE("sde: classifier-free guidance drives the sampler like any field", "[s
   };
   const Oracle unconditional(mixture);
   const std::array<Oracle, 2> classes{component(0), component(1)};
+  const auto field_of = [&](const ConstMatrixRef<double>& c, Index col) -> const Oracle& {
+    return c(0, col) == 1.0 ? classes[0] : c(1, col) == 1.0 ? classes[1] : unconditional;
+  };
+  // Each run of consecutive columns with the same condition is evaluated as one batch.
   const auto conditional = [&](double t, const ConstMatrixRef<double>& x,
                                const ConstMatrixRef<double>& c, MatrixRef<double> out) {
-    for (Index col = 0; col < x.cols(); ++col) {
-      const Oracle& field = c(0, col) == 1.0   ? classes[0]
-                            : c(1, col) == 1.0 ? classes[1]
-                                               : unconditional;
-      field(t, x.col(col), out.col(col));
+    for (Index first = 0; first < x.cols();) {
+      const Oracle& field = field_of(c, first);
+      Index end = first + 1;
+      while (end < x.cols() && &field_of(c, end) == &field) ++end;
+      field(t, x.middleCols(first, end - first), out.middleCols(first, end - first));
+      first = end;
     }
   };
   const Index samples = 20000;

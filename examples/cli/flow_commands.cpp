@@ -80,11 +80,12 @@ AnyField<Scalar> model_field(std::shared_ptr<const Mlp<Scalar>> mlp, int threads
       network);
 }
 
-/// The solver's settings from the command line; options that do not apply to the method
+/// The solver's settings from the command line over the defaults @p solver (the density
+/// commands start from SolverOptions::for_density()); options that do not apply to the method
 /// are errors rather than silently ignored.
 template <class Scalar>
-flowmatch::SolverOptions<Scalar> solver_options(const SolverCliOptions& options) {
-  flowmatch::SolverOptions<Scalar> solver;
+flowmatch::SolverOptions<Scalar> solver_options(const SolverCliOptions& options,
+                                                flowmatch::SolverOptions<Scalar> solver = {}) {
   solver.method = flowmatch::method_from_name(options.method);
   const bool adaptive = flowmatch::is_adaptive(solver.method);
   if (adaptive && options.step_size) {
@@ -331,7 +332,8 @@ flowmatch::LikelihoodResult<Scalar> likelihood_through_times(const SolverCliOpti
                                                              Compute&& compute) {
   const Grid<Scalar> grid = grid_through<Scalar>(options.times, start, end);
   const flowmatch::LikelihoodResult<Scalar> result =
-      compute(std::span<const Scalar>(grid.times), solver_options<Scalar>(options));
+      compute(std::span<const Scalar>(grid.times),
+              solver_options(options, flowmatch::SolverOptions<Scalar>::for_density()));
   const auto rows = static_cast<std::int64_t>(grid.reported.size());
   if (!options.trajectory.empty()) {
     std::vector<Scalar> states;
@@ -464,8 +466,9 @@ void run_score(const ScoreOptions& options) {
     if (options.solver.stats) std::cout << stats_json(SolverStats{1, 0, 0, 0, 0}).dump() << "\n";
     return;
   }
-  const flowmatch::ScoreResult<Scalar> result =
-      flowmatch::exact_score(field, t, data, solver_options<Scalar>(options.solver));
+  const flowmatch::ScoreResult<Scalar> result = flowmatch::exact_score(
+      field, t, data,
+      solver_options(options.solver, flowmatch::SolverOptions<Scalar>::for_density()));
   // The exact score encodes the points from t to 0; --trajectory shows that path.
   const auto trajectory = trajectory_of(field, data, options.t, 0.0, options.solver);
   flowmatch::io::save_npy(options.out, result.score);

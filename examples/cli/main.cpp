@@ -87,9 +87,15 @@ void add_solver_options(CLI::App& command, SolverCliOptions& options) {
                      "rkf78, tsit5 (adaptive)");
   command.add_option("--step-size", options.step_size, "largest step of a fixed-step method")
       ->check(positive);
-  command.add_option("--rtol", options.rtol, "relative tolerance of an adaptive method")
+  command
+      .add_option("--rtol", options.rtol,
+                  "relative tolerance of an adaptive method (default 1e-5; 1e-7 for loglik, "
+                  "score and sample --loglik)")
       ->check(positive);
-  command.add_option("--atol", options.atol, "absolute tolerance of an adaptive method")
+  command
+      .add_option("--atol", options.atol,
+                  "absolute tolerance of an adaptive method (default 1e-5; 1e-7 for loglik, "
+                  "score and sample --loglik)")
       ->check(positive);
   command
       .add_option("--min-step", options.min_step,

@@ -24,6 +24,16 @@
 
 namespace flowmatch {
 
+namespace detail {
+
+/// A type whose values are constants for Dual<T> (@p DualType): convertible to T and not the
+/// dual type itself.
+template <class U, class T, class DualType>
+concept DualConstant =
+    std::convertible_to<const U&, T> && !std::same_as<std::remove_cvref_t<U>, DualType>;
+
+}  // namespace detail
+
 /// A forward-mode dual number: a value and its derivative along one direction.
 template <class T>
 struct Dual {
@@ -38,10 +48,8 @@ struct Dual {
       : value(value_part), derivative(derivative_part) {}
   /// A constant (zero derivative) from anything convertible to T, such as a double or an int
   /// (implicit, so that constants mix with duals in expressions, also for nested duals).
-  template <class U>
-  requires std::convertible_to<const U&, T> &&
-      (!std::same_as<std::remove_cvref_t<U>, Dual>)constexpr Dual(
-          const U& constant)  // NOLINT(google-explicit-constructor)
+  template <detail::DualConstant<T, Dual> U>
+  constexpr Dual(const U& constant)  // NOLINT(google-explicit-constructor)
       : value(static_cast<T>(constant)), derivative(0) {}
 
   constexpr Dual& operator+=(const Dual& other) {

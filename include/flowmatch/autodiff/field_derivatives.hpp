@@ -49,6 +49,11 @@ namespace detail {
 template <class>
 inline constexpr bool dependent_false = false;
 
+/// The capabilities that are first derivatives of the velocity: divergence, jvp and vjp.
+template <class Tag>
+concept FirstDerivative = std::same_as<Tag, capability::Divergence> ||
+    std::same_as<Tag, capability::Jvp> || std::same_as<Tag, capability::Vjp>;
+
 /// Throws std::invalid_argument naming @p name unless @p x is a finite batch with d >= 1 rows.
 template <class Derived>
 void require_batch(const char* name, const Eigen::MatrixBase<Derived>& x) {
@@ -163,9 +168,7 @@ template <class Tag, class Field, class Scalar>
 concept Derivable = Tag::template offered_by<Field, Scalar> ||
                     (std::same_as<Tag, capability::VelocityDivergence> &&
                      (HasDivergence<Field, Scalar> || ForwardDifferentiable<Field, Scalar>)) ||
-                    ((std::same_as<Tag, capability::Divergence> ||
-                      std::same_as<Tag, capability::Jvp> ||
-                      std::same_as<Tag, capability::Vjp>)&&ForwardDifferentiable<Field, Scalar>) ||
+                    (detail::FirstDerivative<Tag> && ForwardDifferentiable<Field, Scalar>) ||
                     (std::same_as<Tag, capability::DivergenceGradient> &&
                      TwiceForwardDifferentiable<Field, Scalar>);
 

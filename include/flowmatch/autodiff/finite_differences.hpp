@@ -31,8 +31,7 @@ namespace flowmatch {
 
 /// A velocity field whose derivatives are taken by central finite differences (see the file
 /// comment). It evaluates like the wrapped field.
-template <class Scalar, class Field>
-requires VelocityField<Field, Scalar>
+template <class Scalar, VelocityField<Scalar> Field>
 class FiniteDifferenceField {
  public:
   /// @param field the wrapped field (held by value; pass std::cref(f) to hold a reference).
@@ -139,8 +138,8 @@ class FiniteDifferenceField {
 
 /// Wraps @p field so that its derivatives are taken by central differences (explicit opt-in;
 /// see FiniteDifferenceField). The scalar type must be given: `finite_differences<double>(f)`.
-template <class Scalar, class Field>
-requires VelocityField<Field, Scalar> FiniteDifferenceField<Scalar, Field> finite_differences(
+template <class Scalar, VelocityField<Scalar> Field>
+FiniteDifferenceField<Scalar, Field> finite_differences(
     Field field, Scalar step = std::cbrt(std::numeric_limits<Scalar>::epsilon()),
     Scalar outer_step = std::sqrt(std::sqrt(std::numeric_limits<Scalar>::epsilon()))) {
   return FiniteDifferenceField<Scalar, Field>(std::move(field), step, outer_step);

@@ -6,6 +6,8 @@
 /// log-densities, guidance weights) are length-N column vectors.
 #pragma once
 
+#include <concepts>
+
 #include "flowmatch/detail/eigen_core.hpp"
 
 namespace flowmatch {
@@ -36,5 +38,10 @@ using VectorRef = Eigen::Ref<Vector<Scalar>>;
 /// Read-only view of a per-sample vector.
 template <class Scalar>
 using ConstVectorRef = Eigen::Ref<const Vector<Scalar>>;
+
+/// An Eigen matrix or expression type whose entries are @p Scalar (for constraints such as
+/// `template <MatrixOf<double> Derived> f(const Eigen::MatrixBase<Derived>&)`).
+template <class Derived, class Scalar>
+concept MatrixOf = std::same_as<typename Derived::Scalar, Scalar>;
 
 }  // namespace flowmatch

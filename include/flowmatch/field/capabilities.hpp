@@ -202,8 +202,7 @@ void poison_output(MatrixRef<Scalar> out, const ConstMatrixRef<Scalar>& input) {
 /// assertions, @p out is first filled with NaN (unless it aliases x), so that a field that
 /// leaves entries unwritten is caught (detail::poison_output).
 /// A returning field whose result is not d×N throws std::invalid_argument.
-template <class Scalar, class F>
-requires VelocityField<F, Scalar>
+template <class Scalar, VelocityField<Scalar> F>
 void evaluate_velocity(const F& field, Scalar t,
                        const std::type_identity_t<ConstMatrixRef<Scalar>>& x,
                        std::type_identity_t<MatrixRef<Scalar>> out) {
@@ -218,9 +217,9 @@ void evaluate_velocity(const F& field, Scalar t,
 }
 
 /// Evaluates @p field at (t, x) and returns the d×N velocities (allocates; convenience).
-template <class Scalar, class F>
-requires VelocityField<F, Scalar> Matrix<Scalar> evaluate_velocity(
-    const F& field, Scalar t, const std::type_identity_t<ConstMatrixRef<Scalar>>& x) {
+template <class Scalar, VelocityField<Scalar> F>
+Matrix<Scalar> evaluate_velocity(const F& field, Scalar t,
+                                 const std::type_identity_t<ConstMatrixRef<Scalar>>& x) {
   Matrix<Scalar> out(x.rows(), x.cols());
   evaluate_velocity<Scalar>(field, t, x, out);
   return out;
@@ -229,8 +228,7 @@ requires VelocityField<F, Scalar> Matrix<Scalar> evaluate_velocity(
 /// Evaluates the conditional @p field at (t, x, condition) into @p out (d×N, sized by the
 /// caller). Throws std::invalid_argument if the condition count differs from the batch size or
 /// a returning field's result is not d×N.
-template <class Scalar, class F>
-requires ConditionalVelocityField<F, Scalar>
+template <class Scalar, ConditionalVelocityField<Scalar> F>
 void evaluate_conditional_velocity(const F& field, Scalar t,
                                    const std::type_identity_t<ConstMatrixRef<Scalar>>& x,
                                    const std::type_identity_t<ConstMatrixRef<Scalar>>& condition,

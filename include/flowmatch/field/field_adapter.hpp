@@ -56,6 +56,11 @@ inline constexpr bool adapter_offers_conditionally =
 
 }  // namespace detail
 
+/// A field that an adapter can hold (see the file comment): a velocity field over @p Scalar,
+/// or a std::reference_wrapper to one.
+template <class Field, class Scalar>
+concept HeldVelocityField = VelocityField<std::unwrap_reference_t<Field>, Scalar>;
+
 /// The base of every field wrapper (see the file comment).
 /// @tparam Adapter the deriving class (CRTP).
 /// @tparam Field the wrapped field, or a std::reference_wrapper to it.

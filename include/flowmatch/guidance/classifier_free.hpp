@@ -25,13 +25,15 @@
 ///
 /// Derivatives: every member of the field protocol (field/capabilities.hpp) that the conditional
 /// field offers in conditional form, the guided field offers in plain form, by the same
-/// combination. The guided velocity is linear in the conditional predictions, so its Jacobian is
-/// J = Σ_i w_i J_{c_i} + (1 − Σ_i w_i) J_null per sample, and likewise its divergence, its
-/// Jacobian-vector and vector-Jacobian products and the gradient of its divergence combine the
-/// conditional ones with the same weights. Log-likelihoods (exact or Hutchinson), exact scores
-/// and encodings of guided samples therefore work as for any field. Every member also accepts
-/// m copies of the batch side by side (m·N columns, column j·N + n a copy of sample n, as
-/// Hutchinson's probes and forward mode use); each copy is guided as the batch.
+/// combination; so does every derivative that forward mode takes of a conditional field generic
+/// over its scalar type (a generic lambda `[](auto t, const auto& x, const auto& c)`). The guided
+/// velocity is linear in the conditional predictions, so its Jacobian is J = Σ_i w_i J_{c_i} + (1 −
+/// Σ_i w_i) J_null per sample, and likewise its divergence, its Jacobian-vector and vector-Jacobian
+/// products and the gradient of its divergence combine the conditional ones with the same weights.
+/// Log-likelihoods (exact or Hutchinson), exact scores and encodings of guided samples therefore
+/// work as for any field. Every member also accepts m copies of the batch side by side (m·N
+/// columns, column j·N + n a copy of sample n, as Hutchinson's probes and forward mode use); each
+/// copy is guided as the batch.
 ///
 /// The wrapper keeps its stacking buffers between calls (no allocation per call once sized), so
 /// one wrapper must not be called from several threads at once; use one wrapper per thread.
@@ -50,6 +52,7 @@
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/validate.hpp"
 #include "flowmatch/field/field_adapter.hpp"
+#include "flowmatch/likelihood/conditioned_field.hpp"
 
 namespace flowmatch {
 
@@ -179,10 +182,12 @@ class GuidedField : public FieldAdapter<GuidedField<Scalar, Field>, Field> {
     return terms_.empty() ? 0 : terms_.front().condition.cols();
   }
 
-  /// The plain form of every conditional member of the wrapped field, for Scalar.
+  /// The plain form of every conditional member of the wrapped field, and of every derivative
+  /// that forward mode takes of it (ConditionallyDerivable), for Scalar.
   template <class Tag, class S>
-  static constexpr bool offers = std::same_as<S, Scalar>&&
-      Tag::template offered_conditionally_by<typename Base::wrapped_type, Scalar>;
+  static constexpr bool offers =
+      std::same_as<S, Scalar> ? ConditionallyDerivable<Tag, typename Base::wrapped_type, Scalar>
+                              : false;
 
   /// Evaluates the capability at the stacked conditions and combines the results (see the file
   /// comment); x holds one column per conditioned sample, or m copies of the batch.
@@ -282,9 +287,10 @@ class GuidedField : public FieldAdapter<GuidedField<Scalar, Field>, Field> {
       const Index total = stack_inputs(t, x.middleCols(begin, width));
       (stack_argument(args, begin, buffers[Slot]), ...);
       evaluate_stacked(total, [&](Index first, Index count) {
-        Tag::call(this->field(), t, ConstMatrixRef<Scalar>(stacked_x_.middleCols(first, count)),
-                  ConstMatrixRef<Scalar>(stacked_condition_.middleCols(first, count)),
-                  stacked_view<Args>(buffers[Slot], first, count)...);
+        detail::derive_conditional(
+            Tag{}, this->field(), t, ConstMatrixRef<Scalar>(stacked_x_.middleCols(first, count)),
+            ConstMatrixRef<Scalar>(stacked_condition_.middleCols(first, count)),
+            stacked_view<Args>(buffers[Slot], first, count)...);
       });
       (combine_argument(buffers[Slot], args, begin, width), ...);
     }
@@ -397,12 +403,11 @@ GuidedField<typename Condition::Scalar, Field> classifier_free_guidance(
 }
 
 /// Guides @p field with one condition set and per-sample weights (length N).
-template <class Field, class Condition, class Weights>
-requires std::same_as<typename Condition::Scalar, typename Weights::Scalar>
-    GuidedField<typename Condition::Scalar, Field> classifier_free_guidance(
-        Field field, const Eigen::MatrixBase<Condition>& condition,
-        const Eigen::MatrixBase<Weights>& weights,
-        GuidanceOptions<typename Condition::Scalar> options = {}) {
+template <class Field, class Condition, MatrixOf<typename Condition::Scalar> Weights>
+GuidedField<typename Condition::Scalar, Field> classifier_free_guidance(
+    Field field, const Eigen::MatrixBase<Condition>& condition,
+    const Eigen::MatrixBase<Weights>& weights,
+    GuidanceOptions<typename Condition::Scalar> options = {}) {
   GuidedField<typename Condition::Scalar, Field> guided(std::move(field), condition.rows(),
                                                         std::move(options));
   guided.add_condition(condition, weights);

@@ -19,6 +19,7 @@
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "flowmatch/core/types.hpp"
@@ -55,9 +56,9 @@ class ConditionedField : public FieldAdapter<ConditionedField<Scalar, Field>, Fi
   /// for Scalar.
   template <class Tag, class S>
   static constexpr bool offers =
-      std::same_as<Tag, capability::Velocity>
-          ? ConditionalVelocityField<Wrapped, S>
-          : std::same_as<S, Scalar>&& Tag::template offered_conditionally_by<Wrapped, S>;
+      std::same_as<Tag, capability::Velocity> ? ConditionalVelocityField<Wrapped, S>
+      : std::same_as<S, Scalar>               ? Tag::template offered_conditionally_by<Wrapped, S>
+                                              : false;
 
   /// Calls the conditional member with the bound conditions after x.
   template <class Tag, class S, class... Args>
@@ -90,17 +91,46 @@ class ConditionedField : public FieldAdapter<ConditionedField<Scalar, Field>, Fi
   mutable Matrix<Scalar> replicated_;
 };
 
+/// The capability @p Tag of the conditional field @p Field is available at given conditions:
+/// its conditional member, or the derivation (Derivable, field_derivatives.hpp) of the field
+/// with the conditions bound, such as forward mode through a conditional field that is generic
+/// over its scalar type.
+template <class Tag, class Field, class Scalar>
+concept ConditionallyDerivable =
+    Derivable<Tag,
+              ConditionedField<Scalar, std::reference_wrapper<const std::remove_cvref_t<Field>>>,
+              Scalar>;
+
+namespace detail {
+
+/// The capability @p Tag of the conditional @p field at (t, x, condition) into the outputs among
+/// @p args: the conditional member if the field has one, else derive() of the field with the
+/// conditions bound (which copies them). Checks no argument.
+template <class Tag, class Scalar, class Field, class... Args>
+void derive_conditional(Tag tag, const Field& field, Scalar t, const ConstMatrixRef<Scalar>& x,
+                        const ConstMatrixRef<Scalar>& condition, Args&&... args) {
+  if constexpr (Tag::template offered_conditionally_by<Field, Scalar>) {
+    tag.call(field, t, x, condition, std::forward<Args>(args)...);
+  } else {
+    const ConditionedField<Scalar, std::reference_wrapper<const Field>> bound(
+        std::cref(field), Matrix<Scalar>(condition));
+    derive(tag, bound, t, x, std::forward<Args>(args)...);
+  }
+}
+
+}  // namespace detail
+
 /// log p_1(x | c) for a batch of conditional samples: log_likelihood of the field with the
 /// conditions @p condition (k×N, column n for sample n) bound. Other arguments and exceptions as
 /// log_likelihood; also throws std::invalid_argument if condition does not have N columns.
-template <class Field, class Derived, class Estimator = ExactDivergence,
-          class Source = StandardNormal>
-requires ConditionalVelocityField<Field, typename Derived::Scalar>
-    LikelihoodResult<typename Derived::Scalar> conditional_log_likelihood(
-        const Field& field, const Matrix<typename Derived::Scalar>& condition,
-        const Eigen::MatrixBase<Derived>& x,
-        const SolverOptions<typename Derived::Scalar>& options = {},
-        const Estimator& estimator = {}, const Source& source = {}) {
+template <class Derived, ConditionalVelocityField<typename Derived::Scalar> Field,
+          class Estimator = ExactDivergence, class Source = StandardNormal>
+LikelihoodResult<typename Derived::Scalar> conditional_log_likelihood(
+    const Field& field, const Matrix<typename Derived::Scalar>& condition,
+    const Eigen::MatrixBase<Derived>& x,
+    const SolverOptions<typename Derived::Scalar>& options =
+        SolverOptions<typename Derived::Scalar>::for_density(),
+    const Estimator& estimator = {}, const Source& source = {}) {
   using Scalar = typename Derived::Scalar;
   detail::require_shape("conditional_log_likelihood: condition", condition, -1, x.cols());
   const ConditionedField<Scalar, std::reference_wrapper<const Field>> conditioned(std::cref(field),

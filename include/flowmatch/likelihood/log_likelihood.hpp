@@ -119,19 +119,21 @@ std::vector<Vector<Scalar>> integrate_with_divergence(const Field& field,
 /// @param field a VelocityField; its divergence comes from @p estimator.
 /// @param x the points (d×N, d, N >= 1, finite).
 /// @param times the grid, strictly decreasing from 1 to 0.
-/// @param options the solver's settings (method, tolerances or step, ...).
+/// @param options the solver's settings (method, tolerances or step, ...); by default
+///        SolverOptions::for_density(), tolerances of 1e-7.
 /// @param estimator ExactDivergence{} (default) or a Hutchinson estimator.
 /// @param source log p_0 as a callable d×N → length N; the standard normal by default.
 /// @throws std::invalid_argument for bad shapes, non-finite x, a bad grid, bad options or a
 ///         type-erased field without the capability the estimator needs; whatever the solver
 ///         throws (numerical_error for a non-finite state or step-size failure).
-template <class Field, class Derived, class Times, class Estimator = ExactDivergence,
+template <class Derived, VelocityField<typename Derived::Scalar> Field,
+          TimeGrid<typename Derived::Scalar> Times, class Estimator = ExactDivergence,
           class Source = StandardNormal>
-requires VelocityField<Field, typename Derived::Scalar> && TimeGrid<Times, typename Derived::Scalar>
-    LikelihoodResult<typename Derived::Scalar> log_likelihood(
-        const Field& field, const Eigen::MatrixBase<Derived>& x, const Times& times,
-        const SolverOptions<typename Derived::Scalar>& options = {},
-        const Estimator& estimator = {}, const Source& source = {}) {
+LikelihoodResult<typename Derived::Scalar> log_likelihood(
+    const Field& field, const Eigen::MatrixBase<Derived>& x, const Times& times,
+    const SolverOptions<typename Derived::Scalar>& options =
+        SolverOptions<typename Derived::Scalar>::for_density(),
+    const Estimator& estimator = {}, const Source& source = {}) {
   using Scalar = typename Derived::Scalar;
   detail::require_nonempty_batch("log_likelihood: x", x);
   detail::require_end_to_end_grid("log_likelihood", std::span<const Scalar>(times), Scalar(1),
@@ -151,12 +153,13 @@ requires VelocityField<Field, typename Derived::Scalar> && TimeGrid<Times, typen
 }
 
 /// log p_1(x) under the flow of @p field: log_likelihood over the grid {1, 0}.
-template <class Field, class Derived, class Estimator = ExactDivergence,
-          class Source = StandardNormal>
-requires VelocityField<Field, typename Derived::Scalar> LikelihoodResult<typename Derived::Scalar>
-log_likelihood(const Field& field, const Eigen::MatrixBase<Derived>& x,
-               const SolverOptions<typename Derived::Scalar>& options = {},
-               const Estimator& estimator = {}, const Source& source = {}) {
+template <class Derived, VelocityField<typename Derived::Scalar> Field,
+          class Estimator = ExactDivergence, class Source = StandardNormal>
+LikelihoodResult<typename Derived::Scalar> log_likelihood(
+    const Field& field, const Eigen::MatrixBase<Derived>& x,
+    const SolverOptions<typename Derived::Scalar>& options =
+        SolverOptions<typename Derived::Scalar>::for_density(),
+    const Estimator& estimator = {}, const Source& source = {}) {
   using Scalar = typename Derived::Scalar;
   const std::array<Scalar, 2> grid{Scalar(1), Scalar(0)};
   return log_likelihood(field, x, std::span<const Scalar>(grid), options, estimator, source);
@@ -167,13 +170,14 @@ log_likelihood(const Field& field, const Eigen::MatrixBase<Derived>& x,
 /// x(1) with log p_1(x(1)) = log p_0(x0) − ∫₀¹ ∇·u dt, and at every grid time t_k, x(t_k) and
 /// log p_{t_k}(x(t_k)) = log p_0(x0) − ℓ(t_k), all in one pass (see the file comment).
 /// Arguments and exceptions as log_likelihood.
-template <class Field, class Derived, class Times, class Estimator = ExactDivergence,
+template <class Derived, VelocityField<typename Derived::Scalar> Field,
+          TimeGrid<typename Derived::Scalar> Times, class Estimator = ExactDivergence,
           class Source = StandardNormal>
-requires VelocityField<Field, typename Derived::Scalar> && TimeGrid<Times, typename Derived::Scalar>
-    LikelihoodResult<typename Derived::Scalar> sample_with_log_likelihood(
-        const Field& field, const Eigen::MatrixBase<Derived>& x0, const Times& times,
-        const SolverOptions<typename Derived::Scalar>& options = {},
-        const Estimator& estimator = {}, const Source& source = {}) {
+LikelihoodResult<typename Derived::Scalar> sample_with_log_likelihood(
+    const Field& field, const Eigen::MatrixBase<Derived>& x0, const Times& times,
+    const SolverOptions<typename Derived::Scalar>& options =
+        SolverOptions<typename Derived::Scalar>::for_density(),
+    const Estimator& estimator = {}, const Source& source = {}) {
   using Scalar = typename Derived::Scalar;
   detail::require_nonempty_batch("sample_with_log_likelihood: x0", x0);
   detail::require_end_to_end_grid("sample_with_log_likelihood", std::span<const Scalar>(times),
@@ -192,12 +196,13 @@ requires VelocityField<Field, typename Derived::Scalar> && TimeGrid<Times, typen
 }
 
 /// Sampling with log-densities over the grid {0, 1} (see the overload above).
-template <class Field, class Derived, class Estimator = ExactDivergence,
-          class Source = StandardNormal>
-requires VelocityField<Field, typename Derived::Scalar> LikelihoodResult<typename Derived::Scalar>
-sample_with_log_likelihood(const Field& field, const Eigen::MatrixBase<Derived>& x0,
-                           const SolverOptions<typename Derived::Scalar>& options = {},
-                           const Estimator& estimator = {}, const Source& source = {}) {
+template <class Derived, VelocityField<typename Derived::Scalar> Field,
+          class Estimator = ExactDivergence, class Source = StandardNormal>
+LikelihoodResult<typename Derived::Scalar> sample_with_log_likelihood(
+    const Field& field, const Eigen::MatrixBase<Derived>& x0,
+    const SolverOptions<typename Derived::Scalar>& options =
+        SolverOptions<typename Derived::Scalar>::for_density(),
+    const Estimator& estimator = {}, const Source& source = {}) {
   using Scalar = typename Derived::Scalar;
   const std::array<Scalar, 2> grid{Scalar(0), Scalar(1)};
   return sample_with_log_likelihood(field, x0, std::span<const Scalar>(grid), options, estimator,

@@ -1,6 +1,7 @@
 /// @file gaussian_mixture_path.hpp
 /// @brief The affine path from N(0, I) to a Gaussian mixture, with its exact density, score,
-/// marginal velocity, divergence and Jacobian products: the closed-form reference of flowmatch.
+/// marginal velocity, divergence and its gradient, and Jacobian products: the closed-form
+/// reference of flowmatch.
 ///
 /// x_t = α_t x₁ + σ_t x₀ with x₀ ~ N(0, I) and x₁ ~ p₁ = Σ_k w_k N(μ_k, Σ_k) independent.
 ///
@@ -40,8 +41,9 @@ namespace flowmatch {
 /// The affine path from N(0, I) (t = 0) to a Gaussian mixture (t = 1) under scheduler @p S,
 /// with all its quantities in closed form (see the file comment for the formulas).
 ///
-/// It is an in-place VelocityField with an exact divergence (HasDivergence) and exact
-/// Jacobian-vector products (HasJvp), plus vector-Jacobian products. Every member validates
+/// It is an in-place VelocityField with an exact divergence (HasDivergence), exact
+/// Jacobian-vector and vector-Jacobian products (HasJvp, HasVjp) and the exact gradient of the
+/// divergence (HasDivergenceGradient). Every member validates
 /// its arguments: x must be d×N and finite, t in [0, 1]; a non-finite result throws
 /// flowmatch::numerical_error.
 template <Scheduler S>
@@ -127,6 +129,50 @@ class GaussianMixturePath {
                   .transpose();
         });
     detail::require_finite_result("GaussianMixturePath: divergence", out, static_cast<double>(t));
+  }
+
+  /// The gradient of the divergence ∇(∇·u_t) at each column of @p x into @p out (d×N).
+  /// With g_k = tr A_k + (s_k − s)·u_k and the Hessian H = ∇s = Σ_j γ_j (s_j s_jᵀ − C_j⁻¹) − s sᵀ,
+  ///   ∇(∇·u) = Σ_k γ_k [(s_k − s) g_k + A_k (s_k − s) + C_k⁻¹ (u − u_k) − s_k (s_k·u)] + s (s·u),
+  /// the last two terms being −H u.
+  void divergence_gradient(scalar_type t, const ConstMatrixRef<scalar_type>& x,
+                           MatrixRef<scalar_type> out) const {
+    check_points("x", x, -1);
+    detail::require_shape("GaussianMixturePath: out", out, dim(), x.cols());
+    const Dynamics dynamics = dynamics_at(t);
+    const Eigen::Matrix<scalar_type, 1, Eigen::Dynamic> traces = dynamics.gains.colwise().sum();
+    Matrix<scalar_type> velocity(dim(), x.cols());
+    (*this)(t, x, velocity);
+    const Matrix<scalar_type> score = dynamics.marginal.score(x);
+    out = (score.array().rowwise() * (score.array() * velocity.array()).colwise().sum()).matrix();
+    Matrix<scalar_type> projected_velocity;
+    Matrix<scalar_type> component_score;
+    Matrix<scalar_type> term;
+    visit_components(
+        dynamics, x,
+        [&](Index start, Index count, Index k, const auto& responsibility,
+            const Matrix<scalar_type>& component_velocity, const Matrix<scalar_type>& deviation) {
+          // Everything in the basis Q_k, where A_k and C_k⁻¹ are diagonal.
+          const Matrix<scalar_type>& eigenvectors = data_.eigenvectors(k);
+          projected_velocity.noalias() =
+              eigenvectors.transpose() * velocity.middleCols(start, count);
+          component_score.noalias() = eigenvectors.transpose() * score.middleCols(start, count);
+          component_score += deviation;  // Q_kᵀ s_k
+          const Eigen::Array<scalar_type, 1, Eigen::Dynamic> g =
+              traces(k) + (deviation.array() * component_velocity.array()).colwise().sum();
+          const Eigen::Array<scalar_type, 1, Eigen::Dynamic> score_dot_velocity =
+              (component_score.array() * projected_velocity.array()).colwise().sum();
+          term = (deviation.array().rowwise() * g +
+                  deviation.array().colwise() * dynamics.gains.col(k).array() +
+                  (projected_velocity - component_velocity).array().colwise() /
+                      dynamics.marginal.variances().col(k).array() -
+                  component_score.array().rowwise() * score_dot_velocity)
+                     .matrix();
+          out.middleCols(start, count).noalias() +=
+              eigenvectors * (term.array().rowwise() * responsibility.array()).matrix();
+        });
+    detail::require_finite_result("GaussianMixturePath: divergence_gradient", out,
+                                  static_cast<double>(t));
   }
 
   /// The Jacobian-vector product (∂u_t/∂x)·tangent for each column, into @p out (d×N).

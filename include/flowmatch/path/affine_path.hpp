@@ -32,7 +32,6 @@
 #pragma once
 
 #include <cmath>
-#include <concepts>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -93,9 +92,8 @@ class AffinePath {
   using scheduler_type = S;
   using scalar_type = typename S::scalar_type;
 
-  /// A path with a default-constructed scheduler.
-  AffinePath() requires std::default_initializable<S>
-  = default;
+  /// A path with a default-constructed scheduler (deleted when S has no default constructor).
+  AffinePath() = default;
   /// A path with the given @p scheduler.
   explicit AffinePath(S scheduler) : scheduler_(std::move(scheduler)) {}
 

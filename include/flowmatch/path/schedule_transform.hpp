@@ -62,14 +62,13 @@ struct ScheduleChange {
 
 /// Two schedulers over the same scalar type.
 template <class From, class To>
-concept SchedulerPair = Scheduler<From> && Scheduler<To> &&
-    std::same_as<typename From::scalar_type, typename To::scalar_type>;
+concept SchedulerPair = Scheduler<From> && SchedulerOf<To, typename From::scalar_type>;
 
 /// t_r, ṫ_r, s_r and ṡ_r at time @p r in [0, 1] of scheduler @p to, relative to @p from.
 /// Throws std::domain_error for r outside [0, 1] and where the change is singular.
-template <Scheduler From, Scheduler To>
-requires SchedulerPair<From, To> ScheduleChange<typename To::scalar_type> schedule_change(
-    const From& from, const To& to, typename To::scalar_type r) {
+template <Scheduler From, SchedulerOf<typename From::scalar_type> To>
+ScheduleChange<typename To::scalar_type> schedule_change(const From& from, const To& to,
+                                                         typename To::scalar_type r) {
   using Scalar = typename To::scalar_type;
   const auto target = scheduler_values(to, r);
   const Scalar target_snr = target.sigma == Scalar(0) ? std::numeric_limits<Scalar>::infinity()
@@ -116,9 +115,9 @@ requires SchedulerPair<From, To> ScheduleChange<typename To::scalar_type> schedu
 /// allocate once it is sized and concurrent calls are safe. Every member throws
 /// std::invalid_argument for a non-finite x and std::domain_error where the change of scheduler
 /// is singular (see schedule_change).
-template <class Field, Scheduler From, Scheduler To>
-requires SchedulerPair<From, To> && VelocityField < std::unwrap_reference_t<Field>,
-typename From::scalar_type > class ScheduleTransformedField
+template <class Field, Scheduler From, SchedulerOf<typename From::scalar_type> To>
+requires HeldVelocityField<Field, typename From::scalar_type>
+class ScheduleTransformedField
     : public FieldAdapter<ScheduleTransformedField<Field, From, To>, Field> {
   using Base = FieldAdapter<ScheduleTransformedField<Field, From, To>, Field>;
 
@@ -137,7 +136,8 @@ typename From::scalar_type > class ScheduleTransformedField
   /// Every plain member of the wrapped field, for scalar_type.
   template <class Tag, class S>
   static constexpr bool offers =
-      std::same_as<S, scalar_type>&& Tag::template offered_by<typename Base::wrapped_type, S>;
+      std::same_as<S, scalar_type> ? Tag::template offered_by<typename Base::wrapped_type, S>
+                                   : false;
 
   /// ū_r(x) (out may alias x).
   void forward(capability::Velocity tag, scalar_type r, const ConstMatrixRef<scalar_type>& x,
@@ -213,10 +213,8 @@ typename From::scalar_type > class ScheduleTransformedField
 };
 
 /// The velocity field @p field of scheduler @p from re-expressed for scheduler @p to.
-template <class Field, Scheduler From, Scheduler To>
-requires SchedulerPair<From, To> && VelocityField < std::unwrap_reference_t<Field>,
-typename From::scalar_type >
-    ScheduleTransformedField<Field, From, To> transform_schedule(Field field, From from, To to) {
+template <class Field, Scheduler From, SchedulerOf<typename From::scalar_type> To>
+ScheduleTransformedField<Field, From, To> transform_schedule(Field field, From from, To to) {
   return {std::move(field), std::move(from), std::move(to)};
 }
 
@@ -234,14 +232,14 @@ typename From::scalar_type >
 /// @throws std::invalid_argument unless @p times has at least two entries with
 ///         times.front() < times.back() and 0 < end_gap < 1; otherwise as integrate() and
 ///         schedule_change().
-template <class Field, Scheduler From, Scheduler To, class Derived>
-requires SchedulerPair<From, To> && VelocityField<Field, typename From::scalar_type> &&
-    std::same_as<typename Derived::Scalar, typename From::scalar_type>
-        SolveResult<typename From::scalar_type> sample_transformed(
-            const Field& field, const From& from, const To& to,
-            const Eigen::MatrixBase<Derived>& x0, std::span<const typename From::scalar_type> times,
-            const SolverOptions<typename From::scalar_type>& options = {},
-            typename From::scalar_type end_gap = typename From::scalar_type(1e-4)) {
+template <Scheduler From, SchedulerOf<typename From::scalar_type> To,
+          VelocityField<typename From::scalar_type> Field,
+          MatrixOf<typename From::scalar_type> Derived>
+SolveResult<typename From::scalar_type> sample_transformed(
+    const Field& field, const From& from, const To& to, const Eigen::MatrixBase<Derived>& x0,
+    std::span<const typename From::scalar_type> times,
+    const SolverOptions<typename From::scalar_type>& options = {},
+    typename From::scalar_type end_gap = typename From::scalar_type(1e-4)) {
   using Scalar = typename From::scalar_type;
   if (times.size() < 2 || !(times.front() < times.back())) {
     throw std::invalid_argument(
@@ -296,27 +294,25 @@ requires SchedulerPair<From, To> && VelocityField<Field, typename From::scalar_t
 }
 
 /// sample_transformed over a grid written as a braced list of times, e.g. {0.0, 0.5, 1.0}.
-template <class Field, Scheduler From, Scheduler To, class Derived>
-requires SchedulerPair<From, To> && VelocityField<Field, typename From::scalar_type> &&
-    std::same_as<typename Derived::Scalar, typename From::scalar_type>
-        SolveResult<typename From::scalar_type> sample_transformed(
-            const Field& field, const From& from, const To& to,
-            const Eigen::MatrixBase<Derived>& x0,
-            std::initializer_list<typename From::scalar_type> times,
-            const SolverOptions<typename From::scalar_type>& options = {},
-            typename From::scalar_type end_gap = typename From::scalar_type(1e-4)) {
+template <Scheduler From, SchedulerOf<typename From::scalar_type> To,
+          VelocityField<typename From::scalar_type> Field,
+          MatrixOf<typename From::scalar_type> Derived>
+SolveResult<typename From::scalar_type> sample_transformed(
+    const Field& field, const From& from, const To& to, const Eigen::MatrixBase<Derived>& x0,
+    std::initializer_list<typename From::scalar_type> times,
+    const SolverOptions<typename From::scalar_type>& options = {},
+    typename From::scalar_type end_gap = typename From::scalar_type(1e-4)) {
   return sample_transformed(field, from, to, x0, detail::grid_span(times), options, end_gap);
 }
 
 /// Samples @p field of scheduler @p from under scheduler @p to from the noise @p x0 at r = 0
 /// to r = 1 (the grid {0, 1} of the overload above).
-template <class Field, Scheduler From, Scheduler To, class Derived>
-requires SchedulerPair<From, To> && VelocityField<Field, typename From::scalar_type> &&
-    std::same_as<typename Derived::Scalar, typename From::scalar_type>
-        SolveResult<typename From::scalar_type> sample_transformed(
-            const Field& field, const From& from, const To& to,
-            const Eigen::MatrixBase<Derived>& x0,
-            const SolverOptions<typename From::scalar_type>& options = {}) {
+template <Scheduler From, SchedulerOf<typename From::scalar_type> To,
+          VelocityField<typename From::scalar_type> Field,
+          MatrixOf<typename From::scalar_type> Derived>
+SolveResult<typename From::scalar_type> sample_transformed(
+    const Field& field, const From& from, const To& to, const Eigen::MatrixBase<Derived>& x0,
+    const SolverOptions<typename From::scalar_type>& options = {}) {
   using Scalar = typename From::scalar_type;
   const std::array<Scalar, 2> grid{Scalar(0), Scalar(1)};
   return sample_transformed(field, from, to, x0, std::span<const Scalar>(grid), options);

@@ -39,6 +39,10 @@ concept Scheduler = requires(const S& scheduler, typename S::scalar_type t) {
   { scheduler.snr_inverse(t) } -> std::convertible_to<typename S::scalar_type>;
 };
 
+/// A Scheduler whose scalar type is @p Scalar.
+template <class S, class Scalar>
+concept SchedulerOf = Scheduler<S> && std::same_as<typename S::scalar_type, Scalar>;
+
 /// A scheduler with σ_t = 1 − α_t, which can also invert α: kappa_inverse(κ) = t with α_t = κ.
 template <class S>
 concept ConvexScheduler = Scheduler<S> && requires(const S& scheduler, typename S::scalar_type k) {

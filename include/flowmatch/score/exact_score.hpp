@@ -128,17 +128,17 @@ void integrate_score(const Field& field, const Source& source, Scalar end,
 /// @param field a VelocityField with a vjp and divergence gradient (members or forward mode).
 /// @param t the time in [0, 1] (1: the model's data density).
 /// @param x the points (d×N, d, N >= 1, finite).
-/// @param options the solver's settings, used for both integrations.
-/// @param source the source distribution with `score(x)`; the standard normal by default.
+/// @param options the solver's settings, used for both integrations; by default
+///        SolverOptions::for_density(), tolerances of 1e-7.
 /// @throws std::invalid_argument for bad shapes, non-finite x or bad options;
 ///         std::domain_error if t is outside [0, 1]; numerical_error from the solver.
-template <class Field, class Derived, class Source = StandardNormal>
-requires VelocityField<Field, typename Derived::Scalar> &&
-    SourceWithScore<Source, typename Derived::Scalar>
-        ScoreResult<typename Derived::Scalar> exact_score(
-            const Field& field, typename Derived::Scalar t, const Eigen::MatrixBase<Derived>& x,
-            const SolverOptions<typename Derived::Scalar>& options = {},
-            const Source& source = {}) {
+template <class Derived, VelocityField<typename Derived::Scalar> Field,
+          SourceWithScore<typename Derived::Scalar> Source = StandardNormal>
+ScoreResult<typename Derived::Scalar> exact_score(
+    const Field& field, typename Derived::Scalar t, const Eigen::MatrixBase<Derived>& x,
+    const SolverOptions<typename Derived::Scalar>& options =
+        SolverOptions<typename Derived::Scalar>::for_density(),
+    const Source& source = {}) {
   using Scalar = typename Derived::Scalar;
   detail::require_unit_time("exact_score: t", t);
   detail::require_nonempty_batch("exact_score: x", x);
@@ -161,13 +161,13 @@ requires VelocityField<Field, typename Derived::Scalar> &&
 /// Sampling with exact scores: pushes the noise batch @p x0 from t = 0 to t = 1 along @p field
 /// together with s = ∇log p_t(x_t), returning the samples and the score of the model's density
 /// at each (one pass; see the file comment). Arguments and exceptions as exact_score.
-template <class Field, class Derived, class Source = StandardNormal>
-requires VelocityField<Field, typename Derived::Scalar> &&
-    SourceWithScore<Source, typename Derived::Scalar>
-        ScoreResult<typename Derived::Scalar> sample_with_score(
-            const Field& field, const Eigen::MatrixBase<Derived>& x0,
-            const SolverOptions<typename Derived::Scalar>& options = {},
-            const Source& source = {}) {
+template <class Derived, VelocityField<typename Derived::Scalar> Field,
+          SourceWithScore<typename Derived::Scalar> Source = StandardNormal>
+ScoreResult<typename Derived::Scalar> sample_with_score(
+    const Field& field, const Eigen::MatrixBase<Derived>& x0,
+    const SolverOptions<typename Derived::Scalar>& options =
+        SolverOptions<typename Derived::Scalar>::for_density(),
+    const Source& source = {}) {
   using Scalar = typename Derived::Scalar;
   detail::require_nonempty_batch("sample_with_score: x0", x0);
   detail::require_score_capabilities(field);
@@ -183,13 +183,14 @@ requires VelocityField<Field, typename Derived::Scalar> &&
 /// ∇log p_{t_k}(x(t_k)) at every grid time (trajectory, score_trajectory), and points and
 /// score at t_K. Other arguments and exceptions as exact_score, and std::invalid_argument for
 /// a bad grid.
-template <class Field, class Derived, class Times, class Source = StandardNormal>
-requires VelocityField<Field, typename Derived::Scalar> &&
-    SourceWithScore<Source, typename Derived::Scalar> && TimeGrid<Times, typename Derived::Scalar>
-        ScoreResult<typename Derived::Scalar> exact_score(
-            const Field& field, const Times& times, const Eigen::MatrixBase<Derived>& x,
-            const SolverOptions<typename Derived::Scalar>& options = {},
-            const Source& source = {}) {
+template <class Derived, VelocityField<typename Derived::Scalar> Field,
+          TimeGrid<typename Derived::Scalar> Times,
+          SourceWithScore<typename Derived::Scalar> Source = StandardNormal>
+ScoreResult<typename Derived::Scalar> exact_score(
+    const Field& field, const Times& times, const Eigen::MatrixBase<Derived>& x,
+    const SolverOptions<typename Derived::Scalar>& options =
+        SolverOptions<typename Derived::Scalar>::for_density(),
+    const Source& source = {}) {
   using Scalar = typename Derived::Scalar;
   const std::span<const Scalar> grid(times);
   const Scalar end = grid.empty() ? Scalar(0) : grid.back();
@@ -209,13 +210,14 @@ requires VelocityField<Field, typename Derived::Scalar> &&
 /// Sampling with exact scores through a grid: pushes the noise @p x0 from t = 0 along
 /// @p times (strictly increasing from 0) and returns x(t_k) and ∇log p_{t_k}(x(t_k)) at every
 /// grid time. Arguments and exceptions as exact_score.
-template <class Field, class Derived, class Times, class Source = StandardNormal>
-requires VelocityField<Field, typename Derived::Scalar> &&
-    SourceWithScore<Source, typename Derived::Scalar> && TimeGrid<Times, typename Derived::Scalar>
-        ScoreResult<typename Derived::Scalar> sample_with_score(
-            const Field& field, const Eigen::MatrixBase<Derived>& x0, const Times& times,
-            const SolverOptions<typename Derived::Scalar>& options = {},
-            const Source& source = {}) {
+template <class Derived, VelocityField<typename Derived::Scalar> Field,
+          TimeGrid<typename Derived::Scalar> Times,
+          SourceWithScore<typename Derived::Scalar> Source = StandardNormal>
+ScoreResult<typename Derived::Scalar> sample_with_score(
+    const Field& field, const Eigen::MatrixBase<Derived>& x0, const Times& times,
+    const SolverOptions<typename Derived::Scalar>& options =
+        SolverOptions<typename Derived::Scalar>::for_density(),
+    const Source& source = {}) {
   using Scalar = typename Derived::Scalar;
   const std::span<const Scalar> grid(times);
   const Scalar end = grid.empty() ? Scalar(0) : grid.back();

@@ -29,10 +29,10 @@ namespace flowmatch {
 /// comment), for each column of the d×N batch @p x.
 /// @throws std::invalid_argument for a bad shape or non-finite x; std::domain_error if t is
 ///         outside [0, 1] or the conversion is undefined there (σ_t = 0, D = 0).
-template <class Field, Scheduler S>
-requires VelocityField<Field, typename S::scalar_type> Matrix<typename S::scalar_type>
-velocity_score(const Field& field, const AffinePath<S>& path, typename S::scalar_type t,
-               const ConstMatrixRef<typename S::scalar_type>& x) {
+template <Scheduler S, VelocityField<typename S::scalar_type> Field>
+Matrix<typename S::scalar_type> velocity_score(const Field& field, const AffinePath<S>& path,
+                                               typename S::scalar_type t,
+                                               const ConstMatrixRef<typename S::scalar_type>& x) {
   using Scalar = typename S::scalar_type;
   detail::require_unit_time("velocity_score: t", t);
   detail::require_batch("velocity_score: x", x);

@@ -81,9 +81,8 @@ struct Diffusion {
   static Diffusion vanishing(Scalar scale) { return {DiffusionProfile::vanishing, scale}; }
 
   /// g(t) on the path of @p scheduler.
-  template <Scheduler S>
-  requires std::same_as<typename S::scalar_type, Scalar> Scalar operator()(const S& scheduler,
-                                                                           Scalar t) const {
+  template <SchedulerOf<Scalar> S>
+  Scalar operator()(const S& scheduler, Scalar t) const {
     if (scale == Scalar(0)) return Scalar(0);
     switch (profile) {
       case DiffusionProfile::constant:

@@ -535,12 +535,11 @@ class GridIntegrator {
 ///        list).
 /// @param options method, tolerances or step size, limits and observer.
 /// @throws std::invalid_argument, std::domain_error, numerical_error (see the file comment).
-template <class System, class Derived>
-requires MatrixSystem < std::remove_reference_t<System>,
-typename Derived::Scalar > SolveResult<typename Derived::Scalar> integrate_system(
-                               System&& system, const Eigen::MatrixBase<Derived>& state,
-                               std::span<const typename Derived::Scalar> times,
-                               const SolverOptions<typename Derived::Scalar>& options = {}) {
+template <class Derived, MatrixSystem<typename Derived::Scalar> System>
+SolveResult<typename Derived::Scalar> integrate_system(
+    System&& system, const Eigen::MatrixBase<Derived>& state,
+    std::span<const typename Derived::Scalar> times,
+    const SolverOptions<typename Derived::Scalar>& options = {}) {
   using Scalar = typename Derived::Scalar;
   detail::validate_options(options);
   detail::validate_grid(times);
@@ -552,23 +551,22 @@ typename Derived::Scalar > SolveResult<typename Derived::Scalar> integrate_syste
 }
 
 /// integrate_system over a grid written as a braced list of times, e.g. {0.0, 0.5, 1.0}.
-template <class System, class Derived>
-requires MatrixSystem < std::remove_reference_t<System>,
-typename Derived::Scalar > SolveResult<typename Derived::Scalar> integrate_system(
-                               System&& system, const Eigen::MatrixBase<Derived>& state,
-                               std::initializer_list<typename Derived::Scalar> times,
-                               const SolverOptions<typename Derived::Scalar>& options = {}) {
+template <class Derived, MatrixSystem<typename Derived::Scalar> System>
+SolveResult<typename Derived::Scalar> integrate_system(
+    System&& system, const Eigen::MatrixBase<Derived>& state,
+    std::initializer_list<typename Derived::Scalar> times,
+    const SolverOptions<typename Derived::Scalar>& options = {}) {
   return integrate_system(std::forward<System>(system), state, detail::grid_span(times), options);
 }
 
 /// Integrates the flow of a velocity field, dx/dt = u_t(x), for the d×N batch @p x from
 /// times[0] over the grid @p times (see integrate_system). The field sees the whole batch in
 /// its column order at every evaluation.
-template <class Field, class Derived>
-requires VelocityField<Field, typename Derived::Scalar> SolveResult<typename Derived::Scalar>
-integrate(const Field& field, const Eigen::MatrixBase<Derived>& x,
-          std::span<const typename Derived::Scalar> times,
-          const SolverOptions<typename Derived::Scalar>& options = {}) {
+template <class Derived, VelocityField<typename Derived::Scalar> Field>
+SolveResult<typename Derived::Scalar> integrate(
+    const Field& field, const Eigen::MatrixBase<Derived>& x,
+    std::span<const typename Derived::Scalar> times,
+    const SolverOptions<typename Derived::Scalar>& options = {}) {
   using Scalar = typename Derived::Scalar;
   auto system = [&field](Scalar t, const ConstMatrixRef<Scalar>& state,
                          MatrixRef<Scalar> velocity) {
@@ -579,29 +577,29 @@ integrate(const Field& field, const Eigen::MatrixBase<Derived>& x,
 
 /// integrate over a grid written as a braced list of times:
 /// `integrate(field, x0, {0.0, 0.5, 1.0}, options)`.
-template <class Field, class Derived>
-requires VelocityField<Field, typename Derived::Scalar> SolveResult<typename Derived::Scalar>
-integrate(const Field& field, const Eigen::MatrixBase<Derived>& x,
-          std::initializer_list<typename Derived::Scalar> times,
-          const SolverOptions<typename Derived::Scalar>& options = {}) {
+template <class Derived, VelocityField<typename Derived::Scalar> Field>
+SolveResult<typename Derived::Scalar> integrate(
+    const Field& field, const Eigen::MatrixBase<Derived>& x,
+    std::initializer_list<typename Derived::Scalar> times,
+    const SolverOptions<typename Derived::Scalar>& options = {}) {
   return integrate(field, x, detail::grid_span(times), options);
 }
 
 /// Sampling: pushes the noise batch @p x0 at t = 0 to t = 1 along the field (grid {0, 1}).
-template <class Field, class Derived>
-requires VelocityField<Field, typename Derived::Scalar> SolveResult<typename Derived::Scalar>
-sample(const Field& field, const Eigen::MatrixBase<Derived>& x0,
-       const SolverOptions<typename Derived::Scalar>& options = {}) {
+template <class Derived, VelocityField<typename Derived::Scalar> Field>
+SolveResult<typename Derived::Scalar> sample(
+    const Field& field, const Eigen::MatrixBase<Derived>& x0,
+    const SolverOptions<typename Derived::Scalar>& options = {}) {
   using Scalar = typename Derived::Scalar;
   const std::array<Scalar, 2> grid{Scalar(0), Scalar(1)};
   return integrate(field, x0, grid, options);
 }
 
 /// Encoding: pulls the data batch @p x1 at t = 1 back to t = 0 along the field (grid {1, 0}).
-template <class Field, class Derived>
-requires VelocityField<Field, typename Derived::Scalar> SolveResult<typename Derived::Scalar>
-encode(const Field& field, const Eigen::MatrixBase<Derived>& x1,
-       const SolverOptions<typename Derived::Scalar>& options = {}) {
+template <class Derived, VelocityField<typename Derived::Scalar> Field>
+SolveResult<typename Derived::Scalar> encode(
+    const Field& field, const Eigen::MatrixBase<Derived>& x1,
+    const SolverOptions<typename Derived::Scalar>& options = {}) {
   using Scalar = typename Derived::Scalar;
   const std::array<Scalar, 2> grid{Scalar(1), Scalar(0)};
   return integrate(field, x1, grid, options);

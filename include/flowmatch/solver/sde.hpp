@@ -275,13 +275,12 @@ class SdeIntegrator {
 /// @return the state at the last grid time (and the trajectory), with SolverStats: nfe counts
 ///         the field's evaluations, accepted the steps.
 /// @throws see the file comment.
-template <class Field, Scheduler S, class Derived, std::uniform_random_bit_generator Generator>
-requires VelocityField<Field, typename Derived::Scalar> &&
-    std::same_as<typename S::scalar_type, typename Derived::Scalar>
-        SolveResult<typename Derived::Scalar> integrate_sde(
-            const Field& field, const AffinePath<S>& path, const Eigen::MatrixBase<Derived>& x,
-            std::span<const typename Derived::Scalar> times,
-            const SdeOptions<typename Derived::Scalar>& options, Generator& generator) {
+template <class Derived, VelocityField<typename Derived::Scalar> Field,
+          SchedulerOf<typename Derived::Scalar> S, std::uniform_random_bit_generator Generator>
+SolveResult<typename Derived::Scalar> integrate_sde(
+    const Field& field, const AffinePath<S>& path, const Eigen::MatrixBase<Derived>& x,
+    std::span<const typename Derived::Scalar> times,
+    const SdeOptions<typename Derived::Scalar>& options, Generator& generator) {
   using Scalar = typename Derived::Scalar;
   detail::validate_sde_options(options);
   detail::validate_grid(times);
@@ -300,24 +299,22 @@ requires VelocityField<Field, typename Derived::Scalar> &&
 
 /// Stochastic sampling: carries the noise batch @p x0 at t = 0 to t = 1 (grid {0, 1}); see
 /// integrate_sde.
-template <class Field, Scheduler S, class Derived, std::uniform_random_bit_generator Generator>
-requires VelocityField<Field, typename Derived::Scalar> &&
-    std::same_as<typename S::scalar_type, typename Derived::Scalar>
-        SolveResult<typename Derived::Scalar> sample_sde(
-            const Field& field, const AffinePath<S>& path, const Eigen::MatrixBase<Derived>& x0,
-            const SdeOptions<typename Derived::Scalar>& options, Generator& generator) {
+template <class Derived, VelocityField<typename Derived::Scalar> Field,
+          SchedulerOf<typename Derived::Scalar> S, std::uniform_random_bit_generator Generator>
+SolveResult<typename Derived::Scalar> sample_sde(
+    const Field& field, const AffinePath<S>& path, const Eigen::MatrixBase<Derived>& x0,
+    const SdeOptions<typename Derived::Scalar>& options, Generator& generator) {
   using Scalar = typename Derived::Scalar;
   const std::array<Scalar, 2> grid{Scalar(0), Scalar(1)};
   return integrate_sde(field, path, x0, std::span<const Scalar>(grid), options, generator);
 }
 
 /// sample_sde on the path of @p scheduler, AffinePath<S>(scheduler).
-template <class Field, Scheduler S, class Derived, std::uniform_random_bit_generator Generator>
-requires VelocityField<Field, typename Derived::Scalar> &&
-    std::same_as<typename S::scalar_type, typename Derived::Scalar>
-        SolveResult<typename Derived::Scalar> sample_sde(
-            const Field& field, const S& scheduler, const Eigen::MatrixBase<Derived>& x0,
-            const SdeOptions<typename Derived::Scalar>& options, Generator& generator) {
+template <class Derived, VelocityField<typename Derived::Scalar> Field,
+          SchedulerOf<typename Derived::Scalar> S, std::uniform_random_bit_generator Generator>
+SolveResult<typename Derived::Scalar> sample_sde(
+    const Field& field, const S& scheduler, const Eigen::MatrixBase<Derived>& x0,
+    const SdeOptions<typename Derived::Scalar>& options, Generator& generator) {
   return sample_sde(field, AffinePath<S>(scheduler), x0, options, generator);
 }
 

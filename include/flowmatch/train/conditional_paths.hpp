@@ -65,8 +65,7 @@ class ConditionalPath {
 
   /// The affine path of a scheduler, α = α_t, σ = σ_t, with constant smoothing γ = @p smoothing.
   /// @throws std::invalid_argument unless smoothing is finite and ≥ 0.
-  template <Scheduler S>
-  requires std::same_as<typename S::scalar_type, Scalar>
+  template <SchedulerOf<Scalar> S>
   static ConditionalPath affine(AffinePath<S> path, Scalar smoothing) {
     detail::require_nonnegative("ConditionalPath::affine: smoothing", smoothing);
     return ConditionalPath(
