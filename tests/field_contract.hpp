@@ -7,13 +7,20 @@
 //   - the divergence is the trace of the Jacobian (assembled from products with e_1..e_d);
 //   - the gradient of the divergence agrees with central differences of the divergence;
 //   - the fused velocity with divergence equals the two computed apart;
-//   - where promised, the batch gives bit for bit what the columns give one at a time.
+//   - where promised, the batch gives bit for bit what the columns give one at a time;
+//   - where promised, the velocity and the fused velocity with divergence allocate nothing once
+//     a first call has sized the field's buffers.
 //
 // Each check runs when the library can compute the capability for the field (a member, or
 // forward mode: flowmatch::Derivable). A new field type gets the battery with one line:
 //
 //     FLOWMATCH_FIELD_CONTRACT("my field", make_my_field(), promises);
+//
+// The allocation counter replaces operator new and configures Eigen: include this header first
+// in its program (see allocation_counter.hpp).
 #pragma once
+
+#include "allocation_counter.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -37,6 +44,9 @@ struct FieldContract {
   /// Column n of the result depends on column n of x alone, bit for bit (false for fields
   /// bound to one batch: bound conditions, guidance).
   bool columns_independent = true;
+  /// Once sized by a first call, the velocity (and the fused velocity with divergence, where
+  /// available) of a batch of the same width allocates nothing.
+  bool allocation_free_once_sized = false;
 };
 
 namespace detail {
@@ -133,6 +143,19 @@ void verify_field_contract(const Field& field, const FieldContract& contract) {
         trace += detail::jvp_at(field, t, x, unit).row(i).transpose();
       }
       CHECK(detail::relative_gap(detail::divergence_at(field, t, x), trace) < 1e-12);
+    }
+  }
+
+  if (contract.allocation_free_once_sized) {
+    Matrix<double> out(dim, samples);
+    flowmatch::evaluate_velocity<double>(field, t, x, out);
+    CHECK(allocations_during([&] { flowmatch::evaluate_velocity<double>(field, t, x, out); }) == 0);
+    if constexpr (Derivable<capability::VelocityDivergence, Field, double>) {
+      Vector<double> divergence(samples);
+      flowmatch::velocity_with_divergence<double>(field, t, x, out, divergence);
+      CHECK(allocations_during([&] {
+              flowmatch::velocity_with_divergence<double>(field, t, x, out, divergence);
+            }) == 0);
     }
   }
 

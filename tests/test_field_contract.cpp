@@ -1,10 +1,11 @@
 // Every field type the library ships, through the contract battery of field_contract.hpp.
+#include "field_contract.hpp"  // first: it counts allocations (allocation_counter.hpp)
+
 #include <catch2/catch.hpp>
 
 #include <functional>
 #include <random>
 
-#include "field_contract.hpp"
 #include "flowmatch/field/any_field.hpp"
 #include "flowmatch/guidance/classifier_free.hpp"
 #include "flowmatch/likelihood/conditioned_field.hpp"
@@ -86,12 +87,14 @@ FieldContract planar() {
 FieldContract network_contract() {
   FieldContract contract;
   contract.columns_independent = false;
+  contract.allocation_free_once_sized = true;
   return contract;
 }
 
 FieldContract bound_to_batch() {
   FieldContract contract;
   contract.columns_independent = false;
+  contract.allocation_free_once_sized = true;
   return contract;
 }
 

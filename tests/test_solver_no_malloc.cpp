@@ -1,50 +1,8 @@
 // The stepping loop of every method, and a training step, allocate nothing once sized.
-// EIGEN_RUNTIME_NO_MALLOC must be defined before Eigen is included anywhere in this program.
-// Eigen reports a forbidden allocation through eigen_assert, which release builds compile out;
-// here eigen_assert counts failures instead, in every build type. Eigen allocates with malloc;
-// every other allocation goes through operator new, which this program replaces to count the
-// calls while counting_allocations is set (not under AddressSanitizer, which replaces it).
-#include <atomic>
-#include <cstddef>
-#include <cstdlib>
-#include <new>
+// allocation_counter.hpp (first, before Eigen) counts Eigen's forbidden allocations and the
+// calls of operator new.
+#include "allocation_counter.hpp"
 
-namespace {
-// Counted from the worker threads of a ParallelField and of a trainer too.
-std::atomic<std::size_t> failed_eigen_assertions = 0;
-void record_failed_eigen_assertion() {
-  ++failed_eigen_assertions;
-}
-std::atomic<bool> counting_allocations = false;
-std::atomic<std::size_t> counted_allocations = 0;
-}  // namespace
-
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define FLOWMATCH_TEST_UNDER_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define FLOWMATCH_TEST_UNDER_ASAN 1
-#endif
-
-#ifndef FLOWMATCH_TEST_UNDER_ASAN
-void* operator new(std::size_t size) {
-  if (counting_allocations) ++counted_allocations;
-  if (void* memory = std::malloc(size > 0 ? size : 1)) return memory;
-  throw std::bad_alloc();
-}
-// GCC inlines these into delete expressions and then sees free() of memory from new.
-[[gnu::noinline]] void operator delete(void* memory) noexcept {
-  std::free(memory);
-}
-[[gnu::noinline]] void operator delete(void* memory, std::size_t) noexcept {
-  std::free(memory);
-}
-#endif
-
-#define EIGEN_RUNTIME_NO_MALLOC
-#define eigen_assert(condition) ((condition) ? void(0) : record_failed_eigen_assertion())
 #include <catch2/catch.hpp>
 
 #include <array>
@@ -65,6 +23,7 @@ void* operator new(std::size_t size) {
 
 namespace {
 
+namespace counter = flowmatch_test::allocation_counter;
 using flowmatch::ConstMatrixRef;
 using flowmatch::Index;
 using flowmatch::Matrix;
@@ -89,12 +48,12 @@ struct AllowMallocOnExit {
 }  // namespace
 
 TEST_CASE("a forbidden allocation is detected", "[solver][no-malloc]") {
-  failed_eigen_assertions = 0;
+  counter::eigen_allocations = 0;
   Eigen::internal::set_is_malloc_allowed(false);
   const Matrix<double> allocated(16, 16);
   Eigen::internal::set_is_malloc_allowed(true);
   CHECK(allocated.size() == 256);
-  CHECK(failed_eigen_assertions > 0);
+  CHECK(counter::eigen_allocations > 0);
 }
 
 // ProductBuffers against Eigen's product expressions, on shapes that pack more than the stack
@@ -126,7 +85,7 @@ void check_product_buffers() {
         accumulated(rows, cols);
     for (int repeat = 0; repeat < 2; ++repeat) {
       // The first round may grow the buffers; the second must not allocate.
-      failed_eigen_assertions = 0;
+      counter::eigen_allocations = 0;
       Eigen::internal::set_is_malloc_allowed(repeat == 0);
       products.multiply(lhs, rhs, out);
       plain = out;
@@ -142,7 +101,7 @@ void check_product_buffers() {
       CHECK(close(transposed_lhs, expected));
       CHECK(close(transposed_rhs, expected));
       CHECK(close(accumulated, start + expected));
-      if (repeat == 1) CHECK(failed_eigen_assertions == 0);
+      if (repeat == 1) CHECK(counter::eigen_allocations == 0);
     }
   }
 }
@@ -172,14 +131,14 @@ TEST_CASE("no allocation after the first accepted step", "[solver][no-malloc]") 
         Eigen::internal::set_is_malloc_allowed(false);
         ++observed;
       };
-      failed_eigen_assertions = 0;
+      counter::eigen_allocations = 0;
       flowmatch::SolveResult<double> result;
       {
         const AllowMallocOnExit guard;
         result = flowmatch::integrate(flow, x0, grid, options);
       }
       INFO(flowmatch::method_name(method));
-      CHECK(failed_eigen_assertions == 0);
+      CHECK(counter::eigen_allocations == 0);
       CHECK(observed == result.stats.accepted);
       CHECK(observed > 1);
       CHECK(result.state.allFinite());
@@ -208,23 +167,23 @@ std::size_t allocations_in_network_loops(const Field& field, const Matrix<Scalar
       Eigen::internal::set_is_malloc_allowed(t == 1);  // allowed again after the last step
       ++observed;
     };
-    failed_eigen_assertions = 0;
+    counter::eigen_allocations = 0;
     {
       const AllowMallocOnExit guard;
       const flowmatch::SolveResult<Scalar> result = flowmatch::sample(field, x, options);
       CHECK(result.state.allFinite());
     }
-    allocations += failed_eigen_assertions;
+    allocations += counter::eigen_allocations;
     CHECK(observed > 1);
 
     // Sampling with the exact score of the model's density (vjp and ∇div at every step).
-    failed_eigen_assertions = 0;
+    counter::eigen_allocations = 0;
     {
       const AllowMallocOnExit guard;
       const flowmatch::ScoreResult<Scalar> result = flowmatch::sample_with_score(field, x, options);
       CHECK(result.score.allFinite());
     }
-    allocations += failed_eigen_assertions;
+    allocations += counter::eigen_allocations;
 
     // log_likelihood integrates from t = 1 to t = 0.
     options.observer = [&observed](Scalar t, const Matrix<Scalar>&, const flowmatch::SolverStats&) {
@@ -235,7 +194,7 @@ std::size_t allocations_in_network_loops(const Field& field, const Matrix<Scalar
     const flowmatch::Hutchinson<std::mt19937_64> hutchinson(
         2, flowmatch::ProbeDistribution::rademacher, generator);
     for (const bool exact : {true, false}) {
-      failed_eigen_assertions = 0;
+      counter::eigen_allocations = 0;
       {
         const AllowMallocOnExit guard;
         const flowmatch::LikelihoodResult<Scalar> result =
@@ -243,7 +202,7 @@ std::size_t allocations_in_network_loops(const Field& field, const Matrix<Scalar
                   : flowmatch::log_likelihood(field, x, options, hutchinson);
         CHECK(result.log_prob.allFinite());
       }
-      allocations += failed_eigen_assertions;
+      allocations += counter::eigen_allocations;
     }
   }
   return allocations;
@@ -327,17 +286,17 @@ void check_training_step_allocations(bool conditional, int threads) {
                   : Trainer(std::move(model), objective, Trainer::resample(data), options, 9);
   trainer.step();
   trainer.step();
-  failed_eigen_assertions = 0;
-  counted_allocations = 0;
+  counter::eigen_allocations = 0;
+  counter::operator_new_calls = 0;
   {
     const AllowMallocOnExit guard;
     Eigen::internal::set_is_malloc_allowed(false);
-    counting_allocations = true;
+    counter::counting = true;
     for (int step = 0; step < 3; ++step) trainer.step();
-    counting_allocations = false;
+    counter::counting = false;
   }
-  CHECK(failed_eigen_assertions == 0);
-  CHECK(counted_allocations == 0);
+  CHECK(counter::eigen_allocations == 0);
+  CHECK(counter::operator_new_calls == 0);
   CHECK(trainer.step_count() == 5);
 }
 
@@ -352,14 +311,14 @@ TEST_CASE("a training step allocates nothing once the trainer is sized", "[train
 }
 
 TEST_CASE("the allocation counters see allocations", "[no-malloc]") {
-  counted_allocations = 0;
-  counting_allocations = true;
+  counter::operator_new_calls = 0;
+  counter::counting = true;
   std::vector<int>* allocated = new std::vector<int>(100);
-  counting_allocations = false;
+  counter::counting = false;
   const std::size_t size = allocated->size();
   delete allocated;
   CHECK(size == 100);
 #ifndef FLOWMATCH_TEST_UNDER_ASAN
-  CHECK(counted_allocations >= 2);
+  CHECK(counter::operator_new_calls >= 2);
 #endif
 }

@@ -28,6 +28,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 
@@ -69,11 +70,11 @@ class AnyField {
   }
 
   /// Throws std::invalid_argument unless the capability @p Tag is available, saying that
-  /// @p purpose needs it.
+  /// @p purpose needs it. Allocates nothing when it is.
   template <CapabilityTag Tag>
-  void require(Tag tag, const std::string& purpose) const {
+  void require(Tag tag, std::string_view purpose) const {
     if (!offers(tag)) {
-      throw std::invalid_argument(purpose + " needs the field's " + Tag::name +
+      throw std::invalid_argument(std::string(purpose) + " needs the field's " + Tag::name +
                                   ", which this field does not offer (it has no such member and "
                                   "the library cannot derive it: see field_derivatives.hpp)");
     }
