@@ -153,8 +153,8 @@ class GaussianMixturePath {
 
   void check_points(const char* name, const ConstMatrixRef<Scalar>& points, Index cols) const {
     const std::string label = std::string("GaussianMixturePath: ") + name;
-    detail::require_shape(label.c_str(), points, dim(), cols);
-    detail::require_finite(label.c_str(), points);
+    detail::require_shape(label, points, dim(), cols);
+    detail::require_finite(label, points);
   }
 
   [[nodiscard]] detail::ScaledMixture<Scalar> marginal_at(Scalar t) const {

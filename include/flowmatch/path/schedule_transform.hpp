@@ -84,9 +84,13 @@ requires SchedulerPair<From, To> ScheduleChange<typename To::scalar_type> schedu
   const Scalar source_rate =
       (source.d_alpha * source.sigma - source.alpha * source.d_sigma) / (source_sum * source_sum);
   if (source_rate == Scalar(0)) {
-    throw std::domain_error(
-        "schedule_change: dt/dr is infinite at r = " + detail::to_text(r) +
-        " (the source scheduler's alpha/sigma is stationary at t = " + detail::to_text(time) + ")");
+    detail::reject_argument<std::domain_error>(
+        "schedule_change: r",
+        detail::is_value(r) +
+            ", where dt/dr is infinite (the source scheduler's alpha/sigma is "
+            "stationary at t = " +
+            detail::to_text(time) + ")",
+        "a time where the change of scheduler is regular");
   }
   const Scalar d_time = target_rate / source_rate;
   if (source.sigma >= source.alpha) {
@@ -244,13 +248,15 @@ requires SchedulerPair<From, To> && VelocityField<Field, typename From::scalar_t
             typename From::scalar_type end_gap = typename From::scalar_type(1e-4)) {
   using Scalar = typename From::scalar_type;
   if (times.size() < 2 || !(times.front() < times.back())) {
-    throw std::invalid_argument(
-        "sample_transformed: times must hold at least two times, increasing from the first to "
-        "the last");
+    detail::reject_argument("sample_transformed: times",
+                            "has " + detail::to_text(times.size()) + " entries from " +
+                                (times.empty() ? std::string("none")
+                                               : detail::to_text(times.front()) + " to " +
+                                                     detail::to_text(times.back())),
+                            "at least two times, increasing from the first to the last");
   }
   if (!(end_gap > Scalar(0) && end_gap < Scalar(1))) {
-    throw std::invalid_argument("sample_transformed: end_gap must lie in (0, 1), got " +
-                                detail::to_text(end_gap));
+    detail::reject_argument("sample_transformed: end_gap", detail::is_value(end_gap), "in (0, 1)");
   }
   const auto transformed = transform_schedule(std::cref(field), from, to);
   if (times.back() != Scalar(1)) return integrate(transformed, x0, times, options);
