@@ -198,6 +198,16 @@ class AffinePath {
   }
   /// @}
 
+  /// velocity_to_score at one time @p t for every column, without the argument checks: for a
+  /// right-hand side evaluated at every step of an integration, whose state and velocity the
+  /// integrator checks. @p velocity and @p x_t must have the same shape.
+  [[nodiscard]] Matrix<scalar_type> velocity_to_score_unchecked(
+      const ConstMatrixRef<scalar_type>& velocity, const ConstMatrixRef<scalar_type>& x_t,
+      scalar_type t) const {
+    const Affine map = coefficients<View::velocity, View::score>(t);
+    return map.prediction * velocity + map.x * x_t;
+  }
+
  private:
   using Scalar = scalar_type;
 

@@ -118,8 +118,9 @@ requires SchedulerPair<From, To> ScheduleChange<typename To::scalar_type> schedu
 /// Holds the schedulers by value and the field as every adapter does (field_adapter.hpp: by
 /// value, or std::cref(field)). x/s_r goes to a thread-local buffer, so that calls do not
 /// allocate once it is sized and concurrent calls are safe. Every member throws
-/// std::invalid_argument for a non-finite x and std::domain_error where the change of scheduler
-/// is singular (see schedule_change).
+/// std::domain_error where the change of scheduler is singular (see schedule_change). Like
+/// every adapter, it checks the shapes of its arguments but not the values of x on each call:
+/// the integrator and the functions that take a batch check those once.
 template <class Field, Scheduler From, Scheduler To>
 requires SchedulerPair<From, To> && VelocityField < std::unwrap_reference_t<Field>,
 typename From::scalar_type > class ScheduleTransformedField
@@ -146,7 +147,7 @@ typename From::scalar_type > class ScheduleTransformedField
   /// ū_r(x) (out may alias x).
   void forward(capability::Velocity tag, scalar_type r, const ConstMatrixRef<scalar_type>& x,
                MatrixRef<scalar_type> out) const {
-    const auto change = checked_change(r, x);
+    const auto change = schedule_change(from_, to_, r);
     const Matrix<scalar_type>& scaled = scale_points(x, change);
     tag.call(this->field(), change.time, scaled, out);
     // (ṡ/s)·x = ṡ·(x/s), so x is not read again after out is written.
@@ -156,7 +157,7 @@ typename From::scalar_type > class ScheduleTransformedField
   /// ∇·ū_r(x).
   void forward(capability::Divergence tag, scalar_type r, const ConstMatrixRef<scalar_type>& x,
                VectorRef<scalar_type> out) const {
-    const auto change = checked_change(r, x);
+    const auto change = schedule_change(from_, to_, r);
     tag.call(this->field(), change.time, scale_points(x, change), out);
     out.array() = change.d_time * out.array() + identity_trace(x, change);
   }
@@ -165,7 +166,7 @@ typename From::scalar_type > class ScheduleTransformedField
   void forward(capability::VelocityDivergence tag, scalar_type r,
                const ConstMatrixRef<scalar_type>& x, MatrixRef<scalar_type> velocity,
                VectorRef<scalar_type> divergence) const {
-    const auto change = checked_change(r, x);
+    const auto change = schedule_change(from_, to_, r);
     const Matrix<scalar_type>& scaled = scale_points(x, change);
     tag.call(this->field(), change.time, scaled, velocity, divergence);
     velocity = (change.d_time * change.scale) * velocity + change.d_scale * scaled;
@@ -177,7 +178,7 @@ typename From::scalar_type > class ScheduleTransformedField
   requires(std::same_as<Tag, capability::Jvp> || std::same_as<Tag, capability::Vjp>) void forward(
       Tag tag, scalar_type r, const ConstMatrixRef<scalar_type>& x,
       const ConstMatrixRef<scalar_type>& direction, MatrixRef<scalar_type> out) const {
-    const auto change = checked_change(r, x);
+    const auto change = schedule_change(from_, to_, r);
     tag.call(this->field(), change.time, scale_points(x, change), direction, out);
     out = change.d_time * out + (change.d_scale / change.scale) * direction;
   }
@@ -185,18 +186,12 @@ typename From::scalar_type > class ScheduleTransformedField
   /// ∇_x(∇·ū_r)(x).
   void forward(capability::DivergenceGradient tag, scalar_type r,
                const ConstMatrixRef<scalar_type>& x, MatrixRef<scalar_type> out) const {
-    const auto change = checked_change(r, x);
+    const auto change = schedule_change(from_, to_, r);
     tag.call(this->field(), change.time, scale_points(x, change), out);
     out *= change.d_time / change.scale;
   }
 
  private:
-  ScheduleChange<scalar_type> checked_change(scalar_type r,
-                                             const ConstMatrixRef<scalar_type>& x) const {
-    detail::require_finite("ScheduleTransformedField: x", x);
-    return schedule_change(from_, to_, r);
-  }
-
   /// x/s_r in this thread's buffer.
   static const Matrix<scalar_type>& scale_points(const ConstMatrixRef<scalar_type>& x,
                                                  const ScheduleChange<scalar_type>& change) {

@@ -235,7 +235,8 @@ class SdeIntegrator {
     evaluate_velocity<Scalar>(field_, t, x, out);
     require_finite_during_solve("derivative (velocity)", out, t);
     if (g == Scalar(0)) return;
-    out.noalias() += (g * g / Scalar(2)) * path_.velocity_to_score(out, x, t);
+    // The velocity was just checked, and the drift is checked below: no second scan.
+    out += (g * g / Scalar(2)) * path_.velocity_to_score_unchecked(out, x, t);
     require_finite_during_solve("drift (velocity plus score term)", out, t);
   }
 
