@@ -351,6 +351,35 @@ TEST_CASE("a training step allocates nothing once the trainer is sized", "[train
   }
 }
 
+TEST_CASE("argument checks that pass allocate nothing", "[no-malloc]") {
+  namespace detail = flowmatch::detail;
+  const Matrix<double> batch = Matrix<double>::Ones(3, 4);
+  const flowmatch::Vector<double> weights = flowmatch::Vector<double>::Ones(4);
+  flowmatch::SolverOptions<double> options;
+  options.tstops = {0.25, 0.75};
+  failed_eigen_assertions = 0;
+  counted_allocations = 0;
+  counting_allocations = true;
+  Eigen::internal::set_is_malloc_allowed(false);
+  detail::require_shape("f: x", batch, 3, 4);
+  detail::require_finite("f: x", batch);
+  detail::require_finite("f: weights", weights);
+  detail::require_nonempty_batch("f: x", batch);
+  detail::require_finite_value("f: value", 0.5);
+  detail::require_unit_time("f: t", 1.0);
+  detail::require_nonnegative("f: value", 0.0);
+  detail::require_positive("f: value", 1e-300);
+  detail::require_in_range("f: value", 0.0, 0.0, 1.0);
+  detail::require_count("f: count", 1, 1);
+  detail::validate_options(options);
+  Eigen::internal::set_is_malloc_allowed(true);
+  counting_allocations = false;
+  CHECK(failed_eigen_assertions == 0);
+#ifndef FLOWMATCH_TEST_UNDER_ASAN
+  CHECK(counted_allocations == 0);
+#endif
+}
+
 TEST_CASE("the allocation counters see allocations", "[no-malloc]") {
   counted_allocations = 0;
   counting_allocations = true;
