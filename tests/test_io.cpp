@@ -1034,7 +1034,7 @@ TEST_CASE("npy row ranges reject requests outside the file and bad files", "[npy
     CHECK_THROWS_AS(io::load_npy_batch_rows<double>(path, first, rows), std::invalid_argument);
   }
   CHECK_THROWS_WITH(io::load_npy_batch_rows<double>(path, 3, 2),
-                    Contains("first_row = 3 and row_count = 2") && Contains("the 4 rows of"));
+                    Contains("first_row and row_count are 3 and 2") && Contains("the 4 rows of"));
   CHECK(io::load_npy_batch_rows<double>(path, 4, 0).cols() == 0);
 
   // The file errors of the whole-file loader, found from the header alone.

@@ -706,7 +706,7 @@ TEST_CASE("bad inputs to an Mlp throw", "[mlp]") {
   }
   SECTION("non-finite time") {
     CHECK_THROWS_AS(mlp(std::nan(""), x, out), std::invalid_argument);
-    CHECK_THROWS_WITH(mlp(INFINITY, x, out), Catch::Contains("t must be finite"));
+    CHECK_THROWS_WITH(mlp(INFINITY, x, out), Catch::Contains("t is inf, expected finite"));
     Vector<double> times = Vector<double>::Constant(5, 0.5);
     times(3) = std::nan("");
     CHECK_THROWS_WITH(mlp(times, x, out), Catch::Contains("at sample 3"));
@@ -1184,7 +1184,7 @@ TEST_CASE("bad inputs to the divergence gradient throw", "[mlp]") {
   CHECK_THROWS_WITH(problem.mlp.divergence_gradient(0.5, Matrix<double>::Zero(3, 5), out),
                     Catch::Contains("x has shape 3x5"));
   CHECK_THROWS_WITH(problem.mlp.divergence_gradient(std::nan(""), x, out),
-                    Catch::Contains("t must be finite"));
+                    Catch::Contains("t is nan, expected finite"));
   CHECK_THROWS_AS(problem.mlp.divergence_gradient(0.5, x, Matrix<double>::Zero(1, 5), out),
                   std::invalid_argument);
   CHECK_THROWS_WITH(conditional.mlp.divergence_gradient(0.5, x, out),

@@ -882,7 +882,7 @@ TEST_CASE("bad inputs throw", "[oracle]") {
   }
   SECTION("covariances") {
     CHECK_THROWS_WITH(Mixture::with_covariances(weights, means, {covariances[0], covariances[1]}),
-                      Catch::Contains("2 covariances"));
+                      Catch::Contains("covariances has 2 entries, expected one per component (3)"));
     std::vector<MatrixXd> bad = covariances;
     bad[1] = MatrixXd::Identity(3, 3);
     CHECK_THROWS_WITH(Mixture::with_covariances(weights, means, bad),

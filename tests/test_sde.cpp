@@ -559,15 +559,17 @@ TEST_CASE("sde: invalid inputs throw typed exceptions that name the problem", "[
   options.diffusion.scale = -1.0;
   CHECK_THROWS_MATCHES(
       run(options), std::invalid_argument,
-      Catch::Matchers::Message("SdeOptions::diffusion.scale (G) is -1, expected finite and >= 0"));
+      Catch::Matchers::Message("SdeOptions: diffusion.scale (G) is -1, expected finite and >= 0"));
   options.diffusion.scale = std::numeric_limits<double>::quiet_NaN();
   CHECK_THROWS_AS(run(options), std::invalid_argument);
   options = good;
   options.step_size.reset();
-  CHECK_THROWS_WITH(run(options), Contains("step_size is not set"));
+  CHECK_THROWS_WITH(run(options),
+                    Contains("SdeOptions: step_size is not set, expected a step size > 0"));
   for (const double step : {0.0, -0.1, std::numeric_limits<double>::infinity()}) {
     options.step_size = step;
-    CHECK_THROWS_WITH(run(options), Contains("SdeOptions::step_size") && Contains("> 0"));
+    CHECK_THROWS_WITH(run(options),
+                      Contains("SdeOptions: step_size is") && Contains("expected finite and > 0"));
   }
   options = good;
   options.brownian_substeps = 0;
@@ -587,9 +589,10 @@ TEST_CASE("sde: invalid inputs throw typed exceptions that name the problem", "[
   CHECK_THROWS_AS(flowmatch::sample_sde(oracle, path, Matrix<double>(2, 0), good, generator),
                   std::invalid_argument);
   const std::vector<double> backwards{1.0, 0.0};
-  CHECK_THROWS_WITH(flowmatch::integrate_sde(oracle, path, x0, std::span<const double>(backwards),
-                                             good, generator),
-                    Contains("times must increase"));
+  CHECK_THROWS_WITH(
+      flowmatch::integrate_sde(oracle, path, x0, std::span<const double>(backwards), good,
+                               generator),
+      Contains("integrate_sde: times run from 1 down to 0, expected increasing times"));
   const std::vector<double> outside{0.0, 1.5};
   CHECK_THROWS_AS(
       flowmatch::integrate_sde(oracle, path, x0, std::span<const double>(outside), good, generator),

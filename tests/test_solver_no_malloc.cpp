@@ -310,6 +310,28 @@ TEST_CASE("a training step allocates nothing once the trainer is sized", "[train
   }
 }
 
+TEST_CASE("argument checks that pass allocate nothing", "[no-malloc]") {
+  namespace detail = flowmatch::detail;
+  const Matrix<double> batch = Matrix<double>::Ones(3, 4);
+  const flowmatch::Vector<double> weights = flowmatch::Vector<double>::Ones(4);
+  flowmatch::SolverOptions<double> options;
+  options.tstops = {0.25, 0.75};
+  const std::size_t allocations = flowmatch_test::allocations_during([&] {
+    detail::require_shape("f: x", batch, 3, 4);
+    detail::require_finite("f: x", batch);
+    detail::require_finite("f: weights", weights);
+    detail::require_nonempty_batch("f: x", batch);
+    detail::require_finite_value("f: value", 0.5);
+    detail::require_unit_time("f: t", 1.0);
+    detail::require_nonnegative("f: value", 0.0);
+    detail::require_positive("f: value", 1e-300);
+    detail::require_in_range("f: value", 0.0, 0.0, 1.0);
+    detail::require_count("f: count", 1, 1);
+    detail::validate_options(options);
+  });
+  CHECK(allocations == 0);
+}
+
 TEST_CASE("the allocation counters see allocations", "[no-malloc]") {
   counter::operator_new_calls = 0;
   counter::counting = true;

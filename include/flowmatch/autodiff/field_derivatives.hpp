@@ -54,26 +54,6 @@ template <class Tag>
 concept FirstDerivative = std::same_as<Tag, capability::Divergence> ||
     std::same_as<Tag, capability::Jvp> || std::same_as<Tag, capability::Vjp>;
 
-/// Throws std::invalid_argument naming @p name unless @p x is a finite batch with d >= 1 rows.
-template <class Derived>
-void require_batch(const char* name, const Eigen::MatrixBase<Derived>& x) {
-  if (x.rows() == 0) {
-    throw std::invalid_argument(std::string(name) +
-                                " has 0 rows, expected a d×N batch with d >= 1");
-  }
-  require_finite(name, x);
-}
-
-/// Throws std::invalid_argument naming @p name unless @p x is a finite d×N batch, d, N >= 1.
-template <class Derived>
-void require_nonempty_batch(const char* name, const Eigen::MatrixBase<Derived>& x) {
-  if (x.cols() == 0) {
-    throw std::invalid_argument(std::string(name) +
-                                " has 0 columns, expected a d×N batch with N >= 1");
-  }
-  require_batch(name, x);
-}
-
 /// Columns of the unit directions for forward mode: column i·N + n is e_i (d×(d·N)).
 template <class Scalar>
 Matrix<Scalar> unit_directions(Index dim, Index samples) {

@@ -97,8 +97,7 @@ class FiniteDifferenceField {
  private:
   static void require_step(const char* name, Scalar step) {
     if (!(std::isfinite(step) && step > Scalar(0))) {
-      throw std::invalid_argument(std::string("FiniteDifferenceField: ") + name +
-                                  " must be finite and > 0, got " + detail::to_text(step));
+      detail::require_positive(detail::argument_name("FiniteDifferenceField", name), step);
     }
   }
 

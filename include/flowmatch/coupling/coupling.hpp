@@ -46,17 +46,18 @@ void require_batch_pair(const char* function, const Matrix<Scalar>& x0, const Ma
                         bool same_count) {
   const auto name = [function](const char* argument) { return argument_name(function, argument); };
   if (x0.rows() < 1 || x0.cols() < 1) {
-    throw std::invalid_argument(name("x0") + " has shape " + to_text(x0.rows()) + "x" +
-                                to_text(x0.cols()) + ", expected at least 1x1");
+    reject_argument(name("x0"), "has shape " + to_text(x0.rows()) + "x" + to_text(x0.cols()),
+                    "at least 1x1");
   }
   if (x1.rows() != x0.rows() || (same_count && x1.cols() != x0.cols())) {
-    require_shape(name("x1").c_str(), x1, x0.rows(), same_count ? x0.cols() : Index(-1));
+    require_shape(name("x1"), x1, x0.rows(), same_count ? x0.cols() : Index(-1));
   }
   if (x1.cols() < 1) {
-    throw std::invalid_argument(name("x1") + " has no columns, expected at least 1");
+    reject_argument(name("x1"), "has shape " + to_text(x1.rows()) + "x0", "at least 1 column");
   }
-  if (first_nonfinite_column(x0) >= 0) require_finite(name("x0").c_str(), x0);
-  if (first_nonfinite_column(x1) >= 0) require_finite(name("x1").c_str(), x1);
+  // The names are composed only for a batch that fails.
+  if (!x0.allFinite()) require_finite(name("x0"), x0);
+  if (!x1.allFinite()) require_finite(name("x1"), x1);
 }
 
 /// The index k with cumulative[k − 1] ≤ u < cumulative[k] for u uniform on [0, total), where
@@ -81,15 +82,13 @@ Index draw_from_cumulative(const std::vector<Scalar>& cumulative, Generator& gen
 inline void require_assignment(const char* function, const std::vector<Index>& column_of_row,
                                Index rows, Index cols) {
   if (static_cast<Index>(column_of_row.size()) != rows) {
-    throw std::invalid_argument(std::string(function) + ": column_of_row has " +
-                                to_text(column_of_row.size()) + " entries, expected " +
-                                to_text(rows));
+    reject_argument(argument_name(function, "column_of_row"),
+                    "has " + to_text(column_of_row.size()) + " entries", to_text(rows));
   }
   for (std::size_t row = 0; row < column_of_row.size(); ++row) {
     if (column_of_row[row] < 0 || column_of_row[row] >= cols) {
-      throw std::invalid_argument(std::string(function) + ": column_of_row[" + to_text(row) +
-                                  "] is " + to_text(column_of_row[row]) + ", expected in [0, " +
-                                  to_text(cols) + ")");
+      reject_argument(argument_name(function, "column_of_row[" + to_text(row) + "]"),
+                      is_value(column_of_row[row]), "in [0, " + to_text(cols) + ")");
     }
   }
 }
@@ -158,15 +157,16 @@ template <class Scalar, std::uniform_random_bit_generator Generator>
   detail::require_shape("sample_pairs_from_plan: plan", plan, x0.cols(), x1.cols());
   detail::require_finite("sample_pairs_from_plan: plan", plan);
   if ((plan.array() < Scalar(0)).any()) {
-    throw std::invalid_argument("sample_pairs_from_plan: plan has a negative entry of value " +
-                                detail::to_text(plan.minCoeff()) + ", expected >= 0");
+    detail::reject_argument("sample_pairs_from_plan: plan",
+                            "has a negative entry of value " + detail::to_text(plan.minCoeff()),
+                            "entries >= 0");
   }
   const Index count = x0.cols();
   CoupledBatch<Scalar> pairs{Matrix<Scalar>(x0.rows(), count), Matrix<Scalar>(x1.rows(), count)};
   if (sampling == PlanSampling::flattened) {
     const auto cumulative = detail::cumulative_sums(plan.reshaped());
     if (!(cumulative.back() > Scalar(0))) {
-      throw std::invalid_argument("sample_pairs_from_plan: plan has total mass 0, expected > 0");
+      detail::reject_argument("sample_pairs_from_plan: plan", "has total mass 0", "a mass > 0");
     }
     for (Index k = 0; k < count; ++k) {
       const Index flat = detail::draw_from_cumulative(cumulative, generator);
@@ -178,8 +178,9 @@ template <class Scalar, std::uniform_random_bit_generator Generator>
   for (Index row = 0; row < count; ++row) {
     const auto cumulative = detail::cumulative_sums(plan.row(row));
     if (!(cumulative.back() > Scalar(0))) {
-      throw std::invalid_argument("sample_pairs_from_plan: plan row " + detail::to_text(row) +
-                                  " has mass 0, expected > 0 for per_source_row sampling");
+      detail::reject_argument("sample_pairs_from_plan: plan",
+                              "has mass 0 in row " + detail::to_text(row),
+                              "a mass > 0 in every row for per_source_row sampling");
     }
     pairs.x0.col(row) = x0.col(row);
     pairs.x1.col(row) = x1.col(detail::draw_from_cumulative(cumulative, generator));

@@ -62,8 +62,9 @@ template <class Scalar>
   const Index rows = cost.rows();
   const Index cols = cost.cols();
   if (rows < 1 || rows > cols) {
-    throw std::invalid_argument("solve_assignment: cost has shape " + detail::to_text(rows) + "x" +
-                                detail::to_text(cols) + ", expected 1 <= rows <= columns");
+    detail::reject_argument("solve_assignment: cost",
+                            "has shape " + detail::to_text(rows) + "x" + detail::to_text(cols),
+                            "1 <= rows <= columns");
   }
   detail::require_finite("solve_assignment: cost", cost);
 
@@ -132,8 +133,10 @@ template <class Scalar>
 [[nodiscard]] Matrix<Scalar> assignment_plan(const std::vector<Index>& column_of_row, Index cols) {
   const auto rows = static_cast<Index>(column_of_row.size());
   if (rows < 1 || cols < 1) {
-    throw std::invalid_argument("assignment_plan: " + detail::to_text(rows) + " rows and " +
-                                detail::to_text(cols) + " columns, expected at least 1 each");
+    detail::reject_argument(
+        "assignment_plan: column_of_row and cols",
+        "give " + detail::to_text(rows) + " rows and " + detail::to_text(cols) + " columns",
+        "at least 1 each");
   }
   detail::require_assignment("assignment_plan", column_of_row, rows, cols);
   Matrix<Scalar> plan = Matrix<Scalar>::Zero(rows, cols);

@@ -44,7 +44,6 @@
 #include "flowmatch/core/errors.hpp"
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/coupling/coupling.hpp"
-#include "flowmatch/detail/parameter_checks.hpp"
 #include "flowmatch/detail/sinkhorn_relaxation.hpp"
 #include "flowmatch/detail/stabilised_sinkhorn.hpp"
 #include "flowmatch/detail/validate.hpp"
@@ -185,14 +184,15 @@ SinkhornScales<Scalar> check_sinkhorn_arguments(const Matrix<Scalar>& cost,
                                                 const SinkhornOptions<Scalar>& options) {
   using Real = std::common_type_t<Scalar, double>;
   if (cost.rows() < 1 || cost.cols() < 1) {
-    throw std::invalid_argument("sinkhorn: cost has shape " + to_text(cost.rows()) + "x" +
-                                to_text(cost.cols()) + ", expected at least 1x1");
+    reject_argument("sinkhorn: cost",
+                    "has shape " + to_text(cost.rows()) + "x" + to_text(cost.cols()),
+                    "at least 1x1");
   }
   const EntrySummary<Scalar> entries = summarise_entries(cost);
   if (!std::isfinite(entries.sum)) require_finite("sinkhorn: cost", cost);
   if (entries.minimum < Scalar(0)) {
-    throw std::invalid_argument("sinkhorn: cost has a negative entry " + to_text(entries.minimum) +
-                                ", expected >= 0");
+    reject_argument("sinkhorn: cost", "has a negative entry " + to_text(entries.minimum),
+                    "entries >= 0");
   }
   require_positive("sinkhorn: options.epsilon", options.epsilon);
   require_count<Index>("sinkhorn: options.max_iterations", options.max_iterations, 1);
@@ -204,9 +204,9 @@ SinkhornScales<Scalar> check_sinkhorn_arguments(const Matrix<Scalar>& cost,
     const Real mean = entries.sum / static_cast<Real>(cost.size());
     epsilon *= mean;
     if (!(epsilon > Real(0)) || !std::isfinite(epsilon)) {
-      throw std::invalid_argument(
-          "sinkhorn: options.epsilon is relative to the mean cost, which is " + to_text(mean) +
-          "; expected a positive finite mean cost");
+      reject_argument("sinkhorn: options.epsilon",
+                      "is relative to the mean cost, which is " + to_text(mean),
+                      "a finite mean cost > 0");
     }
   }
   if (!std::isfinite(Real(1) / epsilon) || !std::isfinite(Real(entries.maximum) / epsilon)) {

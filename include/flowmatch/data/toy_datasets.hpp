@@ -24,7 +24,7 @@
 #include <string>
 
 #include "flowmatch/core/types.hpp"
-#include "flowmatch/detail/parameter_checks.hpp"
+#include "flowmatch/detail/validate.hpp"
 #include "flowmatch/oracle/gaussian_mixture.hpp"
 
 namespace flowmatch {

@@ -6,6 +6,8 @@
 #include <string>
 #include <string_view>
 
+#include "flowmatch/detail/validate.hpp"
+
 namespace flowmatch::detail {
 
 /// The name paired with @p value in @p table; throws std::invalid_argument naming @p what.
@@ -14,7 +16,7 @@ std::string_view name_in(const Table& table, const Value& value, std::string_vie
   for (const auto& [candidate, name] : table) {
     if (candidate == value) return name;
   }
-  throw std::invalid_argument("unknown " + std::string(what) + " value");
+  reject_argument(what, is_value(static_cast<long long>(value)), "one of its enumerators");
 }
 
 /// The value paired with @p name in @p table; an unknown name throws std::invalid_argument
@@ -26,8 +28,7 @@ auto value_named(const Table& table, std::string_view name, std::string_view wha
     if (candidate == name) return value;
     valid += (valid.empty() ? "" : ", ") + std::string(candidate);
   }
-  throw std::invalid_argument("unknown " + std::string(what) + " '" + std::string(name) +
-                              "', expected one of: " + valid);
+  reject_argument(what, "is '" + std::string(name) + "'", "one of: " + valid);
 }
 
 }  // namespace flowmatch::detail

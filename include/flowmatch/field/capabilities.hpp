@@ -234,9 +234,9 @@ void evaluate_conditional_velocity(const F& field, Scalar t,
                                    const std::type_identity_t<ConstMatrixRef<Scalar>>& condition,
                                    std::type_identity_t<MatrixRef<Scalar>> out) {
   if (condition.cols() != x.cols()) {
-    throw std::invalid_argument("condition has " + detail::to_text(condition.cols()) +
-                                " columns, expected one per sample (" + detail::to_text(x.cols()) +
-                                ")");
+    detail::reject_argument("evaluate_conditional_velocity: condition",
+                            "has " + detail::to_text(condition.cols()) + " columns",
+                            "one per sample (" + detail::to_text(x.cols()) + ")");
   }
   if constexpr (InPlaceConditionalVelocityField<F, Scalar>) {
     detail::poison_output(out, x);

@@ -91,8 +91,8 @@ std::function<Scalar(Scalar)> guidance_interval(Scalar begin, Scalar end) {
   detail::require_unit_time("guidance_interval: begin", begin);
   detail::require_unit_time("guidance_interval: end", end);
   if (!(begin <= end)) {
-    throw std::invalid_argument("guidance_interval: begin " + detail::to_text(begin) +
-                                " must not exceed end " + detail::to_text(end));
+    detail::reject_argument("guidance_interval: begin", detail::is_value(begin),
+                            "<= end (" + detail::to_text(end) + ")");
   }
   return [begin, end](Scalar t) { return (t >= begin && t < end) ? Scalar(1) : Scalar(0); };
 }
@@ -109,10 +109,7 @@ class GuidedField : public FieldAdapter<GuidedField<Scalar, Field>, Field> {
   /// @param options convention, evaluation strategy and null condition.
   GuidedField(Field field, Index condition_dim, GuidanceOptions<Scalar> options = {})
       : Base(std::move(field)), options_(std::move(options)) {
-    if (condition_dim < 0) {
-      throw std::invalid_argument("GuidedField: condition_dim must be >= 0, got " +
-                                  detail::to_text(condition_dim));
-    }
+    detail::require_count<Index>("GuidedField: condition_dim", condition_dim, 0);
     if (options_.null_condition.size() == 0) {
       options_.null_condition = Vector<Scalar>::Zero(condition_dim);
     }
@@ -147,14 +144,14 @@ class GuidedField : public FieldAdapter<GuidedField<Scalar, Field>, Field> {
     detail::require_shape("GuidedField: condition", condition, condition_dim(), -1);
     detail::require_finite("GuidedField: condition", condition);
     if (terms_.size() > 1 && condition.cols() != other_term_samples(term)) {
-      throw std::invalid_argument(
-          "GuidedField: condition has " + detail::to_text(condition.cols()) +
-          " samples, the other condition sets have " + detail::to_text(other_term_samples(term)));
+      detail::reject_argument(
+          "GuidedField: condition", "has " + detail::to_text(condition.cols()) + " samples",
+          "the " + detail::to_text(other_term_samples(term)) + " of the other condition sets");
     }
     if (target.weights.size() != 0 && target.weights.size() != condition.cols()) {
-      throw std::invalid_argument("GuidedField: condition has " +
-                                  detail::to_text(condition.cols()) + " samples but " +
-                                  detail::to_text(target.weights.size()) + " weights");
+      detail::reject_argument(
+          "GuidedField: condition", "has " + detail::to_text(condition.cols()) + " samples",
+          "one per weight (" + detail::to_text(target.weights.size()) + " weights)");
     }
     target.condition = std::move(condition);
   }
@@ -218,8 +215,8 @@ class GuidedField : public FieldAdapter<GuidedField<Scalar, Field>, Field> {
     if (terms_.empty()) throw std::logic_error("GuidedField: no condition set was added");
     const Index batch = x.cols();
     if (batch != samples()) {
-      throw std::invalid_argument("GuidedField: batch has " + detail::to_text(batch) +
-                                  " samples, the conditions are for " + detail::to_text(samples()));
+      detail::reject_argument("GuidedField: x", "has " + detail::to_text(batch) + " samples",
+                              "the " + detail::to_text(samples()) + " of the conditions");
     }
     const Scalar strength = schedule_ ? schedule_(t) : Scalar(1);
     detail::require_finite_value("GuidedField: schedule value", strength);

@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "flowmatch/core/types.hpp"
+#include "flowmatch/detail/validate.hpp"
 #include "flowmatch/io/io_error.hpp"
 #include "flowmatch/io/safetensors.hpp"
 #include "flowmatch/nn/activation.hpp"
@@ -242,8 +243,9 @@ inline Activation resolve_activation(const io::SafeTensors& file, const io::MlpL
   if (options.activation) return *options.activation;
   const std::optional<std::string> name = metadata_value(file, "activation");
   if (!name) {
-    throw std::invalid_argument(
-        source + ": the activation is neither in __metadata__ 'activation' nor in the options");
+    reject_argument(source + ": activation",
+                    "is neither in __metadata__ 'activation' nor in the options",
+                    "one of the two to name it");
   }
   try {
     return activation_from_name(*name);

@@ -30,6 +30,7 @@
 #include "flowmatch/detail/bytes.hpp"
 #include "flowmatch/detail/file.hpp"
 #include "flowmatch/detail/shape.hpp"
+#include "flowmatch/detail/validate.hpp"
 #include "flowmatch/io/io_error.hpp"
 
 namespace flowmatch::io {
@@ -442,8 +443,7 @@ inline std::vector<std::uint8_t> npy_header_bytes(io::NpyType type, std::endian 
                                                   std::span<const std::int64_t> shape,
                                                   int version) {
   if (version < 0 || version > 3) {
-    throw std::invalid_argument("version must be 0 (automatic), 1, 2 or 3, got " +
-                                std::to_string(version));
+    reject_argument("serialize_npy: version", is_value(version), "0 (automatic), 1, 2 or 3");
   }
   const std::string dict = "{'descr': '" + npy_descr(type, byte_order) +
                            "', 'fortran_order': " + (fortran_order ? "True" : "False") +
@@ -588,20 +588,25 @@ inline std::vector<std::uint8_t> serialize_npy(const NpyArray& array, int versio
   const std::size_t stored = floats ? array.values.size() : array.integers.size();
   const bool other_empty = floats ? array.integers.empty() : array.values.empty();
   if (stored != count || !other_empty) {
-    throw std::invalid_argument(
-        "array holds " + std::to_string(array.values.size()) + " values and " +
-        std::to_string(array.integers.size()) + " integers; expected " + std::to_string(count) +
-        " " + (floats ? "values" : "integers") + " for shape " + detail::shape_text(array.shape) +
-        " and dtype " + detail::npy_descr(array.type, array.byte_order));
+    detail::reject_argument("serialize_npy: array",
+                            "holds " + std::to_string(array.values.size()) + " values and " +
+                                std::to_string(array.integers.size()) + " integers",
+                            std::to_string(count) + " " + (floats ? "values" : "integers") +
+                                " for shape " + detail::shape_text(array.shape) + " and dtype " +
+                                detail::npy_descr(array.type, array.byte_order));
   }
   if (array.byte_order != std::endian::little && array.byte_order != std::endian::big) {
-    throw std::invalid_argument("array.byte_order must be little or big");
+    detail::reject_argument("serialize_npy: array.byte_order",
+                            detail::is_value(static_cast<int>(array.byte_order)),
+                            "std::endian::little or big");
   }
   if (array.type == NpyType::f4) {
     const auto bad = detail::first_narrowing_overflow<float>(array.values.data(), count);
     if (bad >= 0) {
-      throw std::invalid_argument("array.values[" + std::to_string(bad) +
-                                  "] is too large for dtype f4");
+      detail::reject_argument("serialize_npy: array.values[" + std::to_string(bad) + "]",
+                              detail::is_value(array.values[static_cast<std::size_t>(bad)]) +
+                                  ", too large for dtype f4",
+                              "a value within the range of f4 (or a non-finite one)");
     }
   }
   if (array.type == NpyType::i4) {
@@ -610,8 +615,9 @@ inline std::vector<std::uint8_t> serialize_npy(const NpyArray& array, int versio
              n > std::numeric_limits<std::int32_t>::max();
     });
     if (bad != array.integers.end()) {
-      throw std::invalid_argument("array.integers[" + std::to_string(bad - array.integers.begin()) +
-                                  "] = " + std::to_string(*bad) + " does not fit dtype i4");
+      detail::reject_argument(
+          "serialize_npy: array.integers[" + std::to_string(bad - array.integers.begin()) + "]",
+          detail::is_value(*bad) + ", which does not fit dtype i4", "a 32-bit integer");
     }
   }
   std::vector<std::uint8_t> bytes = detail::npy_header_bytes(
@@ -683,10 +689,10 @@ Matrix<Scalar> load_npy_batch_rows(const std::string& path, Index first_row, Ind
   detail::require_float_array(header.type, header.byte_order, path, "a batch of points");
   const auto [count, dimension] = detail::batch_extents(header.shape, path);
   if (first_row < 0 || row_count < 0 || first_row > count - row_count) {
-    throw std::invalid_argument("load_npy_batch_rows: first_row = " + std::to_string(first_row) +
-                                " and row_count = " + std::to_string(row_count) +
-                                " do not select rows within the " + std::to_string(count) +
-                                " rows of '" + path + "'");
+    detail::reject_argument(
+        "load_npy_batch_rows: first_row and row_count",
+        "are " + std::to_string(first_row) + " and " + std::to_string(row_count),
+        "rows within the " + std::to_string(count) + " rows of '" + path + "'");
   }
   // C order: row i is the d elements from i·d on, so the rows are one run of row_count·d
   // elements, the d×row_count batch. Fortran order: element (i, j) is number j·N + i, so
@@ -778,9 +784,9 @@ void save_npy_array(const std::string& path, const std::vector<std::int64_t>& sh
                     std::span<const Scalar> data) {
   const std::uint64_t count = detail::npy_element_count("array", shape);
   if (count != data.size()) {
-    throw std::invalid_argument("shape " + detail::shape_text(shape) + " holds " +
-                                std::to_string(count) + " elements, but data has " +
-                                std::to_string(data.size()));
+    detail::reject_argument(
+        "save_npy_array: data", "has " + std::to_string(data.size()) + " elements",
+        "the " + std::to_string(count) + " of shape " + detail::shape_text(shape));
   }
   detail::write_npy_data(path, shape, data.data());
 }

@@ -41,6 +41,7 @@
 #include "flowmatch/detail/bytes.hpp"
 #include "flowmatch/detail/file.hpp"
 #include "flowmatch/detail/shape.hpp"
+#include "flowmatch/detail/validate.hpp"
 #include "flowmatch/io/io_error.hpp"
 
 namespace flowmatch::io {
@@ -353,9 +354,9 @@ inline io::SafeTensors parse_safetensors(std::span<const std::uint8_t> bytes,
 /// Throws std::invalid_argument unless @p dtype can be written (F32 or F64).
 inline void require_writable_dtype(const std::string& name, io::DType dtype) {
   if (dtype != io::DType::F32 && dtype != io::DType::F64) {
-    throw std::invalid_argument("tensor '" + name + "' has dtype " +
-                                std::string(dtype_info(dtype).name) +
-                                "; only F32 and F64 can be written");
+    reject_argument("serialize_safetensors: tensor '" + name + "'",
+                    "has dtype " + std::string(dtype_info(dtype).name),
+                    "F32 or F64 (only F32 and F64 can be written)");
   }
 }
 
@@ -366,9 +367,10 @@ inline void require_fits_dtype(std::span<const double> values, io::DType dtype,
   if (dtype != io::DType::F32) return;
   const auto bad = first_narrowing_overflow<float>(values.data(), values.size());
   if (bad >= 0) {
-    throw std::invalid_argument("tensor '" + name + "' value " +
-                                std::to_string(values[static_cast<std::size_t>(bad)]) +
-                                " at index " + std::to_string(bad) + " is too large for F32");
+    reject_argument("serialize_safetensors: tensor '" + name + "'",
+                    "has value " + to_text(values[static_cast<std::size_t>(bad)]) + " at index " +
+                        std::to_string(bad) + ", too large for F32",
+                    "values within the range of F32 (or non-finite ones)");
   }
 }
 
@@ -385,14 +387,15 @@ template <class Scalar>
 void require_tensor_values(const io::Tensor& tensor, const std::string& name) {
   const std::uint64_t count = shape_element_count(name, tensor.shape);
   if (count != tensor.values.size()) {
-    throw std::invalid_argument(name + " has " + std::to_string(tensor.values.size()) +
-                                " values, its shape " + shape_text(tensor.shape) + " needs " +
-                                std::to_string(count));
+    reject_argument(name, "has " + std::to_string(tensor.values.size()) + " values",
+                    "the " + std::to_string(count) + " of its shape " + shape_text(tensor.shape));
   }
   const auto bad = first_narrowing_overflow<Scalar>(tensor.values.data(), tensor.values.size());
   if (bad >= 0) {
-    throw std::invalid_argument(name + " value at index " + std::to_string(bad) +
-                                " is too large for float");
+    reject_argument(name,
+                    "has value " + to_text(tensor.values[static_cast<std::size_t>(bad)]) +
+                        " at index " + std::to_string(bad) + ", too large for float",
+                    "values within the range of float (or non-finite ones)");
   }
 }
 
@@ -426,7 +429,8 @@ inline std::vector<std::uint8_t> serialize_safetensors(const SafeTensors& file) 
   std::uint64_t offset = 0;
   for (const auto& [name, tensor] : file.tensors) {
     if (name == detail::kMetadataKey) {
-      throw std::invalid_argument("a tensor cannot be named '__metadata__'");
+      detail::reject_argument("serialize_safetensors: tensor name", "is '__metadata__'",
+                              "another name (this one is reserved for the metadata)");
     }
     detail::require_writable_dtype(name, tensor.dtype);
     detail::require_tensor_values<double>(tensor, "tensor '" + name + "'");
@@ -442,14 +446,15 @@ inline std::vector<std::uint8_t> serialize_safetensors(const SafeTensors& file) 
   try {
     text = header.dump();
   } catch (const nlohmann::json::exception& error) {
-    throw std::invalid_argument(std::string("a tensor name or metadata string is not valid "
-                                            "UTF-8: ") +
-                                error.what());
+    detail::reject_argument("serialize_safetensors: tensor names and metadata",
+                            std::string("are not valid UTF-8 (") + error.what() + ")",
+                            "valid UTF-8");
   }
   text.append((8 - text.size() % 8) % 8, ' ');
   if (text.size() > detail::kMaxSafetensorsHeaderBytes) {
-    throw std::invalid_argument("the header of " + std::to_string(text.size()) +
-                                " bytes exceeds the format's limit");
+    detail::reject_argument(
+        "serialize_safetensors: header", "has " + std::to_string(text.size()) + " bytes",
+        "at most " + std::to_string(detail::kMaxSafetensorsHeaderBytes) + " (the format's limit)");
   }
   std::vector<std::uint8_t> bytes;
   bytes.reserve(8 + text.size() + offset);

@@ -30,16 +30,15 @@ Vector<typename Derived::Scalar> bits_per_dimension(
     typename Derived::Scalar bin_width = typename Derived::Scalar(1)) {
   using Scalar = typename Derived::Scalar;
   detail::require_shape("bits_per_dimension: log_prob", log_prob, -1, 1);
-  if (dim < 1) {
-    throw std::invalid_argument("bits_per_dimension: dim must be >= 1, got " +
-                                detail::to_text(dim));
-  }
-  if (!(std::isfinite(bin_width) && bin_width > Scalar(0))) {
-    throw std::invalid_argument("bits_per_dimension: bin_width must be finite and > 0, got " +
-                                detail::to_text(bin_width));
-  }
+  detail::require_count<Index>("bits_per_dimension: dim", dim, 1);
+  detail::require_positive("bits_per_dimension: bin_width", bin_width);
+  // log p = −∞ (a point of zero density) is a valid input: only NaN is rejected.
   if (log_prob.hasNaN()) {
-    throw std::invalid_argument("bits_per_dimension: log_prob has a NaN entry");
+    Index index = 0;
+    while (!std::isnan(log_prob(index))) ++index;
+    detail::reject_argument("bits_per_dimension: log_prob",
+                            "has a NaN entry at index " + detail::to_text(index),
+                            "no NaN (-inf, a zero density, is allowed)");
   }
   const Scalar dims = static_cast<Scalar>(dim);
   return (-(log_prob.array() + dims * std::log(bin_width)) / (dims * std::numbers::ln2_v<Scalar>))

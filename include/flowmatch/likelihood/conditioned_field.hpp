@@ -43,8 +43,9 @@ class ConditionedField : public FieldAdapter<ConditionedField<Scalar, Field>, Fi
   ConditionedField(Field field, Matrix<Scalar> condition)
       : Base(std::move(field)), condition_(std::move(condition)) {
     if (condition_.cols() == 0) {
-      throw std::invalid_argument(
-          "ConditionedField: condition has 0 columns, expected one per sample");
+      detail::reject_argument("ConditionedField: condition",
+                              "has shape " + detail::to_text(condition_.rows()) + "x0",
+                              "one column per sample");
     }
     detail::require_finite("ConditionedField: condition", condition_);
   }
@@ -78,9 +79,9 @@ class ConditionedField : public FieldAdapter<ConditionedField<Scalar, Field>, Fi
   [[nodiscard]] ConstMatrixRef<Scalar> conditions_for(Index columns) const {
     const Index samples = condition_.cols();
     if (columns % samples != 0) {
-      throw std::invalid_argument("ConditionedField: x has " + detail::to_text(columns) +
-                                  " columns, expected a multiple of the " +
-                                  detail::to_text(samples) + " bound conditions");
+      detail::reject_argument(
+          "ConditionedField: x", "has " + detail::to_text(columns) + " columns",
+          "a multiple of the " + detail::to_text(samples) + " bound conditions");
     }
     if (columns == samples) return condition_;
     if (replicated_.cols() != columns) replicated_ = condition_.replicate(1, columns / samples);

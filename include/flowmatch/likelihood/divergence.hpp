@@ -59,16 +59,9 @@ enum class ProbeDistribution {
 template <class Scalar, class Generator>
 Matrix<Scalar> draw_probes(Index dim, Index samples, Index probes, ProbeDistribution distribution,
                            Generator& generator) {
-  if (dim < 1)
-    throw std::invalid_argument("draw_probes: dim must be >= 1, got " + detail::to_text(dim));
-  if (samples < 0) {
-    throw std::invalid_argument("draw_probes: samples must be >= 0, got " +
-                                detail::to_text(samples));
-  }
-  if (probes < 1) {
-    throw std::invalid_argument("draw_probes: probes (K) must be >= 1, got " +
-                                detail::to_text(probes));
-  }
+  detail::require_count<Index>("draw_probes: dim", dim, 1);
+  detail::require_count<Index>("draw_probes: samples", samples, 0);
+  detail::require_count<Index>("draw_probes: probes", probes, 1);
   Matrix<Scalar> result(dim, probes * samples);
   if (distribution == ProbeDistribution::rademacher) {
     std::uniform_int_distribution<int> coin(0, 1);
@@ -79,7 +72,9 @@ Matrix<Scalar> draw_probes(Index dim, Index samples, Index probes, ProbeDistribu
     std::normal_distribution<Scalar> normal;
     for (Index j = 0; j < result.size(); ++j) result(j) = normal(generator);
   } else {
-    throw std::invalid_argument("draw_probes: distribution is not a valid ProbeDistribution");
+    detail::reject_argument("draw_probes: distribution",
+                            detail::is_value(static_cast<int>(distribution)),
+                            "ProbeDistribution::rademacher or gaussian");
   }
   return result;
 }
@@ -135,10 +130,10 @@ void hutchinson_divergence(const Field& field, Scalar t,
   const Index samples = x.cols();
   if (samples == 0 || probes.rows() != x.rows() || probes.cols() % samples != 0 ||
       probes.cols() == 0) {
-    throw std::invalid_argument(
-        "hutchinson_divergence: probes has shape " + detail::to_text(probes.rows()) + "x" +
-        detail::to_text(probes.cols()) + ", expected " + detail::to_text(x.rows()) + "x(K·" +
-        detail::to_text(samples) + ") with K >= 1");
+    detail::reject_argument(
+        "hutchinson_divergence: probes",
+        "has shape " + detail::to_text(probes.rows()) + "x" + detail::to_text(probes.cols()),
+        detail::to_text(x.rows()) + "x(K·" + detail::to_text(samples) + ") with K >= 1");
   }
   detail::require_finite("hutchinson_divergence: probes", probes);
   detail::require_shape("hutchinson_divergence: out", out, samples, 1);
@@ -157,10 +152,7 @@ class Hutchinson {
   /// @throws std::invalid_argument if probes < 1.
   Hutchinson(Index probes, ProbeDistribution distribution, Generator& generator)
       : probes_(probes), distribution_(distribution), generator_(&generator) {
-    if (probes_ < 1) {
-      throw std::invalid_argument("Hutchinson: probes (K) must be >= 1, got " +
-                                  detail::to_text(probes_));
-    }
+    detail::require_count<Index>("Hutchinson: probes", probes_, 1);
   }
 
   /// What the estimator needs of the field.

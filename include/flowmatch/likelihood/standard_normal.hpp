@@ -10,6 +10,7 @@
 #include <string>
 
 #include "flowmatch/core/types.hpp"
+#include "flowmatch/detail/validate.hpp"
 
 namespace flowmatch {
 
@@ -34,8 +35,9 @@ struct StandardNormal {
   template <class Scalar = double, std::uniform_random_bit_generator Generator>
   static Matrix<Scalar> sample(Index dim, Index count, Generator& generator) {
     if (dim < 0 || count < 0) {
-      throw std::invalid_argument("StandardNormal::sample: shape " + std::to_string(dim) + "x" +
-                                  std::to_string(count) + " has a negative size");
+      detail::reject_argument("StandardNormal::sample: shape",
+                              "is " + detail::to_text(dim) + "x" + detail::to_text(count),
+                              "sizes >= 0");
     }
     Matrix<Scalar> noise(dim, count);
     sample_into<Scalar>(noise, generator);

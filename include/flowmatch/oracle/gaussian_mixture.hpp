@@ -114,8 +114,8 @@ class GaussianMixture {
 
   [[nodiscard]] std::size_t checked_component(Index k) const {
     if (k < 0 || k >= components()) {
-      throw std::invalid_argument("GaussianMixture: component index " + detail::to_text(k) +
-                                  " is outside [0, " + detail::to_text(components()) + ")");
+      detail::reject_argument("GaussianMixture: component index", detail::is_value(k),
+                              "in [0, " + detail::to_text(components()) + ")");
     }
     return static_cast<std::size_t>(k);
   }
@@ -151,7 +151,7 @@ void for_each_column_block(Index columns, Function&& block) {
 template <class Derived>
 void require_finite_result(const char* what, const Eigen::DenseBase<Derived>& result, double time,
                            Index first_sample = 0) {
-  const Index col = first_nonfinite_column(result);
+  const Index col = first_nonfinite_index(result);
   if (col >= 0) {
     const Index sample = first_sample + col;
     throw numerical_error(std::string(what) + " is not finite at sample " + to_text(sample) +
@@ -185,8 +185,11 @@ class ScaledMixture {
         variances_((alpha * alpha) * mixture.eigenvalues().array() + sigma * sigma),
         log_normalisers_(mixture.components()) {
     if (!(variances_.array() > Scalar(0)).all() || !variances_.allFinite()) {
-      throw std::domain_error("Gaussian mixture with alpha = " + to_text(alpha) + " and sigma = " +
-                              to_text(sigma) + " has a singular or non-finite covariance");
+      reject_argument<std::domain_error>(
+          "GaussianMixture: alpha and sigma",
+          "are " + to_text(alpha) + " and " + to_text(sigma) +
+              ", which give a singular or non-finite covariance",
+          "alpha^2 * lambda + sigma^2 finite and > 0 for every eigenvalue lambda");
     }
     // log w_k − ½ log det C_k − (d/2) log 2π.
     const Scalar log_two_pi = std::log(Scalar(2) * std::numbers::pi_v<Scalar>);
@@ -286,23 +289,25 @@ template <class Scalar>
 Vector<Scalar> GaussianMixture<Scalar>::checked_weights(const Vector<Scalar>& weights,
                                                         const Matrix<Scalar>& means) {
   if (weights.size() < 1) {
-    throw std::invalid_argument("GaussianMixture: weights must have at least one entry");
+    detail::reject_argument("GaussianMixture: weights", "has 0 entries", "at least 1");
   }
   for (Index k = 0; k < weights.size(); ++k) {
     if (!(std::isfinite(weights(k)) && weights(k) > Scalar(0))) {
-      throw std::invalid_argument("GaussianMixture: weight of component " + detail::to_text(k) +
-                                  " must be finite and > 0, got " + detail::to_text(weights(k)));
+      detail::require_positive("GaussianMixture: weight of component " + detail::to_text(k),
+                               weights(k));
     }
   }
   if (means.rows() < 1) {
-    throw std::invalid_argument("GaussianMixture: means must have at least one row (d >= 1)");
+    detail::reject_argument("GaussianMixture: means",
+                            "has shape 0x" + detail::to_text(means.cols()),
+                            "at least 1 row (d >= 1)");
   }
   detail::require_shape("GaussianMixture: means", means, -1, weights.size());
   detail::require_finite("GaussianMixture: means", means);
   const Scalar total = weights.sum();
   if (!std::isfinite(total)) {
-    throw std::invalid_argument("GaussianMixture: the weights sum to " + detail::to_text(total) +
-                                ", expected a finite sum");
+    detail::reject_argument("GaussianMixture: weights", "sum to " + detail::to_text(total),
+                            "a finite sum");
   }
   return weights / total;
 }
@@ -315,8 +320,9 @@ GaussianMixture<Scalar> GaussianMixture<Scalar>::with_covariances(
   const Index dim = means.rows();
   const Index components = means.cols();
   if (static_cast<Index>(covariances.size()) != components) {
-    throw std::invalid_argument("GaussianMixture: got " + detail::to_text(covariances.size()) +
-                                " covariances for " + detail::to_text(components) + " components");
+    detail::reject_argument("GaussianMixture: covariances",
+                            "has " + detail::to_text(covariances.size()) + " entries",
+                            "one per component (" + detail::to_text(components) + ")");
   }
   const Scalar epsilon = std::numeric_limits<Scalar>::epsilon();
   std::vector<Matrix<Scalar>> symmetric;
@@ -325,27 +331,29 @@ GaussianMixture<Scalar> GaussianMixture<Scalar>::with_covariances(
   for (Index k = 0; k < components; ++k) {
     const Matrix<Scalar>& covariance = covariances[static_cast<std::size_t>(k)];
     const std::string name = "GaussianMixture: covariance of component " + detail::to_text(k);
-    detail::require_shape(name.c_str(), covariance, dim, dim);
-    detail::require_finite(name.c_str(), covariance);
+    detail::require_shape(name, covariance, dim, dim);
+    detail::require_finite(name, covariance);
     const Scalar scale = covariance.cwiseAbs().maxCoeff();
     const Scalar asymmetry = (covariance - covariance.transpose()).cwiseAbs().maxCoeff();
     if (asymmetry > Scalar(100) * epsilon * scale) {
-      throw std::invalid_argument(
-          name + " is not symmetric: max |S - S^T| = " + detail::to_text(asymmetry) +
-          " for max |S| = " + detail::to_text(scale));
+      detail::reject_argument(name,
+                              "has max |S - S^T| = " + detail::to_text(asymmetry) +
+                                  " for max |S| = " + detail::to_text(scale),
+                              "a symmetric matrix");
     }
     symmetric.push_back(Scalar(0.5) * (covariance + covariance.transpose()));
     const Eigen::SelfAdjointEigenSolver<Matrix<Scalar>> solver(symmetric.back());
     if (solver.info() != Eigen::Success) {
-      throw std::invalid_argument(name + ": eigendecomposition failed");
+      detail::reject_argument(name, "has no eigendecomposition", "a symmetric matrix");
     }
     // Eigenvalues come in increasing order.
     const Scalar smallest = solver.eigenvalues()(0);
     const Scalar largest = solver.eigenvalues()(dim - 1);
     if (!(smallest > Scalar(dim) * epsilon * largest) || !(largest > Scalar(0))) {
-      throw std::invalid_argument(name + " is not positive definite: eigenvalues in [" +
-                                  detail::to_text(smallest) + ", " + detail::to_text(largest) +
-                                  "], expected the smallest > d*epsilon*largest");
+      detail::reject_argument(name,
+                              "has eigenvalues in [" + detail::to_text(smallest) + ", " +
+                                  detail::to_text(largest) + "]",
+                              "positive definite, the smallest > d*epsilon*largest");
     }
     eigenvectors.push_back(solver.eigenvectors());
     eigenvalues.col(k) = solver.eigenvalues();
@@ -366,10 +374,9 @@ GaussianMixture<Scalar> GaussianMixture<Scalar>::with_diagonal_covariances(
   for (Index k = 0; k < components; ++k) {
     for (Index i = 0; i < dim; ++i) {
       if (!(std::isfinite(variances(i, k)) && variances(i, k) > Scalar(0))) {
-        throw std::invalid_argument("GaussianMixture: variance " + detail::to_text(i) +
-                                    " of component " + detail::to_text(k) +
-                                    " must be finite and > 0, got " +
-                                    detail::to_text(variances(i, k)));
+        detail::require_positive("GaussianMixture: variance " + detail::to_text(i) +
+                                     " of component " + detail::to_text(k),
+                                 variances(i, k));
       }
     }
     covariances.push_back(variances.col(k).asDiagonal());
@@ -386,9 +393,11 @@ GaussianMixture<Scalar> GaussianMixture<Scalar>::scaled_plus_noise(Scalar alpha,
   detail::require_finite_value("GaussianMixture::scaled_plus_noise: sigma", sigma);
   Matrix<Scalar> eigenvalues = (alpha * alpha) * eigenvalues_.array() + sigma * sigma;
   if (!(eigenvalues.array() > Scalar(0)).all() || !eigenvalues.allFinite()) {
-    throw std::invalid_argument(
-        "GaussianMixture::scaled_plus_noise: alpha = " + detail::to_text(alpha) +
-        " and sigma = " + detail::to_text(sigma) + " give a singular or non-finite covariance");
+    detail::reject_argument("GaussianMixture::scaled_plus_noise: alpha and sigma",
+                            "are " + detail::to_text(alpha) + " and " + detail::to_text(sigma) +
+                                ", which give a singular or non-finite covariance",
+                            "alpha^2 * lambda + sigma^2 finite and > 0 for every eigenvalue "
+                            "lambda");
   }
   std::vector<Matrix<Scalar>> covariances;
   for (const Matrix<Scalar>& covariance : covariances_) {
@@ -402,10 +411,7 @@ GaussianMixture<Scalar> GaussianMixture<Scalar>::scaled_plus_noise(Scalar alpha,
 template <class Scalar>
 template <class Generator>
 Matrix<Scalar> GaussianMixture<Scalar>::sample(Index n, Generator& generator) const {
-  if (n < 0) {
-    throw std::invalid_argument("GaussianMixture::sample: n must be >= 0, got " +
-                                detail::to_text(n));
-  }
+  detail::require_count<Index>("GaussianMixture::sample: n", n, 0);
   std::discrete_distribution<Index> pick_component(weights_.data(),
                                                    weights_.data() + weights_.size());
   std::normal_distribution<Scalar> standard_normal;

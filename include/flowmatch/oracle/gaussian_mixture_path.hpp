@@ -197,10 +197,13 @@ class GaussianMixturePath {
     Matrix<Scalar> gains;  // eigenvalues a = (α α̇ λ + σ σ̇)/c of every A_k (d×K)
   };
 
+  /// Throws unless @p points is dim()×cols (any count for cols < 0) and finite; the name is
+  /// composed only when a check fails.
   void check_points(const char* name, const ConstMatrixRef<Scalar>& points, Index cols) const {
-    const std::string label = std::string("GaussianMixturePath: ") + name;
-    detail::require_shape(label.c_str(), points, dim(), cols);
-    detail::require_finite(label.c_str(), points);
+    if (points.rows() == dim() && (cols < 0 || points.cols() == cols) && points.allFinite()) return;
+    const std::string label = detail::argument_name("GaussianMixturePath", name);
+    detail::require_shape(label, points, dim(), cols);
+    detail::require_finite(label, points);
   }
 
   [[nodiscard]] detail::ScaledMixture<Scalar> marginal_at(Scalar t) const {

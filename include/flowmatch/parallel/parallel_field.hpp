@@ -47,10 +47,7 @@ class ParallelField : public FieldAdapter<ParallelField<Field>, Field> {
   /// @throws std::invalid_argument if chunk_columns < 1.
   ParallelField(Field field, ThreadPool& pool, Index chunk_columns = 256)
       : Base(std::move(field)), pool_(&pool), chunk_columns_(chunk_columns) {
-    if (chunk_columns < 1) {
-      throw std::invalid_argument("ParallelField: chunk_columns is " +
-                                  detail::to_text(chunk_columns) + ", expected at least 1");
-    }
+    detail::require_count<Index>("ParallelField: chunk_columns", chunk_columns, 1);
   }
 
   /// The pool the chunks run on.

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "flowmatch/core/types.hpp"
+#include "flowmatch/detail/validate.hpp"
 
 namespace flowmatch {
 
@@ -40,10 +41,7 @@ class ThreadPool {
   /// Starts @p threads − 1 workers (the caller of parallel_for is the remaining thread).
   /// @throws std::invalid_argument unless threads >= 1.
   explicit ThreadPool(int threads) : thread_count_(threads) {
-    if (threads < 1) {
-      throw std::invalid_argument("ThreadPool: threads is " + std::to_string(threads) +
-                                  ", expected at least 1");
-    }
+    detail::require_count("ThreadPool: threads", threads, 1);
     workers_.reserve(static_cast<std::size_t>(threads - 1));
     for (int worker = 1; worker < threads; ++worker) {
       workers_.emplace_back([this, worker] { work(worker); });

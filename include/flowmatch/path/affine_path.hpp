@@ -35,6 +35,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "flowmatch/core/types.hpp"
@@ -68,8 +69,10 @@ class BatchTime {
   [[nodiscard]] Scalar operator[](Index col) const {
     return is_shared() ? shared_ : (*per_column_)(col);
   }
+  /// True when the times fit a batch of @p cols columns.
+  [[nodiscard]] bool fits(Index cols) const { return is_shared() || (per_column_->size() == cols); }
   /// Throws std::invalid_argument naming @p name unless the times fit a batch of @p cols columns.
-  void require_columns(const char* name, Index cols) const {
+  void require_columns(std::string_view name, Index cols) const {
     if (!is_shared()) detail::require_shape(name, *per_column_, cols, 1);
   }
 
@@ -193,6 +196,16 @@ class AffinePath {
   }
   /// @}
 
+  /// velocity_to_score at one time @p t for every column, without the argument checks: for a
+  /// right-hand side evaluated at every step of an integration, whose state and velocity the
+  /// integrator checks. @p velocity and @p x_t must have the same shape.
+  [[nodiscard]] Matrix<scalar_type> velocity_to_score_unchecked(
+      const ConstMatrixRef<scalar_type>& velocity, const ConstMatrixRef<scalar_type>& x_t,
+      scalar_type t) const {
+    const Affine map = coefficients<View::velocity, View::score>(t);
+    return map.prediction * velocity + map.x * x_t;
+  }
+
  private:
   using Scalar = scalar_type;
 
@@ -226,11 +239,15 @@ class AffinePath {
   template <View from, View to>
   Matrix<Scalar> convert(const ConstMatrixRef<Scalar>& prediction,
                          const ConstMatrixRef<Scalar>& x_t, const BatchTime<Scalar>& t) const {
-    const std::string name = function_name<from, to>();
-    detail::require_shape((name + ": x_t").c_str(), x_t, prediction.rows(), prediction.cols());
-    t.require_columns((name + ": t").c_str(), prediction.cols());
-    detail::require_finite((name + ": " + view_name(from)).c_str(), prediction);
-    detail::require_finite((name + ": x_t").c_str(), x_t);
+    // The names are composed only when a check fails.
+    if (x_t.rows() != prediction.rows() || x_t.cols() != prediction.cols() ||
+        !t.fits(prediction.cols()) || !prediction.allFinite() || !x_t.allFinite()) {
+      const std::string name = function_name<from, to>();
+      detail::require_shape(name + ": x_t", x_t, prediction.rows(), prediction.cols());
+      t.require_columns(name + ": t", prediction.cols());
+      detail::require_finite(name + ": " + view_name(from), prediction);
+      detail::require_finite(name + ": x_t", x_t);
+    }
     if (t.is_shared()) {
       const Affine map = coefficients<from, to>(t[0]);
       return map.prediction * prediction + map.x * x_t;
@@ -296,8 +313,7 @@ class AffinePath {
       }
     }
     if (!std::isfinite(map.prediction) || !std::isfinite(map.x)) {
-      throw std::domain_error(function_name<from, to>() +
-                              ": the conversion overflows at t = " + detail::to_text(t));
+      reject_time<from, to>(t, "where the conversion overflows", "a finite conversion");
     }
     return map;
   }
@@ -306,8 +322,7 @@ class AffinePath {
   Scalar nonzero_sigma(Scalar t) const {
     const Scalar sigma = scheduler_.sigma(t);
     if (sigma == Scalar(0)) {
-      throw std::domain_error(function_name<from, to>() + ": sigma_t = 0 at t = " +
-                              detail::to_text(t) + ", where the conversion is undefined");
+      reject_time<from, to>(t, "where sigma_t = 0", "sigma_t != 0 (the conversion divides by it)");
     }
     return sigma;
   }
@@ -316,10 +331,16 @@ class AffinePath {
   Scalar nonzero_alpha(Scalar t) const {
     const Scalar alpha = scheduler_.alpha(t);
     if (alpha == Scalar(0)) {
-      throw std::domain_error(function_name<from, to>() + ": alpha_t = 0 at t = " +
-                              detail::to_text(t) + ", where the conversion is undefined");
+      reject_time<from, to>(t, "where alpha_t = 0", "alpha_t != 0 (the conversion divides by it)");
     }
     return alpha;
+  }
+
+  /// Throws std::domain_error "<conversion>: t is <t>, <where>, expected <expectation>".
+  template <View from, View to>
+  [[noreturn]] static void reject_time(Scalar t, const char* where, const char* expectation) {
+    detail::reject_argument<std::domain_error>(function_name<from, to>() + ": t",
+                                               detail::is_value(t) + ", " + where, expectation);
   }
 
   // D = α·σ̇ − σ·α̇, the determinant of the map (x₁, ε) ↦ (x, u).
@@ -328,9 +349,8 @@ class AffinePath {
     const auto v = scheduler_values(scheduler_, t);
     const Scalar det = v.alpha * v.d_sigma - v.sigma * v.d_alpha;
     if (det == Scalar(0)) {
-      throw std::domain_error(function_name<from, to>() +
-                              ": alpha_t * dsigma_t - sigma_t * dalpha_t = 0 at t = " +
-                              detail::to_text(t) + ", where the velocity does not determine x1");
+      reject_time<from, to>(t, "where alpha_t * dsigma_t - sigma_t * dalpha_t = 0",
+                            "a time where the velocity determines x1");
     }
     return det;
   }

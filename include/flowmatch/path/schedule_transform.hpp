@@ -83,9 +83,13 @@ ScheduleChange<typename To::scalar_type> schedule_change(const From& from, const
   const Scalar source_rate =
       (source.d_alpha * source.sigma - source.alpha * source.d_sigma) / (source_sum * source_sum);
   if (source_rate == Scalar(0)) {
-    throw std::domain_error(
-        "schedule_change: dt/dr is infinite at r = " + detail::to_text(r) +
-        " (the source scheduler's alpha/sigma is stationary at t = " + detail::to_text(time) + ")");
+    detail::reject_argument<std::domain_error>(
+        "schedule_change: r",
+        detail::is_value(r) +
+            ", where dt/dr is infinite (the source scheduler's alpha/sigma is "
+            "stationary at t = " +
+            detail::to_text(time) + ")",
+        "a time where the change of scheduler is regular");
   }
   const Scalar d_time = target_rate / source_rate;
   if (source.sigma >= source.alpha) {
@@ -113,8 +117,9 @@ ScheduleChange<typename To::scalar_type> schedule_change(const From& from, const
 /// Holds the schedulers by value and the field as every adapter does (field_adapter.hpp: by
 /// value, or std::cref(field)). x/s_r goes to a thread-local buffer, so that calls do not
 /// allocate once it is sized and concurrent calls are safe. Every member throws
-/// std::invalid_argument for a non-finite x and std::domain_error where the change of scheduler
-/// is singular (see schedule_change).
+/// std::domain_error where the change of scheduler is singular (see schedule_change). Like
+/// every adapter, it checks the shapes of its arguments but not the values of x on each call:
+/// the integrator and the functions that take a batch check those once.
 template <class Field, Scheduler From, SchedulerOf<typename From::scalar_type> To>
 requires HeldVelocityField<Field, typename From::scalar_type>
 class ScheduleTransformedField
@@ -142,7 +147,7 @@ class ScheduleTransformedField
   /// ū_r(x) (out may alias x).
   void forward(capability::Velocity tag, scalar_type r, const ConstMatrixRef<scalar_type>& x,
                MatrixRef<scalar_type> out) const {
-    const auto change = checked_change(r, x);
+    const auto change = schedule_change(from_, to_, r);
     const Matrix<scalar_type>& scaled = scale_points(x, change);
     tag.call(this->field(), change.time, scaled, out);
     // (ṡ/s)·x = ṡ·(x/s), so x is not read again after out is written.
@@ -152,7 +157,7 @@ class ScheduleTransformedField
   /// ∇·ū_r(x).
   void forward(capability::Divergence tag, scalar_type r, const ConstMatrixRef<scalar_type>& x,
                VectorRef<scalar_type> out) const {
-    const auto change = checked_change(r, x);
+    const auto change = schedule_change(from_, to_, r);
     tag.call(this->field(), change.time, scale_points(x, change), out);
     out.array() = change.d_time * out.array() + identity_trace(x, change);
   }
@@ -161,7 +166,7 @@ class ScheduleTransformedField
   void forward(capability::VelocityDivergence tag, scalar_type r,
                const ConstMatrixRef<scalar_type>& x, MatrixRef<scalar_type> velocity,
                VectorRef<scalar_type> divergence) const {
-    const auto change = checked_change(r, x);
+    const auto change = schedule_change(from_, to_, r);
     const Matrix<scalar_type>& scaled = scale_points(x, change);
     tag.call(this->field(), change.time, scaled, velocity, divergence);
     velocity = (change.d_time * change.scale) * velocity + change.d_scale * scaled;
@@ -173,7 +178,7 @@ class ScheduleTransformedField
   requires(std::same_as<Tag, capability::Jvp> || std::same_as<Tag, capability::Vjp>) void forward(
       Tag tag, scalar_type r, const ConstMatrixRef<scalar_type>& x,
       const ConstMatrixRef<scalar_type>& direction, MatrixRef<scalar_type> out) const {
-    const auto change = checked_change(r, x);
+    const auto change = schedule_change(from_, to_, r);
     tag.call(this->field(), change.time, scale_points(x, change), direction, out);
     out = change.d_time * out + (change.d_scale / change.scale) * direction;
   }
@@ -181,18 +186,12 @@ class ScheduleTransformedField
   /// ∇_x(∇·ū_r)(x).
   void forward(capability::DivergenceGradient tag, scalar_type r,
                const ConstMatrixRef<scalar_type>& x, MatrixRef<scalar_type> out) const {
-    const auto change = checked_change(r, x);
+    const auto change = schedule_change(from_, to_, r);
     tag.call(this->field(), change.time, scale_points(x, change), out);
     out *= change.d_time / change.scale;
   }
 
  private:
-  ScheduleChange<scalar_type> checked_change(scalar_type r,
-                                             const ConstMatrixRef<scalar_type>& x) const {
-    detail::require_finite("ScheduleTransformedField: x", x);
-    return schedule_change(from_, to_, r);
-  }
-
   /// x/s_r in this thread's buffer.
   static const Matrix<scalar_type>& scale_points(const ConstMatrixRef<scalar_type>& x,
                                                  const ScheduleChange<scalar_type>& change) {
@@ -242,13 +241,15 @@ SolveResult<typename From::scalar_type> sample_transformed(
     typename From::scalar_type end_gap = typename From::scalar_type(1e-4)) {
   using Scalar = typename From::scalar_type;
   if (times.size() < 2 || !(times.front() < times.back())) {
-    throw std::invalid_argument(
-        "sample_transformed: times must hold at least two times, increasing from the first to "
-        "the last");
+    detail::reject_argument("sample_transformed: times",
+                            "has " + detail::to_text(times.size()) + " entries from " +
+                                (times.empty() ? std::string("none")
+                                               : detail::to_text(times.front()) + " to " +
+                                                     detail::to_text(times.back())),
+                            "at least two times, increasing from the first to the last");
   }
   if (!(end_gap > Scalar(0) && end_gap < Scalar(1))) {
-    throw std::invalid_argument("sample_transformed: end_gap must lie in (0, 1), got " +
-                                detail::to_text(end_gap));
+    detail::reject_argument("sample_transformed: end_gap", detail::is_value(end_gap), "in (0, 1)");
   }
   const auto transformed = transform_schedule(std::cref(field), from, to);
   if (times.back() != Scalar(1)) return integrate(transformed, x0, times, options);

@@ -34,7 +34,9 @@ class LinearVP {
   Scalar d_sigma(Scalar t) const {
     const Scalar noise = sigma(t);
     if (noise == Scalar(0)) {
-      throw std::domain_error("LinearVP::d_sigma: infinite at t = 1 where sigma_t = 0");
+      detail::reject_argument<std::domain_error>(
+          "LinearVP::d_sigma: t", "is 1, where sigma_t = 0 and the derivative is infinite",
+          "t < 1");
     }
     return -t / noise;
   }

@@ -27,10 +27,7 @@ class Polynomial {
 
   /// @param exponent n, finite and > 0; otherwise throws std::invalid_argument.
   explicit Polynomial(Scalar exponent) : exponent_(exponent) {
-    if (!(std::isfinite(exponent) && exponent > Scalar(0))) {
-      throw std::invalid_argument("Polynomial: exponent must be finite and > 0, got " +
-                                  detail::to_text(exponent));
-    }
+    detail::require_positive("Polynomial: exponent", exponent);
   }
 
   /// The exponent n.
@@ -65,8 +62,11 @@ class Polynomial {
   // n·tⁿ⁻¹, the common magnitude of α̇ and σ̇.
   Scalar rate(const char* member, Scalar t) const {
     if (checked(t) == Scalar(0) && exponent_ < Scalar(1)) {
-      throw std::domain_error(std::string(member) + ": the derivative is infinite at t = 0 for " +
-                              "exponent n = " + detail::to_text(exponent_) + " < 1");
+      detail::reject_argument<std::domain_error>(
+          detail::argument_name(member, "t"),
+          "is 0, where the derivative is infinite for exponent n = " + detail::to_text(exponent_) +
+              " < 1",
+          "t in (0, 1]");
     }
     return exponent_ * std::pow(t, exponent_ - Scalar(1));
   }

@@ -72,8 +72,7 @@ namespace detail {
 template <class Scalar>
 void require_snr(const char* name, Scalar rho) {
   if (!(rho >= Scalar(0))) {
-    throw std::domain_error(std::string(name) + " must be >= 0 (+inf allowed), got " +
-                            to_text(rho));
+    reject_argument<std::domain_error>(name, is_value(rho), ">= 0 (+inf allowed)");
   }
 }
 

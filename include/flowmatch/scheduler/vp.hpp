@@ -40,15 +40,11 @@ class VP {
   /// otherwise throws std::invalid_argument (β_max = 0 would make α_t ≡ 1).
   explicit VP(Scalar beta_min = Scalar(0.1), Scalar beta_max = Scalar(20))
       : beta_min_(beta_min), beta_max_(beta_max) {
-    detail::require_finite_value("VP: beta_min", beta_min);
     detail::require_finite_value("VP: beta_max", beta_max);
-    if (!(beta_min >= Scalar(0))) {
-      throw std::invalid_argument("VP: beta_min must be >= 0, got " + detail::to_text(beta_min));
-    }
+    detail::require_nonnegative("VP: beta_min", beta_min);
     if (!(beta_max >= beta_min && beta_max > Scalar(0))) {
-      throw std::invalid_argument(
-          "VP: beta_max must be >= beta_min and > 0, got beta_max = " + detail::to_text(beta_max) +
-          ", beta_min = " + detail::to_text(beta_min));
+      detail::reject_argument("VP: beta_max", detail::is_value(beta_max),
+                              ">= beta_min (" + detail::to_text(beta_min) + ") and > 0");
     }
   }
 
@@ -69,9 +65,12 @@ class VP {
     const Scalar noise = sigma(t);
     if (noise == Scalar(0)) {
       if (beta_min_ > Scalar(0)) {
-        throw std::domain_error("VP::d_sigma: infinite at t = " + detail::to_text(t) +
-                                " where sigma_t = 0 (beta_min = " + detail::to_text(beta_min_) +
-                                " > 0)");
+        detail::reject_argument<std::domain_error>(
+            "VP::d_sigma: t",
+            detail::is_value(t) +
+                ", where sigma_t = 0 and the derivative is infinite (beta_min = " +
+                detail::to_text(beta_min_) + " > 0)",
+            "t < 1");
       }
       return -std::sqrt(Scalar(0.5) * beta_max_);
     }
@@ -84,9 +83,9 @@ class VP {
     const Scalar rho_at_source = alpha(Scalar(0)) / sigma(Scalar(0));
     if (rho <= rho_at_source) {
       if (rho < rho_at_source * (Scalar(1) - Scalar(8) * std::numeric_limits<Scalar>::epsilon())) {
-        throw std::domain_error(
-            "VP::snr_inverse: rho must be >= rho(0) = " + detail::to_text(rho_at_source) +
-            " (alpha_0 > 0), got " + detail::to_text(rho));
+        detail::reject_argument<std::domain_error>(
+            "VP::snr_inverse: rho", detail::is_value(rho),
+            ">= rho(0) = " + detail::to_text(rho_at_source) + " (alpha_0 > 0)");
       }
       return Scalar(0);
     }

@@ -32,7 +32,7 @@
 #include <utility>
 
 #include "flowmatch/detail/named_values.hpp"
-#include "flowmatch/detail/parameter_checks.hpp"
+#include "flowmatch/detail/validate.hpp"
 #include "flowmatch/scheduler/scheduler.hpp"
 
 namespace flowmatch {
@@ -98,12 +98,12 @@ struct Diffusion {
 
 namespace detail {
 
-/// Throws std::invalid_argument naming @p name unless @p diffusion has a known profile and a
-/// finite scale ≥ 0.
+/// Throws std::invalid_argument naming @p scale_name, the name of the scale in the caller's
+/// options, unless @p diffusion has a known profile and a finite scale >= 0.
 template <class Scalar>
-void validate_diffusion(std::string_view name, const Diffusion<Scalar>& diffusion) {
+void validate_diffusion(std::string_view scale_name, const Diffusion<Scalar>& diffusion) {
   diffusion_profile_name(diffusion.profile);  // rejects values outside the enumeration
-  require_nonnegative(std::string(name) + ".scale (G)", diffusion.scale);
+  require_nonnegative(scale_name, diffusion.scale);
 }
 
 }  // namespace detail

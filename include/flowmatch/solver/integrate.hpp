@@ -83,7 +83,7 @@ namespace detail {
 /// Throws numerical_error naming @p what, the time and the first non-finite column, if any.
 template <class Scalar>
 void require_finite_during_solve(const char* what, const Matrix<Scalar>& matrix, Scalar t) {
-  const Index column = first_nonfinite_column(matrix);
+  const Index column = first_nonfinite_index(matrix);
   if (column >= 0) {
     throw numerical_error(std::string("non-finite ") + what + " at t = " + to_text(t) +
                               " in column " + to_text(column) + " (sample " + to_text(column) + ")",
@@ -108,40 +108,52 @@ void require_end_to_end_grid(const char* function, std::span<const Scalar> times
     valid = first < last ? times[k - 1] < times[k] : times[k - 1] > times[k];
   }
   if (!valid) {
-    throw std::invalid_argument(std::string(function) + ": times must run strictly " +
-                                (first < last ? "increasing" : "decreasing") + " from " +
-                                to_text(first) + " to " + to_text(last));
+    reject_argument(
+        argument_name(function, "times"),
+        "has " + to_text(times.size()) + " entries" +
+            (times.empty() ? std::string()
+                           : " from " + to_text(times.front()) + " to " + to_text(times.back())),
+        std::string("times running strictly ") + (first < last ? "increasing" : "decreasing") +
+            " from " + to_text(first) + " to " + to_text(last));
   }
 }
 
-/// Throws unless @p times has at least two entries, all in [0, 1], strictly monotone.
+/// Throws unless @p times has at least two entries, all in [0, 1] (std::domain_error),
+/// strictly monotone (std::invalid_argument); @p function names the caller.
 template <class Scalar>
-void validate_grid(std::span<const Scalar> times) {
+void validate_grid(const char* function, std::span<const Scalar> times) {
   if (times.size() < 2) {
-    throw std::invalid_argument("times must hold at least 2 grid times, got " +
-                                to_text(times.size()));
+    reject_argument(argument_name(function, "times"), "has " + to_text(times.size()) + " entries",
+                    "at least 2 grid times");
   }
-  for (const Scalar t : times) require_unit_time("times: every grid time", t);
+  for (std::size_t k = 0; k < times.size(); ++k) {
+    if (!(times[k] >= Scalar(0) && times[k] <= Scalar(1))) {
+      reject_argument<std::domain_error>(argument_name(function, "times[" + to_text(k) + "]"),
+                                         is_value(times[k]), "in [0, 1]");
+    }
+  }
   const bool increasing = times[1] > times[0];
   for (std::size_t k = 1; k < times.size(); ++k) {
     if (increasing ? !(times[k] > times[k - 1]) : !(times[k] < times[k - 1])) {
-      throw std::invalid_argument(
-          "times must be strictly " + std::string(increasing ? "increasing" : "decreasing") +
-          " (as its first two entries), but times[" + to_text(k) + "] = " + to_text(times[k]) +
-          " follows times[" + to_text(k - 1) + "] = " + to_text(times[k - 1]));
+      reject_argument(
+          argument_name(function, "times[" + to_text(k) + "]"),
+          is_value(times[k]) + " after times[" + to_text(k - 1) + "] = " + to_text(times[k - 1]),
+          std::string("strictly ") + (increasing ? "increasing" : "decreasing") +
+              " times (as the first two)");
     }
   }
 }
 
-/// Throws std::invalid_argument unless @p state is a finite matrix with rows and columns.
+/// Throws std::invalid_argument unless @p state is a finite matrix with rows and columns;
+/// @p function names the caller.
 template <class Derived>
-void validate_initial_state(const Eigen::MatrixBase<Derived>& state) {
+void validate_initial_state(const char* function, const Eigen::MatrixBase<Derived>& state) {
   if (state.rows() == 0 || state.cols() == 0) {
-    throw std::invalid_argument("initial state has shape " + to_text(state.rows()) + "x" +
-                                to_text(state.cols()) +
-                                ", expected at least one row and one column");
+    reject_argument(argument_name(function, "initial state"),
+                    "has shape " + to_text(state.rows()) + "x" + to_text(state.cols()),
+                    "at least one row and one column");
   }
-  require_finite("initial state", state);
+  if (!state.allFinite()) require_finite(argument_name(function, "initial state"), state);
 }
 
 /// Number of equal steps of size at most @p step into which an interval of length @p length
@@ -542,8 +554,8 @@ SolveResult<typename Derived::Scalar> integrate_system(
     const SolverOptions<typename Derived::Scalar>& options = {}) {
   using Scalar = typename Derived::Scalar;
   detail::validate_options(options);
-  detail::validate_grid(times);
-  detail::validate_initial_state(state);
+  detail::validate_grid("integrate", times);
+  detail::validate_initial_state("integrate", state);
   detail::SystemReference<Scalar> erased_system(system);
   detail::GridIntegrator<Scalar, detail::SystemReference<Scalar>> integrator(
       erased_system, Matrix<Scalar>(state), times, options);

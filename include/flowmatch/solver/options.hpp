@@ -102,63 +102,53 @@ std::optional<Scalar> first_step(const SolverOptions<Scalar>& options) {
 /// Throws std::invalid_argument naming the offending option unless @p options is usable.
 template <class Scalar>
 void validate_options(const SolverOptions<Scalar>& options) {
-  const auto require_positive = [](const char* name, Scalar value) {
-    if (!(std::isfinite(value) && value > Scalar(0))) {
-      throw std::invalid_argument(std::string("SolverOptions::") + name +
-                                  " must be finite and > 0, got " + to_text(value));
-    }
-  };
   method_name(options.method);  // rejects values outside the enumeration
   if (options.step_size) {
-    require_positive("step_size", *options.step_size);
+    require_positive("SolverOptions: step_size", *options.step_size);
     if (is_adaptive(options.method)) {
-      throw std::invalid_argument(
-          "SolverOptions::step_size (" + to_text(*options.step_size) +
-          ") applies to the fixed-step methods, not to the adaptive method " +
-          std::string(method_name(options.method)) +
-          ": set first_step for its first trial step, rtol and atol for its accuracy");
+      reject_argument("SolverOptions: step_size",
+                      is_value(*options.step_size) + " with the adaptive method " +
+                          std::string(method_name(options.method)),
+                      "unset (step_size applies to the fixed-step methods): set first_step for "
+                      "the first trial step, rtol and atol for the accuracy");
     }
   }
-  if (options.first_step) require_positive("first_step", *options.first_step);
-  if (options.initial_step) require_positive("initial_step", *options.initial_step);
-  if (options.first_step && options.initial_step && *options.first_step != *options.initial_step) {
-    throw std::invalid_argument("SolverOptions::first_step (" + to_text(*options.first_step) +
-                                ") and its former name initial_step (" +
-                                to_text(*options.initial_step) + ") disagree: set one of them");
+  if (options.first_step) require_positive("SolverOptions: first_step", *options.first_step);
+  if (options.initial_step) {
+    require_positive("SolverOptions: initial_step", *options.initial_step);
   }
-  if (options.max_step) require_positive("max_step", *options.max_step);
-  require_positive("rtol", options.rtol);
-  require_positive("atol", options.atol);
+  if (options.first_step && options.initial_step && *options.first_step != *options.initial_step) {
+    reject_argument("SolverOptions: first_step",
+                    is_value(*options.first_step) + " and its former name initial_step " +
+                        is_value(*options.initial_step),
+                    "one of them set, or both equal");
+  }
+  if (options.max_step) require_positive("SolverOptions: max_step", *options.max_step);
+  require_positive("SolverOptions: rtol", options.rtol);
+  require_positive("SolverOptions: atol", options.atol);
   if (options.error_norm != ErrorNorm::max && options.error_norm != ErrorNorm::rms) {
-    throw std::invalid_argument("SolverOptions::error_norm is not a valid ErrorNorm");
+    reject_argument("SolverOptions: error_norm", is_value(static_cast<int>(options.error_norm)),
+                    "ErrorNorm::max or rms");
   }
   controller_name(options.controller);  // rejects values outside the enumeration
-  for (const double beta : {options.pid_coefficients.beta1, options.pid_coefficients.beta2,
-                            options.pid_coefficients.beta3}) {
-    if (!std::isfinite(beta)) {
-      throw std::invalid_argument("SolverOptions::pid_coefficients must be finite, got " +
-                                  to_text(beta));
-    }
-  }
-  if (options.max_steps == 0) {
-    throw std::invalid_argument("SolverOptions::max_steps must be >= 1, got 0");
-  }
-  if (!(std::isfinite(options.min_step) && options.min_step >= Scalar(0))) {
-    throw std::invalid_argument("SolverOptions::min_step must be finite and >= 0, got " +
-                                to_text(options.min_step));
-  }
+  require_finite_value("SolverOptions: pid_coefficients.beta1", options.pid_coefficients.beta1);
+  require_finite_value("SolverOptions: pid_coefficients.beta2", options.pid_coefficients.beta2);
+  require_finite_value("SolverOptions: pid_coefficients.beta3", options.pid_coefficients.beta3);
+  require_count<std::size_t>("SolverOptions: max_steps", options.max_steps, 1);
+  require_nonnegative("SolverOptions: min_step", options.min_step);
   if (options.max_step && options.min_step > *options.max_step) {
-    throw std::invalid_argument("SolverOptions::min_step (" + to_text(options.min_step) +
-                                ") must not exceed max_step (" + to_text(*options.max_step) + ")");
+    reject_argument("SolverOptions: min_step", is_value(options.min_step),
+                    "<= max_step (" + to_text(*options.max_step) + ")");
   }
   if (options.force_min_step && !(options.min_step > Scalar(0))) {
-    throw std::invalid_argument("SolverOptions::force_min_step needs min_step > 0");
+    reject_argument("SolverOptions: force_min_step", std::string("is true with min_step 0"),
+                    "min_step > 0");
   }
   for (std::size_t index = 0; index < options.tstops.size(); ++index) {
     const Scalar stop = options.tstops[index];
-    if (!(std::isfinite(stop) && stop >= Scalar(0) && stop <= Scalar(1))) {
-      throw std::invalid_argument("SolverOptions::tstops[" + to_text(index) +
-                                  "] must be finite and in [0, 1], got " + to_text(stop));
+    if (!(stop >= Scalar(0) && stop <= Scalar(1))) {
+      reject_argument(argument_name("SolverOptions", "tstops[" + to_text(index) + "]"),
+                      is_value(stop), "in [0, 1]");
     }
   }
 }

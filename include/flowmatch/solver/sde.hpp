@@ -129,14 +129,14 @@ namespace detail {
 template <class Scalar>
 void validate_sde_options(const SdeOptions<Scalar>& options) {
   sde_method_name(options.method);  // rejects values outside the enumeration
-  validate_diffusion("SdeOptions::diffusion", options.diffusion);
+  validate_diffusion("SdeOptions: diffusion.scale (G)", options.diffusion);
   if (!options.step_size) {
-    throw std::invalid_argument(
-        "SdeOptions::step_size is not set: the SDE schemes take fixed steps, give their size");
+    reject_argument("SdeOptions: step_size", "is not set",
+                    "a step size > 0 (the SDE schemes take fixed steps)");
   }
-  require_positive("SdeOptions::step_size", *options.step_size);
-  require_count("SdeOptions::max_steps", options.max_steps, std::size_t(1));
-  require_count("SdeOptions::brownian_substeps", options.brownian_substeps, std::size_t(1));
+  require_positive("SdeOptions: step_size", *options.step_size);
+  require_count("SdeOptions: max_steps", options.max_steps, std::size_t(1));
+  require_count("SdeOptions: brownian_substeps", options.brownian_substeps, std::size_t(1));
 }
 
 /// One stochastic solve over a grid: the drift of the SDE, the noise streams and the step loop.
@@ -235,7 +235,8 @@ class SdeIntegrator {
     evaluate_velocity<Scalar>(field_, t, x, out);
     require_finite_during_solve("derivative (velocity)", out, t);
     if (g == Scalar(0)) return;
-    out.noalias() += (g * g / Scalar(2)) * path_.velocity_to_score(out, x, t);
+    // The velocity was just checked, and the drift is checked below: no second scan.
+    out += (g * g / Scalar(2)) * path_.velocity_to_score_unchecked(out, x, t);
     require_finite_during_solve("drift (velocity plus score term)", out, t);
   }
 
@@ -283,14 +284,15 @@ SolveResult<typename Derived::Scalar> integrate_sde(
     const SdeOptions<typename Derived::Scalar>& options, Generator& generator) {
   using Scalar = typename Derived::Scalar;
   detail::validate_sde_options(options);
-  detail::validate_grid(times);
+  detail::validate_grid("integrate_sde", times);
   if (times.back() < times.front()) {
-    throw std::invalid_argument(
-        "integrate_sde: times must increase (the SDE runs from noise at "
-        "t = 0 towards data at t = 1), got times[0] = " +
-        detail::to_text(times.front()) + " > times[last] = " + detail::to_text(times.back()));
+    detail::reject_argument(
+        "integrate_sde: times",
+        "run from " + detail::to_text(times.front()) + " down to " + detail::to_text(times.back()),
+        "increasing times (the SDE runs from noise at t = 0 towards data "
+        "at t = 1)");
   }
-  detail::validate_initial_state(x);
+  detail::validate_initial_state("integrate_sde", x);
   const std::uint64_t key = std::uniform_int_distribution<std::uint64_t>()(generator);
   detail::SdeIntegrator<Scalar, Field, S> integrator(field, path, Matrix<Scalar>(x), times, options,
                                                      key);

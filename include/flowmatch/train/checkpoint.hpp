@@ -96,15 +96,11 @@ template <class Scalar>
 [[nodiscard]] io::SafeTensors checkpoint_to_safetensors(
     const TrainingCheckpoint<Scalar>& checkpoint) {
   const io::DType dtype = sizeof(Scalar) >= sizeof(double) ? io::DType::F64 : io::DType::F32;
-  const auto require_count = [](const char* name, std::int64_t value) {
-    if (value < 0) {
-      throw std::invalid_argument(std::string("checkpoint_to_safetensors: ") + name + " is " +
-                                  detail::to_text(value) + ", expected >= 0");
-    }
-  };
-  require_count("step", checkpoint.step);
-  require_count("optimizer.step", checkpoint.optimizer.step);
-  require_count("ema.updates", checkpoint.ema.updates);
+  detail::require_count<std::int64_t>("checkpoint_to_safetensors: step", checkpoint.step, 0);
+  detail::require_count<std::int64_t>("checkpoint_to_safetensors: optimizer.step",
+                                      checkpoint.optimizer.step, 0);
+  detail::require_count<std::int64_t>("checkpoint_to_safetensors: ema.updates",
+                                      checkpoint.ema.updates, 0);
   detail::require_finite("checkpoint_to_safetensors: optimizer.first_moment",
                          checkpoint.optimizer.first_moment);
   detail::require_finite("checkpoint_to_safetensors: optimizer.second_moment",

@@ -31,7 +31,6 @@
 #include <utility>
 
 #include "flowmatch/core/types.hpp"
-#include "flowmatch/detail/parameter_checks.hpp"
 #include "flowmatch/detail/validate.hpp"
 #include "flowmatch/path/affine_path.hpp"
 #include "flowmatch/scheduler/scheduler.hpp"
@@ -153,16 +152,19 @@ class ConditionalPath {
   [[nodiscard]] ConditionalPathCoefficients<Scalar> coefficients(Scalar t) const {
     detail::require_unit_time("ConditionalPath::coefficients: t", t);
     if (open_interval_ && (t == Scalar(0) || t == Scalar(1))) {
-      throw std::domain_error("ConditionalPath::coefficients: t is " + detail::to_text(t) +
-                              ", expected 0 < t < 1 for the path '" + name_ + "'");
+      detail::reject_argument<std::domain_error>("ConditionalPath::coefficients: t",
+                                                 detail::is_value(t),
+                                                 "0 < t < 1 for the path '" + name_ + "'");
     }
     const ConditionalPathCoefficients<Scalar> values = coefficients_(t);
     const Scalar all[] = {values.alpha,   values.sigma,   values.gamma,
                           values.d_alpha, values.d_sigma, values.d_gamma};
     for (const Scalar value : all) {
       if (!std::isfinite(value)) {
-        throw std::domain_error("ConditionalPath::coefficients: the path '" + name_ +
-                                "' has a non-finite coefficient at t = " + detail::to_text(t));
+        detail::reject_argument<std::domain_error>(
+            "ConditionalPath::coefficients: t",
+            detail::is_value(t) + ", where the path '" + name_ + "' has a non-finite coefficient",
+            "a time where every coefficient is finite");
       }
     }
     return values;

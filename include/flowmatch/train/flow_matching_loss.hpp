@@ -36,7 +36,10 @@ template <class Scalar>
                                         const ConstMatrixRef<Scalar>& target) {
   detail::require_shape("flow_matching_loss: target", target, prediction.rows(), prediction.cols());
   if (prediction.size() == 0) {
-    throw std::invalid_argument("flow_matching_loss: prediction is empty, expected >= 1 entry");
+    detail::reject_argument("flow_matching_loss: prediction",
+                            "has shape " + detail::to_text(prediction.rows()) + "x" +
+                                detail::to_text(prediction.cols()),
+                            "at least 1 entry");
   }
   detail::require_finite("flow_matching_loss: prediction", prediction);
   detail::require_finite("flow_matching_loss: target", target);

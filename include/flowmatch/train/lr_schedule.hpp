@@ -23,7 +23,7 @@
 #include <string>
 #include <utility>
 
-#include "flowmatch/detail/parameter_checks.hpp"
+#include "flowmatch/detail/validate.hpp"
 
 namespace flowmatch {
 
@@ -63,8 +63,8 @@ class CosineSchedule {
     detail::require_nonnegative("CosineSchedule: peak", peak);
     detail::require_nonnegative("CosineSchedule: minimum", minimum);
     if (minimum > peak) {
-      throw std::invalid_argument("CosineSchedule: minimum is " + detail::to_text(minimum) +
-                                  ", expected <= peak " + detail::to_text(peak));
+      detail::reject_argument("CosineSchedule: minimum", detail::is_value(minimum),
+                              "<= peak (" + detail::to_text(peak) + ")");
     }
     detail::require_count<std::int64_t>("CosineSchedule: total_steps", total_steps, 1);
   }

@@ -46,7 +46,6 @@
 #include "flowmatch/coupling/coupling.hpp"
 #include "flowmatch/coupling/exact_ot.hpp"
 #include "flowmatch/coupling/sinkhorn.hpp"
-#include "flowmatch/detail/parameter_checks.hpp"
 #include "flowmatch/detail/validate.hpp"
 #include "flowmatch/likelihood/standard_normal.hpp"
 #include "flowmatch/train/conditional_paths.hpp"
@@ -200,7 +199,9 @@ struct FlowMatchingObjective {
   void validate() const {
     if (coupling != CouplingKind::independent && coupling != CouplingKind::exact_ot &&
         coupling != CouplingKind::entropic_ot) {
-      throw std::invalid_argument("FlowMatchingObjective: coupling is not a valid CouplingKind");
+      detail::reject_argument("FlowMatchingObjective: coupling",
+                              detail::is_value(static_cast<int>(coupling)),
+                              "CouplingKind::independent, exact_ot or entropic_ot");
     }
     if (coupling == CouplingKind::entropic_ot) {
       detail::require_positive("FlowMatchingObjective: entropic_regularisation (entropic_ot)",

@@ -21,7 +21,6 @@
 #include <utility>
 
 #include "flowmatch/core/types.hpp"
-#include "flowmatch/detail/parameter_checks.hpp"
 #include "flowmatch/detail/validate.hpp"
 #include "flowmatch/train/parameters.hpp"
 
@@ -54,7 +53,8 @@ class Sgd {
     detail::require_in_range<Scalar>("Sgd: options.momentum", options_.momentum, 0, 1);
     detail::require_nonnegative("Sgd: options.weight_decay", options_.weight_decay);
     if (options_.nesterov && options_.momentum == Scalar(0)) {
-      throw std::invalid_argument("Sgd: options.nesterov needs options.momentum > 0, got 0");
+      detail::reject_argument("Sgd: options.nesterov", "is true with options.momentum 0",
+                              "options.momentum > 0");
     }
     state_.momentum_buffer = Vector<Scalar>::Zero(parameter_count);
   }

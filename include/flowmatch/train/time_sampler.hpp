@@ -17,7 +17,6 @@
 #include <string>
 
 #include "flowmatch/core/types.hpp"
-#include "flowmatch/detail/parameter_checks.hpp"
 #include "flowmatch/detail/validate.hpp"
 
 namespace flowmatch {
