@@ -350,8 +350,8 @@ TEST_CASE("a type-erased field without a divergence is reported before any evalu
   CHECK(field.offers(flowmatch::capability::Velocity{}));
   const Matrix<double> x = Matrix<double>::Ones(2, 3);
   CHECK_THROWS_WITH(flowmatch::log_likelihood(field, x),
-                    Catch::Contains("the log-likelihood needs the field's velocity with "
-                                    "divergence in one pass"));
+                    Catch::Contains("log_likelihood: field offers no velocity with divergence "
+                                    "in one pass"));
   std::mt19937_64 generator(1);
   const flowmatch::Hutchinson<std::mt19937_64> hutchinson(
       2, flowmatch::ProbeDistribution::rademacher, generator);

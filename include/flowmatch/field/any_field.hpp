@@ -13,7 +13,7 @@
 /// member or the library derives it (autodiff/field_derivatives.hpp: forward mode for a field
 /// generic over its scalar type; the fused velocity with divergence whenever the divergence is
 /// available). Query it with `offers(capability::Jvp{})`, or state what a computation needs
-/// with `require(capability::Jvp{}, "Hutchinson's estimator")`; the library's log-likelihood and
+/// with `require(capability::Jvp{}, "my_estimator")`; the library's log-likelihood and
 /// exact-score functions do so on entry, so a missing capability is reported before any
 /// integration starts. Calling an unavailable member throws std::invalid_argument as well.
 ///
@@ -69,14 +69,16 @@ class AnyField {
     return model_->available[capability::index<Tag>];
   }
 
-  /// Throws std::invalid_argument unless the capability @p Tag is available, saying that
-  /// @p purpose needs it. Allocates nothing when it is.
+  /// Throws std::invalid_argument unless the capability @p Tag is available, in the grammar
+  /// of detail/validate.hpp with @p function as the function that needs it:
+  /// "<function>: field offers no <capability>, expected ...". Allocates nothing when it is.
   template <CapabilityTag Tag>
-  void require(Tag tag, std::string_view purpose) const {
+  void require(Tag tag, std::string_view function) const {
     if (!offers(tag)) {
-      throw std::invalid_argument(std::string(purpose) + " needs the field's " + Tag::name +
-                                  ", which this field does not offer (it has no such member and "
-                                  "the library cannot derive it: see field_derivatives.hpp)");
+      detail::reject_argument(std::string(function) + ": field",
+                              std::string("offers no ") + Tag::name,
+                              "a field with that member, or one the library can derive "
+                              "(autodiff/field_derivatives.hpp)");
     }
   }
 
@@ -87,26 +89,26 @@ class AnyField {
     model_->velocity(t, x, out);
   }
   void divergence(Scalar t, const ConstMatrixRef<Scalar>& x, VectorRef<Scalar> out) const {
-    require(capability::Divergence{}, "divergence");
+    require(capability::Divergence{}, "AnyField::divergence");
     model_->divergence(t, x, out);
   }
   void jvp(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>& tangent,
            MatrixRef<Scalar> out) const {
-    require(capability::Jvp{}, "jvp");
+    require(capability::Jvp{}, "AnyField::jvp");
     model_->jvp(t, x, tangent, out);
   }
   void vjp(Scalar t, const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>& cotangent,
            MatrixRef<Scalar> out) const {
-    require(capability::Vjp{}, "vjp");
+    require(capability::Vjp{}, "AnyField::vjp");
     model_->vjp(t, x, cotangent, out);
   }
   void divergence_gradient(Scalar t, const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> out) const {
-    require(capability::DivergenceGradient{}, "divergence_gradient");
+    require(capability::DivergenceGradient{}, "AnyField::divergence_gradient");
     model_->divergence_gradient(t, x, out);
   }
   void velocity_divergence(Scalar t, const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> velocity,
                            VectorRef<Scalar> divergence) const {
-    require(capability::VelocityDivergence{}, "velocity_divergence");
+    require(capability::VelocityDivergence{}, "AnyField::velocity_divergence");
     model_->velocity_divergence(t, x, velocity, divergence);
   }
   ///@}

@@ -211,7 +211,7 @@ void evaluate_velocity(const F& field, Scalar t,
     field(t, x, out);
   } else {
     decltype(auto) velocity = field(t, x);
-    detail::require_shape("velocity field result", velocity, x.rows(), x.cols());
+    detail::require_shape("evaluate_velocity: result of the field", velocity, x.rows(), x.cols());
     out = velocity;
   }
 }
@@ -243,7 +243,8 @@ void evaluate_conditional_velocity(const F& field, Scalar t,
     field(t, x, condition, out);
   } else {
     decltype(auto) velocity = field(t, x, condition);
-    detail::require_shape("conditional velocity field result", velocity, x.rows(), x.cols());
+    detail::require_shape("evaluate_conditional_velocity: result of the field", velocity, x.rows(),
+                          x.cols());
     out = velocity;
   }
 }
@@ -403,10 +404,10 @@ concept RuntimeCapabilities = requires(const F& field, const std::string& purpos
 
 namespace detail {
 
-/// Throws std::invalid_argument, saying that @p purpose needs it, if @p field has run-time
-/// capabilities without @p Tag; nothing for other fields, whose capabilities are checked at
-/// compile time. Functions call it on entry, so that a missing capability is reported before
-/// any work starts.
+/// Throws std::invalid_argument, saying that the function @p purpose needs it, if @p field has
+/// run-time capabilities without @p Tag; nothing for other fields, whose capabilities are checked
+/// at compile time. Functions call it on entry, so that a missing capability is reported before any
+/// work starts.
 template <CapabilityTag Tag, class Field>
 void require_capability(const Field& field, Tag tag, const char* purpose) {
   if constexpr (RuntimeCapabilities<Field>) field.require(tag, purpose);

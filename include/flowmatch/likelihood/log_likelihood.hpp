@@ -61,7 +61,7 @@ namespace detail {
 template <class Scalar, class Source>
 Vector<Scalar> source_log_density(const Source& source, const Matrix<Scalar>& noise) {
   Vector<Scalar> log_density = source(noise);
-  require_shape("source log-density result", log_density, noise.cols(), 1);
+  require_shape("log_likelihood: log-density of the source", log_density, noise.cols(), 1);
   for (Index n = 0; n < log_density.size(); ++n) {
     if (std::isnan(log_density(n))) {
       throw numerical_error("source log-density is NaN at sample " + to_text(n), 0.0, n);
@@ -81,7 +81,7 @@ std::vector<Vector<Scalar>> integrate_with_divergence(const Field& field,
                                                       const Estimator& estimator,
                                                       LikelihoodResult<Scalar>& result) {
   if constexpr (requires { typename Estimator::capability_tag; }) {
-    require_capability(field, typename Estimator::capability_tag{}, "the log-likelihood");
+    require_capability(field, typename Estimator::capability_tag{}, "log_likelihood");
   }
   const Index dim = x.rows();
   auto estimate = estimator.template prepare<Scalar>(dim, x.cols());

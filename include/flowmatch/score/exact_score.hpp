@@ -66,16 +66,16 @@ namespace detail {
 template <class Scalar, class Source>
 Matrix<Scalar> source_score(const Source& source, const Matrix<Scalar>& noise) {
   Matrix<Scalar> score = source.score(noise);
-  require_shape("source score result", score, noise.rows(), noise.cols());
-  require_finite("source score result", score);
+  require_shape("exact_score: score of the source", score, noise.rows(), noise.cols());
+  require_finite("exact_score: score of the source", score);
   return score;
 }
 
 /// Reports a field with run-time capabilities that cannot transport the score.
 template <class Field>
 void require_score_capabilities(const Field& field) {
-  require_capability(field, capability::Vjp{}, "the exact score");
-  require_capability(field, capability::DivergenceGradient{}, "the exact score");
+  require_capability(field, capability::Vjp{}, "exact_score");
+  require_capability(field, capability::DivergenceGradient{}, "exact_score");
 }
 
 /// Integrates (x, s) with dx/dt = u, ds/dt = −(∂u/∂x)ᵀ s − ∇(∇·u) from (noise, source score)
