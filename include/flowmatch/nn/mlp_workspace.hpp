@@ -12,6 +12,11 @@ namespace flowmatch {
 template <class Scalar>
 class Mlp;
 
+namespace detail {
+template <class Scalar>
+struct MlpDerivatives;
+}  // namespace detail
+
 /// Gradients of a scalar loss with respect to the parameters of an Mlp: one entry per linear
 /// layer, of the same shapes as Mlp::weight(layer) (out×in) and Mlp::bias(layer) (out).
 template <class Scalar>
@@ -20,11 +25,13 @@ struct MlpGradient {
   std::vector<Vector<Scalar>> biases;   ///< ∂L/∂b_ℓ, length out.
 };
 
-/// Buffers of one evaluation of an Mlp: the inputs, every hidden activation and its slope
-/// σ'(z), scratch space for tangents and adjoints, and the packing buffers of the matrix
-/// products. A workspace sizes itself on first use and then evaluates batches of the same size
-/// without allocating, whatever the layer widths. After Mlp::forward it holds
-/// everything Mlp::backward needs. One workspace must not be used by two threads at once.
+/// Buffers of one evaluation of an Mlp and of its derivatives: the inputs, every hidden
+/// activation with its slope σ'(z) (and σ''(z) for the divergence gradient), scratch space for
+/// tangents and adjoints, and the packing buffers of the matrix products. Every evaluation and
+/// every derivative of the network uses this one type. A workspace sizes itself on first use and
+/// then evaluates batches of the same size without allocating, whatever the layer widths. After
+/// Mlp::forward it holds everything Mlp::backward needs. One workspace must not be used by two
+/// threads at once.
 template <class Scalar>
 class MlpWorkspace {
  public:
@@ -35,6 +42,7 @@ class MlpWorkspace {
 
  private:
   friend class Mlp<Scalar>;
+  friend struct detail::MlpDerivatives<Scalar>;
 
   const void* network_ = nullptr;  // the Mlp whose forward pass is recorded, if any
   bool has_slopes_ = false;        // whether slopes_ belong to that forward pass
@@ -49,8 +57,15 @@ class MlpWorkspace {
 
   std::vector<Matrix<Scalar>> hidden_;         // h_ℓ = σ(z_ℓ), width_ℓ×N
   std::vector<Matrix<Scalar>> slopes_;         // σ'(z_ℓ), width_ℓ×N
+  std::vector<Matrix<Scalar>> curvatures_;     // σ''(z_ℓ), width_ℓ×N (divergence gradient)
   std::vector<Matrix<Scalar>> layer_scratch_;  // tangents ∂h_ℓ (jvp) or adjoints ∂L/∂z_ℓ
-  std::vector<Matrix<Scalar>> direction_tangents_;  // width_ℓ×(dim·N): ∂h_ℓ along e_1..e_d
+  // Direction blocks, width_ℓ×(dim·N) with column block i = direction e_i for every sample:
+  std::vector<Matrix<Scalar>> direction_tangents_;      // ∂h_ℓ = σ'(z_ℓ) ⊙ a_ℓ^i
+  std::vector<Matrix<Scalar>> preactivation_tangents_;  // a_ℓ^i = ∂z_ℓ/∂x_i
+  std::vector<Matrix<Scalar>> row_gradients_;           // g_ℓ^i = ∂u_i/∂h_ℓ
+  // Adjoints of the divergence gradient, width_ℓ×N:
+  std::vector<Matrix<Scalar>> divergence_adjoints_;  // δ_ℓ = d(∇·u)/dz_ℓ
+  std::vector<Matrix<Scalar>> propagated_adjoints_;  // W_{ℓ+1}ᵀ·δ_{ℓ+1}
   Vector<Scalar> trace_weights_;  // Σ_i W₁[i,j]·W₀[j,i], for one hidden layer
   Matrix<Scalar> output_;         // dim×N staging of the output, tangent or input gradient
   detail::ProductBuffers<Scalar> products_;  // packing buffers of the matrix products
