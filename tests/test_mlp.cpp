@@ -34,6 +34,7 @@
 #include "flowmatch/io/npy.hpp"
 #include "flowmatch/nn/activation.hpp"
 #include "flowmatch/nn/mlp.hpp"
+#include "flowmatch/train/parameters.hpp"
 
 namespace {
 
@@ -419,6 +420,47 @@ TEST_CASE("random initialisation follows nn.Linear and is reproducible", "[mlp]"
   CHECK(mlp.layer_input_size(0) == 3 + 4 + 2);
   CHECK(mlp.layer_output_size(2) == 3);
   CHECK(Mlp<double>(config).weight(1).isZero(0.0));
+}
+
+TEST_CASE("the parameters are one vector and every layer a view into it", "[mlp]") {
+  Problem problem = make_problem(MlpConfig{3, 1, {5, 4}, Activation::silu, {2}}, 50);
+  Mlp<double>& mlp = problem.mlp;
+  // The layout of train/parameters.hpp, [vec(W₀), b₀, vec(W₁), b₁, …], gathered layer by layer.
+  REQUIRE(mlp.parameters().size() == flowmatch::parameter_count(mlp));
+  CHECK(mlp.parameters() == flowmatch::gather_parameters(mlp));
+  // The views share the vector's storage: a write through one shows in the other.
+  mlp.parameters()(3) += 1;
+  CHECK(mlp.weight(0)(3, 0) == mlp.parameters()(3));
+  mlp.bias(2)(1) = 0.25;
+  CHECK(mlp.parameters()(mlp.parameters().size() - 2) == 0.25);
+  // Parameters written as one vector give the network whose layers hold them.
+  std::mt19937_64 generator(51);
+  const Mlp<double> other(mlp.config(), generator);
+  mlp.parameters() = other.parameters();
+  CHECK(max_abs_difference(
+            velocity(problem, problem.x),
+            velocity(Problem{other, problem.t, problem.x, problem.cond}, problem.x)) == 0);
+}
+
+TEST_CASE("a parameter gradient is one vector in the parameters' layout", "[mlp]") {
+  const Problem problem = make_problem(MlpConfig{2, 0, {6, 3}, Activation::tanh, {}}, 52);
+  const Vector<double> times = Vector<double>::LinSpaced(problem.x.cols(), 0.2, 0.8);
+  MlpWorkspace<double> workspace;
+  MlpGradient<double> gradient;
+  Matrix<double> out(2, problem.x.cols());
+  problem.mlp.forward(workspace, times, problem.x, out);
+  problem.mlp.backward(workspace, out, gradient);
+  REQUIRE(gradient.flat().size() == problem.mlp.parameters().size());
+  CHECK(gradient.flat() == flowmatch::flatten_layers(gradient.weights, gradient.biases));
+  // A copy views its own vector.
+  MlpGradient<double> copy = gradient;
+  copy.flat().setZero();
+  CHECK(copy.weights[1].isZero(0.0));
+  CHECK(gradient.flat() == flowmatch::flatten_layers(gradient.weights, gradient.biases));
+  CHECK(!gradient.weights[1].isZero(0.0));
+  copy = gradient;
+  CHECK(copy.flat() == flowmatch::flatten_layers(copy.weights, copy.biases));
+  CHECK(copy.weights[1].data() != gradient.weights[1].data());
 }
 
 TEST_CASE("the forward pass matches a per-sample reference", "[mlp]") {

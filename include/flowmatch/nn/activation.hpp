@@ -378,7 +378,7 @@ decltype(auto) visit_activation(Activation activation, Visitor&& visitor) {
 /// partial packet through a zero-padded copy, so every column is computed the same way
 /// wherever it is in the batch.
 template <class Scalar, bool WithSlopes, bool WithCurvatures>
-void add_bias_and_apply_silu(Matrix<Scalar>& values, const Vector<Scalar>& bias,
+void add_bias_and_apply_silu(Matrix<Scalar>& values, const ConstVectorRef<Scalar>& bias,
                              Matrix<Scalar>* slopes, Matrix<Scalar>* curvatures) {
   namespace packet = Eigen::internal;
   using Packet = typename packet::packet_traits<Scalar>::type;
@@ -426,7 +426,7 @@ void add_bias_and_apply_silu(Matrix<Scalar>& values, const Vector<Scalar>& bias,
 /// to the shape of @p values. One vectorised pass for SiLU, element by element for the others.
 template <class Scalar>
 void add_bias_and_activate(Activation activation, Matrix<Scalar>& values,
-                           const Vector<Scalar>& bias, Matrix<Scalar>* slopes,
+                           const ConstVectorRef<Scalar>& bias, Matrix<Scalar>* slopes,
                            Matrix<Scalar>* curvatures = nullptr) {
   if (slopes != nullptr) slopes->resize(values.rows(), values.cols());
   if (curvatures != nullptr) curvatures->resize(values.rows(), values.cols());

@@ -36,7 +36,6 @@
 #include <algorithm>
 #include <cmath>
 #include <concepts>
-#include <cstdint>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -103,24 +102,26 @@ class Mlp {
   /// Throws std::invalid_argument for an invalid config (MlpConfig::validate).
   explicit Mlp(MlpConfig config) : config_(std::move(config)) {
     config_.validate();
-    const Index layers = layer_count();
-    weights_.reserve(layers);
-    biases_.reserve(layers);
-    for (Index layer = 0; layer < layers; ++layer) {
-      weights_.push_back(Matrix<Scalar>::Zero(layer_output_size(layer), layer_input_size(layer)));
-      biases_.push_back(Vector<Scalar>::Zero(layer_output_size(layer)));
+    Index offset = 0;
+    for (Index layer = 0; layer < layer_count(); ++layer) {
+      const LayerShape shape{offset, layer_output_size(layer), layer_input_size(layer)};
+      layer_shapes_.push_back(shape);
+      offset += shape.outputs * (shape.inputs + 1);
     }
+    parameters_ = Vector<Scalar>::Zero(offset);
   }
 
   /// A network of shape @p config initialised as PyTorch's nn.Linear: every weight and bias of
-  /// a layer with `in` inputs drawn from U(−1/√in, 1/√in) using @p generator.
+  /// a layer with `in` inputs drawn from U(−1/√in, 1/√in) using @p generator, in the order of
+  /// parameters().
   template <std::uniform_random_bit_generator Generator>
   Mlp(MlpConfig config, Generator& generator) : Mlp(std::move(config)) {
-    for (Index layer = 0; layer < layer_count(); ++layer) {
-      const double bound = 1.0 / std::sqrt(static_cast<double>(layer_input_size(layer)));
+    for (const LayerShape& shape : layer_shapes_) {
+      const double bound = 1.0 / std::sqrt(static_cast<double>(shape.inputs));
       std::uniform_real_distribution<double> uniform(-bound, bound);
-      for (Scalar& value : weights_[layer].reshaped()) value = Scalar(uniform(generator));
-      for (Scalar& value : biases_[layer]) value = Scalar(uniform(generator));
+      for (Scalar& value : parameters_.segment(shape.offset, shape.outputs * (shape.inputs + 1))) {
+        value = Scalar(uniform(generator));
+      }
     }
   }
 
@@ -143,25 +144,35 @@ class Mlp {
     return layer == layer_count() - 1 ? config_.dim : config_.hidden[layer];
   }
 
-  /// W_ℓ, out×in, as nn.Linear's weight.
-  [[nodiscard]] const Matrix<Scalar>& weight(Index layer) const {
+  /// Every parameter in one contiguous vector θ = [vec(W₀), b₀, vec(W₁), b₁, …] (vec the
+  /// column-major flattening; the layout of train/parameters.hpp). weight() and bias() are views
+  /// into it, so an optimiser or a moving average works on θ in place.
+  [[nodiscard]] const Vector<Scalar>& parameters() const { return parameters_; }
+  /// θ, writable in place (its length cannot change).
+  [[nodiscard]] VectorRef<Scalar> parameters() { return parameters_; }
+
+  /// W_ℓ, out×in, as nn.Linear's weight: a view into parameters().
+  [[nodiscard]] Eigen::Map<const Matrix<Scalar>> weight(Index layer) const {
     check_layer(layer);
-    return weights_[layer];
+    return layer_weight(layer);
   }
-  /// b_ℓ, length out.
-  [[nodiscard]] const Vector<Scalar>& bias(Index layer) const {
+  /// b_ℓ, length out: a view into parameters().
+  [[nodiscard]] Eigen::Map<const Vector<Scalar>> bias(Index layer) const {
     check_layer(layer);
-    return biases_[layer];
+    return layer_bias(layer);
   }
   /// W_ℓ, writable in place (for an optimiser step); its shape cannot change.
   [[nodiscard]] MatrixRef<Scalar> weight(Index layer) {
     check_layer(layer);
-    return weights_[layer];
+    const LayerShape& shape = layer_shapes_[layer];
+    return Eigen::Map<Matrix<Scalar>>(parameters_.data() + shape.offset, shape.outputs,
+                                      shape.inputs);
   }
   /// b_ℓ, writable in place; its length cannot change.
   [[nodiscard]] VectorRef<Scalar> bias(Index layer) {
     check_layer(layer);
-    return biases_[layer];
+    const LayerShape& shape = layer_shapes_[layer];
+    return parameters_.segment(shape.offset + shape.outputs * shape.inputs, shape.outputs);
   }
   /// Replaces W_ℓ. Throws std::invalid_argument unless @p weight is out×in and finite.
   void set_weight(Index layer, const ConstMatrixRef<Scalar>& weight) {
@@ -169,35 +180,28 @@ class Mlp {
     detail::require_shape("Mlp::set_weight: weight", weight, layer_output_size(layer),
                           layer_input_size(layer));
     detail::require_finite("Mlp::set_weight: weight", weight);
-    weights_[layer] = weight;
+    this->weight(layer) = weight;
   }
   /// Replaces b_ℓ. Throws std::invalid_argument unless @p bias has length out and is finite.
   void set_bias(Index layer, const ConstVectorRef<Scalar>& bias) {
     check_layer(layer);
     detail::require_shape("Mlp::set_bias: bias", bias, layer_output_size(layer), 1);
     detail::require_finite("Mlp::set_bias: bias", bias);
-    biases_[layer] = bias;
+    this->bias(layer) = bias;
   }
 
   /// The same network with its parameters converted to scalar type @p Other.
   template <class Other>
   [[nodiscard]] Mlp<Other> cast() const {
     Mlp<Other> converted(config_);
-    for (Index layer = 0; layer < layer_count(); ++layer) {
-      converted.set_weight(layer, weights_[layer].template cast<Other>());
-      converted.set_bias(layer, biases_[layer].template cast<Other>());
-    }
+    converted.parameters() = parameters_.template cast<Other>();
     return converted;
   }
 
   /// A gradient of the shapes of the parameters, all zero.
   [[nodiscard]] MlpGradient<Scalar> zero_gradient() const {
     MlpGradient<Scalar> gradient;
-    for (Index layer = 0; layer < layer_count(); ++layer) {
-      gradient.weights.push_back(
-          Matrix<Scalar>::Zero(weights_[layer].rows(), weights_[layer].cols()));
-      gradient.biases.push_back(Vector<Scalar>::Zero(biases_[layer].size()));
-    }
+    gradient.shape_like(*this);
     return gradient;
   }
 
@@ -356,34 +360,35 @@ class Mlp {
     }
   }
 
-  // The calling thread's workspace for a batch of @p batch columns. Each thread keeps a few,
-  // for the batch sizes it evaluated last, so that alternating sizes (the full chunks and the
-  // shorter last chunks of ParallelField) do not reallocate at every call. A size not among
-  // them takes the workspace used least recently.
-  static MlpWorkspace<Scalar>& thread_workspace(Index batch) {
-    constexpr int slots = 4;
-    thread_local MlpWorkspace<Scalar> workspaces[slots];
-    thread_local Index batch_sizes[slots] = {};
-    thread_local std::uint64_t last_use[slots] = {};
-    thread_local std::uint64_t calls = 0;
-    int chosen = 0;
-    for (int slot = 1; slot < slots; ++slot) {
-      if (last_use[slot] < last_use[chosen]) chosen = slot;
-    }
-    for (int slot = 0; slot < slots; ++slot) {
-      if (last_use[slot] != 0 && batch_sizes[slot] == batch) chosen = slot;
-    }
-    batch_sizes[chosen] = batch;
-    last_use[chosen] = ++calls;
-    return workspaces[chosen];
-  }
+  // Where layer ℓ's parameters are in θ: W_ℓ (outputs×inputs) from offset, then b_ℓ.
+  struct LayerShape {
+    Index offset;
+    Index outputs;
+    Index inputs;
+  };
 
-  // Column blocks of W₀ acting on x, on the time features and on the condition.
-  [[nodiscard]] auto x_weight() const { return weights_[0].leftCols(dim()); }
-  [[nodiscard]] auto time_weight() const {
-    return weights_[0].middleCols(dim(), config_.time_embedding.feature_count());
+  // W_ℓ and b_ℓ as views of θ, without the range check of weight() and bias().
+  [[nodiscard]] Eigen::Map<const Matrix<Scalar>> layer_weight(Index layer) const {
+    return weight_columns(layer, 0, layer_shapes_[layer].inputs);
   }
-  [[nodiscard]] auto cond_weight() const { return weights_[0].rightCols(cond_dim()); }
+  [[nodiscard]] Eigen::Map<const Vector<Scalar>> layer_bias(Index layer) const {
+    const LayerShape& shape = layer_shapes_[layer];
+    return {parameters_.data() + shape.offset + shape.outputs * shape.inputs, shape.outputs};
+  }
+  // Columns [first, first + count) of W_ℓ, contiguous in the column-major θ.
+  [[nodiscard]] Eigen::Map<const Matrix<Scalar>> weight_columns(Index layer, Index first,
+                                                                Index count) const {
+    const LayerShape& shape = layer_shapes_[layer];
+    return {parameters_.data() + shape.offset + first * shape.outputs, shape.outputs, count};
+  }
+  // Column blocks of W₀ acting on x, on the time features and on the condition.
+  [[nodiscard]] auto x_weight() const { return weight_columns(0, 0, dim()); }
+  [[nodiscard]] auto time_weight() const {
+    return weight_columns(0, dim(), config_.time_embedding.feature_count());
+  }
+  [[nodiscard]] auto cond_weight() const {
+    return weight_columns(0, config_.input_size() - cond_dim(), cond_dim());
+  }
 
   // What a forward pass keeps in its workspace besides the hidden activations h_ℓ: nothing
   // more (plain evaluation); σ'(z_ℓ) and the inputs (what every derivative needs); or σ''(z_ℓ)
@@ -414,7 +419,7 @@ class Mlp {
       const Index columns = std::min(panel_columns, batch - begin);
       const auto run_panel = [&](SharedOrPerSampleTime panel_time) {
         MatrixRef<Scalar> out_panel = out.middleCols(begin, columns);
-        MlpWorkspace<Scalar>& workspace = thread_workspace(columns);
+        MlpWorkspace<Scalar>& workspace = detail::thread_workspace<Scalar>(columns);
         if (cond == nullptr) {
           run_forward(workspace, panel_time, x.middleCols(begin, columns), nullptr,
                       ForwardRecord::activations, &out_panel);
@@ -519,10 +524,10 @@ class Mlp {
     products.multiply(x_weight(), x, first);
     if (workspace.time_shared_) {
       workspace.first_bias_.noalias() = time_weight() * workspace.shared_time_features_;
-      workspace.first_bias_ += biases_[0];
+      workspace.first_bias_ += layer_bias(0);
     } else {
       products.multiply(time_weight(), workspace.time_features_, first, true);
-      workspace.first_bias_ = biases_[0];
+      workspace.first_bias_ = layer_bias(0);
     }
     if (cond != nullptr) products.multiply(cond_weight(), *cond, first, true);
     if (layers == 1) {
@@ -532,19 +537,20 @@ class Mlp {
 
     for (Index layer = 0; layer + 1 < layers; ++layer) {
       detail::add_bias_and_activate(config_.activation, workspace.hidden_[layer],
-                                    layer == 0 ? workspace.first_bias_ : biases_[layer],
+                                    layer == 0 ? ConstVectorRef<Scalar>(workspace.first_bias_)
+                                               : ConstVectorRef<Scalar>(layer_bias(layer)),
                                     with_slopes ? &workspace.slopes_[layer] : nullptr,
                                     with_curvatures ? &workspace.curvatures_[layer] : nullptr);
       const Matrix<Scalar>& hidden = workspace.hidden_[layer];
       if (layer + 2 == layers) {
         MatrixRef<Scalar> last = output != nullptr ? *output : prepare_output(workspace, batch);
-        products.multiply(weights_[layer + 1], hidden, last);
-        last.colwise() += biases_[layer + 1];
+        products.multiply(layer_weight(layer + 1), hidden, last);
+        last.colwise() += layer_bias(layer + 1);
         break;
       }
       Matrix<Scalar>& next = workspace.hidden_[layer + 1];
       next.resize(layer_output_size(layer + 1), batch);
-      products.multiply(weights_[layer + 1], hidden, next);
+      products.multiply(layer_weight(layer + 1), hidden, next);
     }
     workspace.network_ = this;
     workspace.has_slopes_ = with_slopes;
@@ -552,8 +558,8 @@ class Mlp {
   }
 
   MlpConfig config_;
-  std::vector<Matrix<Scalar>> weights_;
-  std::vector<Vector<Scalar>> biases_;
+  std::vector<LayerShape> layer_shapes_;
+  Vector<Scalar> parameters_;  // θ = [vec(W₀), b₀, vec(W₁), b₁, …]
 };
 
 }  // namespace flowmatch

@@ -47,10 +47,7 @@ struct MlpDerivatives {
     require_shape("Mlp::backward: output_gradient", output_gradient, network.dim(), batch);
     require_finite("Mlp::backward: output_gradient", output_gradient);
     const Index layers = network.layer_count();
-    if (gradient != nullptr) {
-      gradient->weights.resize(layers);
-      gradient->biases.resize(layers);
-    }
+    if (gradient != nullptr && !gradient->has_shape_of(network)) gradient->shape_like(network);
     workspace.layer_scratch_.resize(layers - 1);
     for (Index layer = layers - 1; layer >= 0; --layer) {
       // δ_ℓ = ∂L/∂z_ℓ: G for the last layer, computed below for the hidden ones.
@@ -61,7 +58,7 @@ struct MlpDerivatives {
       if (layer > 0) {
         Matrix<Scalar>& previous = workspace.layer_scratch_[layer - 1];
         previous.resize(network.layer_input_size(layer), batch);
-        workspace.products_.multiply_transposed_lhs(network.weights_[layer], delta, previous);
+        workspace.products_.multiply_transposed_lhs(network.layer_weight(layer), delta, previous);
         previous.array() *= workspace.slopes_[layer - 1].array();
       } else if (x_gradient) {
         workspace.output_.resize(network.dim(), batch);
@@ -74,11 +71,8 @@ struct MlpDerivatives {
   static void jvp(const Network& network, Scalar t, const ConstMatrixRef<Scalar>& x,
                   const ConstMatrixRef<Scalar>* cond, const ConstMatrixRef<Scalar>& tangent,
                   MatrixRef<Scalar> out) {
-    network.require_batch(x);
-    require_shape("Mlp::jvp: tangent", tangent, network.dim(), x.cols());
-    require_shape("Mlp::jvp: out", out, network.dim(), x.cols());
-    MlpWorkspace<Scalar>& workspace = Network::thread_workspace(x.cols());
-    network.run_forward(workspace, Time{t, nullptr}, x, cond, Record::slopes);
+    MlpWorkspace<Scalar>& workspace = record_product_pass(network, t, x, cond, "Mlp::jvp: tangent",
+                                                          tangent, "Mlp::jvp: out", out);
     const Index layers = network.layer_count();
     const Index batch = x.cols();
     workspace.layer_scratch_.resize(layers - 1);
@@ -91,7 +85,7 @@ struct MlpDerivatives {
       Matrix<Scalar>& next =
           layer + 2 == layers ? workspace.output_ : workspace.layer_scratch_[layer + 1];
       next.resize(network.layer_output_size(layer + 1), batch);
-      workspace.products_.multiply(network.weights_[layer + 1], workspace.layer_scratch_[layer],
+      workspace.products_.multiply(network.layer_weight(layer + 1), workspace.layer_scratch_[layer],
                                    next);
     }
     out = workspace.output_;
@@ -101,11 +95,8 @@ struct MlpDerivatives {
   static void vjp(const Network& network, Scalar t, const ConstMatrixRef<Scalar>& x,
                   const ConstMatrixRef<Scalar>* cond, const ConstMatrixRef<Scalar>& cotangent,
                   MatrixRef<Scalar> out) {
-    network.require_batch(x);
-    require_shape("Mlp::vjp: cotangent", cotangent, network.dim(), x.cols());
-    require_shape("Mlp::vjp: out", out, network.dim(), x.cols());
-    MlpWorkspace<Scalar>& workspace = Network::thread_workspace(x.cols());
-    network.run_forward(workspace, Time{t, nullptr}, x, cond, Record::slopes);
+    MlpWorkspace<Scalar>& workspace = record_product_pass(
+        network, t, x, cond, "Mlp::vjp: cotangent", cotangent, "Mlp::vjp: out", out);
     backward(network, workspace, cotangent, nullptr, true);
     out = workspace.output_;
   }
@@ -116,7 +107,7 @@ struct MlpDerivatives {
                          MatrixRef<Scalar>* velocity = nullptr) {
     network.require_batch(x);
     require_shape("Mlp::divergence: out", out, x.cols(), 1);
-    MlpWorkspace<Scalar>& workspace = Network::thread_workspace(x.cols());
+    MlpWorkspace<Scalar>& workspace = thread_workspace<Scalar>(x.cols());
     network.run_forward(workspace, Time{t, nullptr}, x, cond, Record::slopes, velocity);
     const Index layers = network.layer_count();
     if (layers == 1) {
@@ -126,7 +117,7 @@ struct MlpDerivatives {
     if (layers == 2) {
       // div = Σ_j σ'(z_j)·c_j with c_j = Σ_i W₁[i,j]·W₀[j,i].
       workspace.trace_weights_.noalias() =
-          (network.weights_[1].transpose().array() * network.x_weight().array())
+          (network.layer_weight(1).transpose().array() * network.x_weight().array())
               .rowwise()
               .sum()
               .matrix();
@@ -139,7 +130,7 @@ struct MlpDerivatives {
     const Matrix<Scalar>& last_tangents = workspace.direction_tangents_[layers - 2];
     out.setZero();
     for (Index direction = 0; direction < network.dim(); ++direction) {
-      out.transpose().noalias() += network.weights_[layers - 1].row(direction) *
+      out.transpose().noalias() += network.layer_weight(layers - 1).row(direction) *
                                    last_tangents.middleCols(direction * batch, batch);
     }
   }
@@ -166,7 +157,7 @@ struct MlpDerivatives {
     require_shape("Mlp::divergence_gradient: out", out, network.dim(), x.cols());
     const Index hidden_layers = network.layer_count() - 1;
     const Index batch = x.cols();
-    MlpWorkspace<Scalar>& workspace = Network::thread_workspace(batch);
+    MlpWorkspace<Scalar>& workspace = thread_workspace<Scalar>(batch);
     network.run_forward(workspace, Time{t, nullptr}, x, cond, Record::curvatures);
     if (hidden_layers == 0) {
       out.setZero();  // u = W_x·x + const
@@ -186,11 +177,12 @@ struct MlpDerivatives {
       rows.resize(network.layer_output_size(layer), directions);
       if (layer + 1 == hidden_layers) {
         for (Index direction = 0; direction < network.dim(); ++direction) {
-          block(rows, direction).colwise() = network.weights_[layer + 1].row(direction).transpose();
+          block(rows, direction).colwise() =
+              network.layer_weight(layer + 1).row(direction).transpose();
         }
       } else {
         // row_gradients_[ℓ + 1] already holds σ'(z_{ℓ+1}) ⊙ g_{ℓ+1}^i.
-        workspace.products_.multiply_transposed_lhs(network.weights_[layer + 1],
+        workspace.products_.multiply_transposed_lhs(network.layer_weight(layer + 1),
                                                     workspace.row_gradients_[layer + 1], rows);
       }
       Matrix<Scalar>& adjoint = workspace.divergence_adjoints_[layer];
@@ -204,7 +196,7 @@ struct MlpDerivatives {
         Matrix<Scalar>& propagated = workspace.propagated_adjoints_[layer];
         propagated.resize(network.layer_output_size(layer), batch);
         workspace.products_.multiply_transposed_lhs(
-            network.weights_[layer + 1], workspace.divergence_adjoints_[layer + 1], propagated);
+            network.layer_weight(layer + 1), workspace.divergence_adjoints_[layer + 1], propagated);
         adjoint.array() += workspace.slopes_[layer].array() * propagated.array();
       }
       if (layer == 0) break;
@@ -217,13 +209,27 @@ struct MlpDerivatives {
   }
 
  private:
+  // The start of jvp and vjp: checks the direction and out (named by @p direction_name and
+  // @p out_name) against x, and records the forward pass with slopes in the calling thread's
+  // workspace, which it returns.
+  static MlpWorkspace<Scalar>& record_product_pass(
+      const Network& network, Scalar t, const ConstMatrixRef<Scalar>& x,
+      const ConstMatrixRef<Scalar>* cond, const char* direction_name,
+      const ConstMatrixRef<Scalar>& direction, const char* out_name, const MatrixRef<Scalar>& out) {
+    network.require_batch(x);
+    require_shape(direction_name, direction, network.dim(), x.cols());
+    require_shape(out_name, out, network.dim(), x.cols());
+    MlpWorkspace<Scalar>& workspace = thread_workspace<Scalar>(x.cols());
+    network.run_forward(workspace, Time{t, nullptr}, x, cond, Record::slopes);
+    return workspace;
+  }
+
   // ∂L/∂W_ℓ = δ_ℓ·h_{ℓ−1}ᵀ and ∂L/∂b_ℓ = Σ_n δ_ℓ[:, n]; for the first layer by column blocks.
   static void write_layer_gradient(const Network& network, MlpWorkspace<Scalar>& workspace,
                                    Index layer, const ConstMatrixRef<Scalar>& delta,
                                    MlpGradient<Scalar>& gradient) {
-    Matrix<Scalar>& weight_gradient = gradient.weights[layer];
-    Vector<Scalar>& bias_gradient = gradient.biases[layer];
-    weight_gradient.resize(network.weights_[layer].rows(), network.weights_[layer].cols());
+    auto& weight_gradient = gradient.weights[layer];
+    auto& bias_gradient = gradient.biases[layer];
     bias_gradient.noalias() = delta.rowwise().sum();
     ProductBuffers<Scalar>& products = workspace.products_;
     if (layer > 0) {
@@ -281,10 +287,10 @@ struct MlpDerivatives {
         if (keep_preactivations) {
           auto preactivation =
               workspace.preactivation_tangents_[layer].middleCols(direction * batch, batch);
-          workspace.products_.multiply(network.weights_[layer], previous, preactivation);
+          workspace.products_.multiply(network.layer_weight(layer), previous, preactivation);
           scaled.array() = preactivation.array() * workspace.slopes_[layer].array();
         } else {
-          workspace.products_.multiply(network.weights_[layer], previous, scaled);
+          workspace.products_.multiply(network.layer_weight(layer), previous, scaled);
           scaled.array() *= workspace.slopes_[layer].array();
         }
       }
