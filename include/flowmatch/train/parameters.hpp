@@ -10,7 +10,10 @@
 ///
 /// with vec the column-major flattening: PyTorch's order of an nn.Sequential's parameters()
 /// (whose weights are stored row-major, so their vec differs: transpose to compare entry by
-/// entry). A gradient with the same layers flattens to the same layout.
+/// entry). A gradient with the same layers flattens to the same layout. An Mlp keeps its
+/// parameters in this layout in one vector (Mlp::parameters(), and MlpGradient::flat() for its
+/// gradient), so the optimisers and the moving average work on it in place; gathering and
+/// scattering serve other layered models.
 #pragma once
 
 #include <cmath>
