@@ -13,8 +13,10 @@
   ((condition) ? static_cast<void>(0) : fail_eigen_assertion(#condition))
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <numbers>
 #include <random>
 #include <stdexcept>
@@ -32,6 +34,7 @@
 #include "flowmatch/io/npy.hpp"
 #include "flowmatch/nn/activation.hpp"
 #include "flowmatch/nn/mlp.hpp"
+#include "flowmatch/train/parameters.hpp"
 
 namespace {
 
@@ -299,6 +302,66 @@ TEST_CASE("activations stay finite and exact for large arguments", "[activation]
              WithinRel(std::exp(-50.0), 1e-14));
 }
 
+namespace {
+
+// The largest errors of SiLU and its derivatives, in units in the last place of Scalar, over
+// z = lowest, lowest + step, …, ≤ highest, against the long-double reference
+// s = 1/(1 + e⁻ᶻ), 1 − s = 1/(1 + eᶻ), σ = z·s, σ' = s + z·s(1 − s), σ'' = s(1 − s)(2 + z(1 − 2s)).
+// σ is compared relatively, σ' and σ'' relative to the magnitudes of their terms, as the kernel's
+// accuracy is stated (nn/activation.hpp).
+template <class Scalar>
+std::array<long double, 3> silu_errors_in_ulps(long double lowest, long double highest,
+                                               long double step) {
+  using Long = long double;
+  const Long ulp = std::numeric_limits<Scalar>::epsilon();
+  std::array<Long, 3> worst = {0, 0, 0};
+  for (Long point = lowest; point <= highest; point += step) {
+    const Scalar z = static_cast<Scalar>(point);
+    const Long exact_z = z;
+    const Long s = 1 / (1 + std::exp(-exact_z));
+    const Long complement = 1 / (1 + std::exp(exact_z));
+    const Long product = s * complement;
+    const Long value = exact_z * s;
+    const Long slope = s + exact_z * product;
+    const Long curvature = product * (2 + exact_z * (complement - s));
+    const Long slope_scale = s + std::fabs(exact_z) * product;
+    const Long curvature_scale = product * (2 + std::fabs(exact_z) * std::fabs(complement - s));
+    const Scalar kernel_value = flowmatch::activation_value(Activation::silu, z);
+    const Scalar kernel_slope = flowmatch::activation_derivative(Activation::silu, z);
+    const Scalar kernel_curvature = flowmatch::activation_second_derivative(Activation::silu, z);
+    if (value != 0) {
+      worst[0] = std::max(worst[0], std::fabs((kernel_value - value) / value) / ulp);
+    }
+    worst[1] = std::max(worst[1], std::fabs(kernel_slope - slope) / (slope_scale * ulp));
+    worst[2] =
+        std::max(worst[2], std::fabs(kernel_curvature - curvature) / (curvature_scale * ulp));
+  }
+  return worst;
+}
+
+}  // namespace
+
+TEST_CASE("SiLU is within its stated accuracy of a long-double reference", "[activation]") {
+  // The stated bounds: 3 units in the last place for σ, 4 for σ' and σ'' (nn/activation.hpp),
+  // down to where e^(−|z|) leaves the normal numbers (about −708 in double, −87 in float).
+  const std::array<long double, 3> in_double = silu_errors_in_ulps<double>(-700, 700, 1.37e-3L);
+  const std::array<long double, 3> in_float = silu_errors_in_ulps<float>(-86, 86, 1.7e-4L);
+  for (const auto& [errors, type] :
+       {std::pair{in_double, "double"}, std::pair{in_float, "float"}}) {
+    INFO(type << ": sigma " << static_cast<double>(errors[0]) << ", sigma' "
+              << static_cast<double>(errors[1]) << ", sigma'' " << static_cast<double>(errors[2])
+              << " units in the last place");
+    CHECK(errors[0] <= 3);
+    CHECK(errors[1] <= 4);
+    CHECK(errors[2] <= 4);
+  }
+  // Below the flush, the values are exact zeros; the sigmoid of large z is exactly 1.
+  CHECK(flowmatch::activation_value(Activation::silu, -720.0) == 0.0);
+  CHECK(flowmatch::activation_derivative(Activation::silu, -720.0) == 0.0);
+  CHECK(flowmatch::activation_second_derivative(Activation::silu, -720.0) == 0.0);
+  CHECK(flowmatch::activation_value(Activation::silu, -90.0f) == 0.0f);
+}
+
 TEST_CASE("time embeddings follow the documented formula", "[mlp]") {
   Vector<double> features(1);
   TimeEmbedding{0}.features(0.3, features);
@@ -357,6 +420,47 @@ TEST_CASE("random initialisation follows nn.Linear and is reproducible", "[mlp]"
   CHECK(mlp.layer_input_size(0) == 3 + 4 + 2);
   CHECK(mlp.layer_output_size(2) == 3);
   CHECK(Mlp<double>(config).weight(1).isZero(0.0));
+}
+
+TEST_CASE("the parameters are one vector and every layer a view into it", "[mlp]") {
+  Problem problem = make_problem(MlpConfig{3, 1, {5, 4}, Activation::silu, {2}}, 50);
+  Mlp<double>& mlp = problem.mlp;
+  // The layout of train/parameters.hpp, [vec(W₀), b₀, vec(W₁), b₁, …], gathered layer by layer.
+  REQUIRE(mlp.parameters().size() == flowmatch::parameter_count(mlp));
+  CHECK(mlp.parameters() == flowmatch::gather_parameters(mlp));
+  // The views share the vector's storage: a write through one shows in the other.
+  mlp.parameters()(3) += 1;
+  CHECK(mlp.weight(0)(3, 0) == mlp.parameters()(3));
+  mlp.bias(2)(1) = 0.25;
+  CHECK(mlp.parameters()(mlp.parameters().size() - 2) == 0.25);
+  // Parameters written as one vector give the network whose layers hold them.
+  std::mt19937_64 generator(51);
+  const Mlp<double> other(mlp.config(), generator);
+  mlp.parameters() = other.parameters();
+  CHECK(max_abs_difference(
+            velocity(problem, problem.x),
+            velocity(Problem{other, problem.t, problem.x, problem.cond}, problem.x)) == 0);
+}
+
+TEST_CASE("a parameter gradient is one vector in the parameters' layout", "[mlp]") {
+  const Problem problem = make_problem(MlpConfig{2, 0, {6, 3}, Activation::tanh, {}}, 52);
+  const Vector<double> times = Vector<double>::LinSpaced(problem.x.cols(), 0.2, 0.8);
+  MlpWorkspace<double> workspace;
+  MlpGradient<double> gradient;
+  Matrix<double> out(2, problem.x.cols());
+  problem.mlp.forward(workspace, times, problem.x, out);
+  problem.mlp.backward(workspace, out, gradient);
+  REQUIRE(gradient.flat().size() == problem.mlp.parameters().size());
+  CHECK(gradient.flat() == flowmatch::flatten_layers(gradient.weights, gradient.biases));
+  // A copy views its own vector.
+  MlpGradient<double> copy = gradient;
+  copy.flat().setZero();
+  CHECK(copy.weights[1].isZero(0.0));
+  CHECK(gradient.flat() == flowmatch::flatten_layers(gradient.weights, gradient.biases));
+  CHECK(!gradient.weights[1].isZero(0.0));
+  copy = gradient;
+  CHECK(copy.flat() == flowmatch::flatten_layers(copy.weights, copy.biases));
+  CHECK(copy.weights[1].data() != gradient.weights[1].data());
 }
 
 TEST_CASE("the forward pass matches a per-sample reference", "[mlp]") {

@@ -133,6 +133,38 @@ TEST_CASE("the parameter gradient of the loss matches central finite differences
   CHECK(worst < 1e-8 * std::max(1.0, analytic.cwiseAbs().maxCoeff()));
 }
 
+TEST_CASE("the loss over blocks of columns adds up to the loss of the batch", "[loss]") {
+  // L = (Σ_c S_c)/(N·d) and ∂L/∂θ = Σ_c ∂(S_c/(N·d))/∂θ over any split of the columns.
+  std::mt19937_64 generator(12);
+  const flowmatch::Mlp<double> model = small_network(2, {5, 4}, 3);
+  const Index count = 7;
+  const Matrix<double> x0 = standard_normal(2, count, generator);
+  const Matrix<double> x1 = standard_normal(2, count, generator);
+  const auto objective = FlowMatchingObjective<double>::independent(0.1);
+  const flowmatch::FlowMatchingBatch<double> batch = objective.make_batch(x0, x1, generator);
+  flowmatch::MlpWorkspace<double> workspace;
+  flowmatch::MlpGradient<double> whole;
+  const double loss = flowmatch::mlp_flow_matching_loss(model, workspace, batch, whole);
+  Matrix<double> prediction(2, count);
+  Matrix<double> output_gradient(2, count);
+  flowmatch::MlpGradient<double> block;
+  double squared_errors = 0;
+  Vector<double> summed = Vector<double>::Zero(whole.flat().size());
+  for (const auto& [first, columns] : {std::pair<Index, Index>{0, 3}, {3, 4}}) {
+    squared_errors += flowmatch::mlp_flow_matching_partial_loss(
+        model, workspace, batch, first, columns, prediction.middleCols(first, columns),
+        output_gradient.middleCols(first, columns), block);
+    summed += block.flat();
+  }
+  CHECK_THAT(squared_errors / double(batch.x_t.size()), WithinRel(loss, 1e-14));
+  CHECK((summed - whole.flat()).cwiseAbs().maxCoeff() <=
+        1e-14 * whole.flat().cwiseAbs().maxCoeff());
+  CHECK_THROWS_AS(flowmatch::mlp_flow_matching_partial_loss(model, workspace, batch, 5, 3,
+                                                            prediction.leftCols(3),
+                                                            output_gradient.leftCols(3), block),
+                  std::invalid_argument);
+}
+
 TEST_CASE("every conditional path's u_t is the time derivative of x_t", "[paths]") {
   std::mt19937_64 generator(5);
   const Index count = 4;

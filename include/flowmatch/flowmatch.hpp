@@ -27,6 +27,7 @@
 #include "flowmatch/likelihood/standard_normal.hpp"
 #include "flowmatch/nn/activation.hpp"
 #include "flowmatch/nn/mlp.hpp"
+#include "flowmatch/nn/mlp_derivatives.hpp"
 #include "flowmatch/nn/mlp_workspace.hpp"
 #include "flowmatch/nn/time_embedding.hpp"
 #include "flowmatch/oracle/gaussian_mixture.hpp"

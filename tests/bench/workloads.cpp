@@ -44,7 +44,6 @@
 #include "flowmatch/solver/integrate.hpp"
 #include "flowmatch/train/adam.hpp"
 #include "flowmatch/train/flow_matching_loss.hpp"
-#include "flowmatch/train/parameters.hpp"
 
 namespace {
 
@@ -302,15 +301,12 @@ void train_step_benchmark(benchmark::State& state) {
   const double reference = bare_gemm_rate<Scalar>(products);
   flowmatch::MlpWorkspace<Scalar> workspace;
   flowmatch::MlpGradient<Scalar> gradient;
-  flowmatch::Adam<Scalar> adam(flowmatch::parameter_count(net));
-  flowmatch::Vector<Scalar> parameters = flowmatch::gather_parameters(net);
+  flowmatch::Adam<Scalar> adam(net.parameters().size());
   const Stopwatch watch;
   for (auto _ : state) {
     const Scalar loss = flowmatch::mlp_flow_matching_loss(net, workspace, data, gradient);
     benchmark::DoNotOptimize(loss);
-    adam.step(parameters, flowmatch::flatten_layers(gradient.weights, gradient.biases),
-              Scalar(1e-4));
-    flowmatch::scatter_parameters<Mlp<Scalar>>(parameters, net);
+    adam.step(net.parameters(), gradient.flat(), Scalar(1e-4));  // θ in place
   }
   report_rates(state, flop_count(products), watch, reference);
 }

@@ -10,7 +10,10 @@
 ///
 /// with vec the column-major flattening: PyTorch's order of an nn.Sequential's parameters()
 /// (whose weights are stored row-major, so their vec differs: transpose to compare entry by
-/// entry). A gradient with the same layers flattens to the same layout.
+/// entry). A gradient with the same layers flattens to the same layout. An Mlp keeps its
+/// parameters in this layout in one vector (Mlp::parameters(), and MlpGradient::flat() for its
+/// gradient), so the optimisers and the moving average work on it in place; gathering and
+/// scattering serve other layered models.
 #pragma once
 
 #include <cmath>
@@ -95,12 +98,18 @@ void require_step_arguments(const char* function, const ConstVectorRef<Scalar>& 
 
 }  // namespace detail
 
+/// The scalar type of the matrices of a list of layers.
+template <class LayerList>
+using layer_scalar_t = typename LayerList::value_type::Scalar;
+
 /// Writes the flat vector [vec(W₀), b₀, vec(W₁), b₁, …] of per-layer matrices and vectors (for
-/// instance the weights and biases of a gradient) into @p flat, without allocating.
+/// instance the weights and biases of a gradient; any lists of Eigen matrices or views) into
+/// @p flat, without allocating.
 /// @throws std::invalid_argument if the two lists differ in length or flat has another size.
-template <class Scalar>
-void flatten_layers(const std::vector<Matrix<Scalar>>& weights,
-                    const std::vector<Vector<Scalar>>& biases, VectorRef<Scalar> flat) {
+template <class WeightList, class BiasList>
+void flatten_layers(const WeightList& weights, const BiasList& biases,
+                    VectorRef<layer_scalar_t<WeightList>> flat) {
+  using Scalar = layer_scalar_t<WeightList>;
   detail::require_flat_size<Scalar>(
       "flatten_layers", flat, detail::layer_parameter_count("flatten_layers", weights, biases));
   Index offset = 0;
@@ -115,11 +124,12 @@ void flatten_layers(const std::vector<Matrix<Scalar>>& weights,
 
 /// The flat vector [vec(W₀), b₀, vec(W₁), b₁, …] of per-layer matrices and vectors.
 /// @throws std::invalid_argument if the two lists differ in length.
-template <class Scalar>
-[[nodiscard]] Vector<Scalar> flatten_layers(const std::vector<Matrix<Scalar>>& weights,
-                                            const std::vector<Vector<Scalar>>& biases) {
-  Vector<Scalar> flat(detail::layer_parameter_count("flatten_layers", weights, biases));
-  flatten_layers<Scalar>(weights, biases, flat);
+template <class WeightList, class BiasList>
+[[nodiscard]] Vector<layer_scalar_t<WeightList>> flatten_layers(const WeightList& weights,
+                                                                const BiasList& biases) {
+  Vector<layer_scalar_t<WeightList>> flat(
+      detail::layer_parameter_count("flatten_layers", weights, biases));
+  flatten_layers(weights, biases, flat);
   return flat;
 }
 

@@ -223,8 +223,8 @@ class FlowMatchingTrainer {
         draw_batch_(std::move(draw_batch)),
         options_(std::move(options)),
         generator_(seed),
-        adam_(parameter_count(model_), options_.adam),
-        ema_(gather_parameters(model_), options_.ema_decay, options_.ema_warmup),
+        adam_(model_.parameters().size(), options_.adam),
+        ema_(model_.parameters(), options_.ema_decay, options_.ema_warmup),
         gradient_(model_.zero_gradient()),
         prediction_(model_.dim(), std::max<Index>(options_.batch_size, 0)),
         output_gradient_(prediction_.rows(), prediction_.cols()) {
@@ -258,8 +258,7 @@ class FlowMatchingTrainer {
     chunk_workspaces_.resize(static_cast<std::size_t>(chunks));
     chunk_gradients_.assign(static_cast<std::size_t>(chunks), model_.zero_gradient());
     chunk_squared_errors_.resize(static_cast<std::size_t>(chunks));
-    parameters_.resize(parameter_count(model_));
-    flat_gradient_.resize(parameters_.size());
+    if (options_.max_gradient_norm) clipped_gradient_.resize(model_.parameters().size());
     pool_ = std::make_shared<ThreadPool>(options_.threads);
   }
 
@@ -268,49 +267,27 @@ class FlowMatchingTrainer {
     return options_.chunk_columns > 0 ? options_.chunk_columns : options_.batch_size;
   }
 
-  // L of @p batch, and ∂L/∂θ into gradient_, chunk by chunk on the pool (see the file comment).
+  // L of @p batch, and ∂L/∂θ into gradient_, chunk by chunk on the pool (see the file comment):
+  // each chunk's S_c and gradient by mlp_flow_matching_partial_loss, summed in chunk order.
   Scalar batch_loss_and_gradient(const FlowMatchingBatch<Scalar>& batch) {
     const Index columns = batch.x_t.cols();
     const Index width = chunk_width();
-    const Scalar output_scale = Scalar(2) / Scalar(prediction_.size());  // 2/(N·d)
-    detail::require_finite("FlowMatchingTrainer::step: batch.u_t", batch.u_t);
     pool_->parallel_for(static_cast<Index>(chunk_gradients_.size()), [&](Index chunk) {
       const Index first = chunk * width;
       const Index count = std::min(width, columns - first);
-      MlpWorkspace<Scalar>& workspace = chunk_workspaces_[static_cast<std::size_t>(chunk)];
-      auto prediction = prediction_.middleCols(first, count);
-      const auto times = batch.t.segment(first, count);
-      const auto points = batch.x_t.middleCols(first, count);
-      if (batch.cond.size() == 0) {
-        model_.forward(workspace, times, points, prediction);
-      } else {
-        model_.forward(workspace, times, points, batch.cond.middleCols(first, count), prediction);
-      }
-      const Index nonfinite = detail::first_nonfinite_column(prediction);
-      if (nonfinite >= 0) {
-        throw std::invalid_argument(
-            "FlowMatchingTrainer::step: the network output has a non-finite entry in column " +
-            detail::to_text(first + nonfinite));
-      }
-      const auto target = batch.u_t.middleCols(first, count);
-      chunk_squared_errors_[static_cast<std::size_t>(chunk)] = (prediction - target).squaredNorm();
-      auto output_gradient = output_gradient_.middleCols(first, count);
-      output_gradient = output_scale * (prediction - target);
-      model_.backward(workspace, output_gradient,
-                      chunk_gradients_[static_cast<std::size_t>(chunk)]);
+      const auto slot = static_cast<std::size_t>(chunk);
+      chunk_squared_errors_[slot] = mlp_flow_matching_partial_loss(
+          model_, chunk_workspaces_[slot], batch, first, count,
+          prediction_.middleCols(first, count), output_gradient_.middleCols(first, count),
+          chunk_gradients_[slot]);
     });
     Scalar squared_error = 0;
     for (std::size_t chunk = 0; chunk < chunk_gradients_.size(); ++chunk) {
       squared_error += chunk_squared_errors_[chunk];
-      const MlpGradient<Scalar>& part = chunk_gradients_[chunk];
-      for (std::size_t layer = 0; layer < part.weights.size(); ++layer) {
-        if (chunk == 0) {
-          gradient_.weights[layer] = part.weights[layer];
-          gradient_.biases[layer] = part.biases[layer];
-        } else {
-          gradient_.weights[layer] += part.weights[layer];
-          gradient_.biases[layer] += part.biases[layer];
-        }
+      if (chunk == 0) {
+        gradient_.flat() = chunk_gradients_[chunk].flat();
+      } else {
+        gradient_.flat() += chunk_gradients_[chunk].flat();
       }
     }
     return squared_error / Scalar(prediction_.size());
@@ -338,13 +315,15 @@ class FlowMatchingTrainer {
       objective_.make_batch_into(source_, x1, generator_, batch_);
     }
     const Scalar loss = batch_loss_and_gradient(batch_);
-    flatten_layers<Scalar>(gradient_.weights, gradient_.biases, flat_gradient_);
-    if (options_.max_gradient_norm)
-      clip_by_global_norm(flat_gradient_, *options_.max_gradient_norm);
-    gather_parameters(model_, parameters_);
-    adam_.step(parameters_, flat_gradient_, options_.learning_rate(step_));
-    scatter_parameters(parameters_, model_);
-    ema_.update(parameters_);
+    // θ is one vector inside the model: Adam and the moving average work on it in place.
+    const Vector<Scalar>* update_gradient = &gradient_.flat();
+    if (options_.max_gradient_norm) {
+      clipped_gradient_ = gradient_.flat();  // gradient() stays the gradient before clipping
+      clip_by_global_norm(clipped_gradient_, *options_.max_gradient_norm);
+      update_gradient = &clipped_gradient_;
+    }
+    adam_.step(model_.parameters(), *update_gradient, options_.learning_rate(step_));
+    ema_.update(model_.parameters());
     ++step_;
     return loss;
   }
@@ -378,7 +357,7 @@ class FlowMatchingTrainer {
   /// The network with the moving-average weights.
   [[nodiscard]] Mlp<Scalar> ema_model() const {
     Mlp<Scalar> averaged = model_;
-    scatter_parameters(ema_.average(), averaged);
+    averaged.parameters() = ema_.average();
     return averaged;
   }
   /// The number of steps taken.
@@ -447,8 +426,7 @@ class FlowMatchingTrainer {
   ConditionedBatch drawn_;           // x₁ and its conditions
   Matrix<Scalar> source_;            // x₀
   FlowMatchingBatch<Scalar> batch_;  // the regression batch
-  Vector<Scalar> parameters_;        // θ, flat
-  Vector<Scalar> flat_gradient_;     // ∂L/∂θ, flat
+  Vector<Scalar> clipped_gradient_;  // ∂L/∂θ clipped to max_gradient_norm, if set
   // Shared by copies of the trainer (a pool cannot be copied; its calls are serialised).
   std::shared_ptr<ThreadPool> pool_;
   std::int64_t step_ = 0;
