@@ -813,7 +813,8 @@ TEST_CASE("bad inputs to an Mlp throw", "[mlp]") {
     CHECK_THROWS_WITH(mlp(INFINITY, x, out), Catch::Contains("t is inf, expected finite"));
     Vector<double> times = Vector<double>::Constant(5, 0.5);
     times(3) = std::nan("");
-    CHECK_THROWS_WITH(mlp(times, x, out), Catch::Contains("at sample 3"));
+    CHECK_THROWS_WITH(mlp(times, x, out),
+                      Catch::Contains("Mlp: t has a non-finite entry at index 3"));
     CHECK_THROWS_AS(mlp.divergence(std::nan(""), x, divergence_out), std::invalid_argument);
   }
   SECTION("per-sample times of the wrong length") {

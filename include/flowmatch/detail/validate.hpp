@@ -78,12 +78,6 @@ Index first_nonfinite_index(const Eigen::DenseBase<Derived>& values) {
   }
 }
 
-/// Former name of first_nonfinite_index, still used by the training headers.
-template <class Derived>
-Index first_nonfinite_column(const Eigen::DenseBase<Derived>& values) {
-  return first_nonfinite_index(values);
-}
-
 /// Throws std::invalid_argument unless @p matrix is rows×cols (a negative expected size is not
 /// checked, and reads "any" in the message).
 template <class Derived>

@@ -38,6 +38,7 @@
 
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/eigen_core.hpp"
+#include "flowmatch/detail/validate.hpp"
 
 namespace flowmatch {
 
@@ -73,8 +74,8 @@ inline std::string_view activation_name(Activation activation) {
     case Activation::leaky_relu:
       return "leaky_relu";
   }
-  throw std::invalid_argument("activation: unknown enumeration value " +
-                              std::to_string(static_cast<int>(activation)));
+  detail::reject_argument("activation", detail::is_value(static_cast<int>(activation)),
+                          "one of the Activation enumerators");
 }
 
 /// The activation called @p name (exactly one of the names in the table above).
@@ -83,9 +84,9 @@ inline Activation activation_from_name(std::string_view name) {
   for (const Activation activation : all_activations) {
     if (activation_name(activation) == name) return activation;
   }
-  throw std::invalid_argument("activation name '" + std::string(name) +
-                              "' is unknown, expected one of silu, relu, tanh, gelu_tanh, gelu, "
-                              "selu, softplus, elu, leaky_relu");
+  detail::reject_argument("activation_from_name: name", "is '" + std::string(name) + "'",
+                          "one of silu, relu, tanh, gelu_tanh, gelu, selu, softplus, elu, "
+                          "leaky_relu");
 }
 
 namespace detail {
@@ -366,8 +367,8 @@ decltype(auto) visit_activation(Activation activation, Visitor&& visitor) {
     case Activation::leaky_relu:
       return visitor(LeakyReluFunction{});
   }
-  throw std::invalid_argument("activation: unknown enumeration value " +
-                              std::to_string(static_cast<int>(activation)));
+  detail::reject_argument("activation", detail::is_value(static_cast<int>(activation)),
+                          "one of the Activation enumerators");
 }
 
 #pragma GCC diagnostic push

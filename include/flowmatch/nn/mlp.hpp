@@ -70,18 +70,13 @@ struct MlpConfig {
   /// Throws std::invalid_argument unless dim ≥ 1, cond_dim ≥ 0, every hidden width ≥ 1, the
   /// activation is valid and the time embedding is valid.
   void validate() const {
-    if (dim < 1) {
-      throw std::invalid_argument("MlpConfig: dim is " + detail::to_text(dim) +
-                                  ", expected at least 1");
-    }
-    if (cond_dim < 0) {
-      throw std::invalid_argument("MlpConfig: cond_dim is " + detail::to_text(cond_dim) +
-                                  ", expected at least 0");
-    }
+    detail::require_count("MlpConfig: dim", dim, Index(1));
+    detail::require_count("MlpConfig: cond_dim", cond_dim, Index(0));
     for (std::size_t layer = 0; layer < hidden.size(); ++layer) {
       if (hidden[layer] < 1) {
-        throw std::invalid_argument("MlpConfig: hidden[" + detail::to_text(layer) + "] is " +
-                                    detail::to_text(hidden[layer]) + ", expected at least 1");
+        detail::require_count(
+            detail::argument_name("MlpConfig", "hidden[" + detail::to_text(layer) + "]"),
+            hidden[layer], Index(1));
       }
     }
     static_cast<void>(activation_name(activation));  // throws for a value outside the enum
@@ -355,8 +350,8 @@ class Mlp {
 
   void check_layer(Index layer) const {
     if (layer < 0 || layer >= layer_count()) {
-      throw std::invalid_argument("Mlp: layer is " + detail::to_text(layer) + ", expected 0 to " +
-                                  detail::to_text(layer_count() - 1));
+      detail::reject_argument("Mlp: layer", detail::is_value(layer),
+                              "0 to " + detail::to_text(layer_count() - 1));
     }
   }
 
@@ -447,11 +442,11 @@ class Mlp {
   // expected shapes follow from x: a transposed x (N×dim) is blamed on x, not on out.
   void require_batch(const ConstMatrixRef<Scalar>& x) const {
     if (x.rows() == dim()) return;
-    throw std::invalid_argument(
-        "Mlp: x has shape " + detail::to_text(x.rows()) + "x" + detail::to_text(x.cols()) +
-        ", expected " + detail::to_text(dim()) + " rows (dim×N, one column per sample)" +
-        (x.cols() == dim() ? "; x may be transposed: an N×dim batch is passed as x.transpose()"
-                           : ""));
+    detail::reject_argument(
+        "Mlp: x", "has shape " + detail::to_text(x.rows()) + "x" + detail::to_text(x.cols()),
+        detail::to_text(dim()) + " rows (dim×N, one column per sample)" +
+            (x.cols() == dim() ? "; x may be transposed: an N×dim batch is passed as x.transpose()"
+                               : ""));
   }
 
   void validate_inputs(SharedOrPerSampleTime time, const ConstMatrixRef<Scalar>& x,
@@ -460,23 +455,18 @@ class Mlp {
     if (time.per_sample != nullptr) {
       const ConstVectorRef<Scalar>& times = *time.per_sample;
       detail::require_shape("Mlp: t", times, x.cols(), 1);
-      for (Index sample = 0; sample < times.size(); ++sample) {
-        if (!std::isfinite(times(sample))) {
-          throw std::invalid_argument("Mlp: t must be finite, got " +
-                                      detail::to_text(times(sample)) + " at sample " +
-                                      detail::to_text(sample));
-        }
-      }
+      detail::require_finite("Mlp: t", times);
     } else {
       detail::require_finite_value("Mlp: t", time.shared);
     }
     if (cond_dim() > 0 && cond == nullptr) {
-      throw std::invalid_argument("Mlp: the network is conditional (cond_dim = " +
-                                  detail::to_text(cond_dim()) + "), expected a condition matrix");
+      detail::reject_argument("Mlp: cond", "is missing",
+                              "a condition matrix: the network is conditional (cond_dim = " +
+                                  detail::to_text(cond_dim()) + ")");
     }
     if (cond_dim() == 0 && cond != nullptr) {
-      throw std::invalid_argument(
-          "Mlp: the network is unconditional (cond_dim = 0), got a condition matrix");
+      detail::reject_argument("Mlp: cond", "is given",
+                              "none: the network is unconditional (cond_dim = 0)");
     }
     if (cond != nullptr) {
       detail::require_shape("Mlp: cond", *cond, cond_dim(), x.cols());

@@ -39,9 +39,8 @@ struct MlpDerivatives {
                        const ConstMatrixRef<Scalar>& output_gradient, MlpGradient<Scalar>* gradient,
                        bool x_gradient) {
     if (workspace.network_ != &network || !workspace.has_slopes_) {
-      throw std::invalid_argument(
-          "Mlp::backward: the workspace holds no forward pass of this network, expected a call "
-          "to forward() with the same workspace first");
+      reject_argument("Mlp::backward: workspace", "holds no forward pass of this network",
+                      "a call to forward() with the same workspace first");
     }
     const Index batch = workspace.batch_size_;
     require_shape("Mlp::backward: output_gradient", output_gradient, network.dim(), batch);

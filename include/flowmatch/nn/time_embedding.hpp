@@ -41,8 +41,8 @@ struct TimeEmbedding {
   /// Throws std::invalid_argument unless 0 ≤ frequencies ≤ max_frequencies.
   void validate() const {
     if (frequencies < 0 || frequencies > max_frequencies) {
-      throw std::invalid_argument("TimeEmbedding: frequencies is " + detail::to_text(frequencies) +
-                                  ", expected 0 (raw time) to " + detail::to_text(max_frequencies));
+      detail::reject_argument("TimeEmbedding: frequencies", detail::is_value(frequencies),
+                              "0 (raw time) to " + detail::to_text(max_frequencies));
     }
   }
 

@@ -21,7 +21,6 @@
 #include <utility>
 
 #include "flowmatch/core/types.hpp"
-#include "flowmatch/detail/parameter_checks.hpp"
 #include "flowmatch/detail/validate.hpp"
 #include "flowmatch/train/parameters.hpp"
 
@@ -101,9 +100,10 @@ class Adam {
     detail::require_finite("Adam::set_state: first_moment", state.first_moment);
     detail::require_finite("Adam::set_state: second_moment", state.second_moment);
     if ((state.second_moment.array() < Scalar(0)).any()) {
-      throw std::invalid_argument("Adam::set_state: second_moment has a negative entry " +
-                                  detail::to_text(state.second_moment.minCoeff()) +
-                                  ", expected >= 0");
+      detail::reject_argument(
+          "Adam::set_state: second_moment",
+          "has a negative entry " + detail::to_text(state.second_moment.minCoeff()),
+          "every entry >= 0");
     }
     detail::require_count<std::int64_t>("Adam::set_state: step", state.step, 0);
     state_ = std::move(state);

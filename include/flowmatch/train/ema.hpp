@@ -18,7 +18,6 @@
 #include <utility>
 
 #include "flowmatch/core/types.hpp"
-#include "flowmatch/detail/parameter_checks.hpp"
 #include "flowmatch/detail/validate.hpp"
 
 namespace flowmatch {
@@ -40,13 +39,12 @@ class ExponentialMovingAverage {
   ExponentialMovingAverage(const ConstVectorRef<Scalar>& initial, Scalar decay, bool warmup = false)
       : decay_(decay), warmup_(warmup) {
     if (initial.size() < 1) {
-      throw std::invalid_argument(
-          "ExponentialMovingAverage: initial is empty, expected >= 1 entry");
+      detail::reject_argument("ExponentialMovingAverage: initial", "is empty", ">= 1 entry");
     }
     detail::require_finite("ExponentialMovingAverage: initial", initial);
     if (!(decay >= Scalar(0) && decay <= Scalar(1))) {
-      throw std::invalid_argument("ExponentialMovingAverage: decay is " + detail::to_text(decay) +
-                                  ", expected in [0, 1]");
+      detail::reject_argument("ExponentialMovingAverage: decay", detail::is_value(decay),
+                              "in [0, 1]");
     }
     state_.average = initial;
   }

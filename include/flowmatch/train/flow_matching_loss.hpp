@@ -80,9 +80,9 @@ Scalar flow_matching_partial_loss_and_gradient(const ConstMatrixRef<Scalar>& pre
   detail::require_shape("flow_matching_loss_and_gradient: gradient", gradient, prediction.rows(),
                         prediction.cols());
   if (batch_entries < prediction.size()) {
-    throw std::invalid_argument("flow_matching_partial_loss_and_gradient: batch_entries is " +
-                                detail::to_text(batch_entries) + ", expected at least " +
-                                detail::to_text(prediction.size()) + " (the block's entries)");
+    detail::reject_argument(
+        "flow_matching_partial_loss_and_gradient: batch_entries", detail::is_value(batch_entries),
+        "at least " + detail::to_text(prediction.size()) + " (the block's entries)");
   }
   gradient = (Scalar(2) / Scalar(batch_entries)) * (prediction - target);
   return (prediction - target).squaredNorm();
@@ -122,10 +122,10 @@ Scalar mlp_flow_matching_partial_loss(const Mlp<Scalar>& model, MlpWorkspace<Sca
                           batch.x_t.cols());
   }
   if (first < 0 || count < 1 || first + count > batch.x_t.cols()) {
-    throw std::invalid_argument("mlp_flow_matching_partial_loss: columns " +
-                                detail::to_text(first) + " to " +
-                                detail::to_text(first + count - 1) + ", expected within 0 to " +
-                                detail::to_text(batch.x_t.cols() - 1));
+    detail::reject_argument(
+        "mlp_flow_matching_partial_loss: columns",
+        "are " + detail::to_text(first) + " to " + detail::to_text(first + count - 1),
+        "within 0 to " + detail::to_text(batch.x_t.cols() - 1));
   }
   const auto times = batch.t.segment(first, count);
   const auto points = batch.x_t.middleCols(first, count);

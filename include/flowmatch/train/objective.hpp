@@ -105,8 +105,7 @@ namespace detail {
 template <class Scalar>
 void require_probability(std::string_view name, Scalar value) {
   if (!(value >= Scalar(0) && value <= Scalar(1))) {
-    throw std::invalid_argument(std::string(name) + " is " + to_text(value) +
-                                ", expected in [0, 1]");
+    reject_argument(name, is_value(value), "in [0, 1]");
   }
 }
 
@@ -120,8 +119,8 @@ template <class Scalar, std::uniform_random_bit_generator Generator>
 void drop_conditions(MatrixRef<Scalar> cond, Scalar probability,
                      const ConstVectorRef<Scalar>& null_condition, Generator& generator) {
   if (!(probability >= Scalar(0) && probability <= Scalar(1))) {
-    throw std::invalid_argument("drop_conditions: probability is " + detail::to_text(probability) +
-                                ", expected in [0, 1]");
+    detail::reject_argument("drop_conditions: probability", detail::is_value(probability),
+                            "in [0, 1]");
   }
   detail::require_finite("drop_conditions: cond", cond);
   if (null_condition.size() != 0) {
@@ -306,8 +305,8 @@ struct FlowMatchingObjective {
                        FlowMatchingBatch<Scalar>& batch) const {
     detail::require_shape("FlowMatchingObjective::make_batch: cond", cond, -1, x1.cols());
     if (cond.rows() < 1) {
-      throw std::invalid_argument(
-          "FlowMatchingObjective::make_batch: cond has no rows, expected a k×N matrix, k >= 1");
+      detail::reject_argument("FlowMatchingObjective::make_batch: cond", "has no rows",
+                              "a k×N matrix, k >= 1");
     }
     detail::require_finite("FlowMatchingObjective::make_batch: cond", cond);
     fill_batch(x0, x1, &cond, generator, batch);

@@ -23,7 +23,6 @@
 #include <vector>
 
 #include "flowmatch/core/types.hpp"
-#include "flowmatch/detail/parameter_checks.hpp"
 #include "flowmatch/detail/validate.hpp"
 
 namespace flowmatch {
@@ -47,9 +46,10 @@ namespace detail {
 template <class Weights, class Biases, class Visitor>
 void for_each_layer(const char* function, Weights& weights, Biases& biases, Visitor&& visit) {
   if (weights.size() != biases.size()) {
-    throw std::invalid_argument(std::string(function) + ": " + to_text(weights.size()) +
-                                " weight matrices but " + to_text(biases.size()) +
-                                " bias vectors, expected one of each per layer");
+    reject_argument(argument_name(function, "layers"),
+                    "are " + to_text(weights.size()) + " weight matrices and " +
+                        to_text(biases.size()) + " bias vectors",
+                    "one of each per layer");
   }
   for (std::size_t layer = 0; layer < weights.size(); ++layer) {
     visit(layer, weights[layer], biases[layer]);
@@ -70,9 +70,9 @@ Index layer_parameter_count(const char* function, const Weights& weights, const 
 template <class Scalar>
 void require_flat_size(const char* function, const ConstVectorRef<Scalar>& flat, Index count) {
   if (flat.size() != count) {
-    throw std::invalid_argument(std::string(function) + ": flat vector has " +
-                                to_text(flat.size()) + " entries, expected " + to_text(count) +
-                                " (one per parameter)");
+    reject_argument(argument_name(function, "flat vector"),
+                    "has " + to_text(flat.size()) + " entries",
+                    to_text(count) + " (one per parameter)");
   }
 }
 
@@ -83,14 +83,12 @@ void require_step_arguments(const char* function, const ConstVectorRef<Scalar>& 
                             const ConstVectorRef<Scalar>& gradient, Index count,
                             Scalar learning_rate) {
   if (parameters.size() != count) {
-    require_shape(argument_name(function, "parameters").c_str(), parameters, count, 1);
+    require_shape(argument_name(function, "parameters"), parameters, count, 1);
   }
   if (gradient.size() != count) {
-    require_shape(argument_name(function, "gradient").c_str(), gradient, count, 1);
+    require_shape(argument_name(function, "gradient"), gradient, count, 1);
   }
-  if (first_nonfinite_column(gradient) >= 0) {
-    require_finite(argument_name(function, "gradient").c_str(), gradient);
-  }
+  if (!gradient.allFinite()) require_finite(argument_name(function, "gradient"), gradient);
   if (!(learning_rate >= Scalar(0)) || !std::isfinite(learning_rate)) {
     require_nonnegative(argument_name(function, "learning_rate"), learning_rate);
   }

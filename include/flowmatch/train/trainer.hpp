@@ -43,7 +43,6 @@
 #include <vector>
 
 #include "flowmatch/core/types.hpp"
-#include "flowmatch/detail/parameter_checks.hpp"
 #include "flowmatch/detail/validate.hpp"
 #include "flowmatch/likelihood/standard_normal.hpp"
 #include "flowmatch/nn/mlp.hpp"
@@ -188,14 +187,16 @@ class FlowMatchingTrainer {
   };
 
   static void require_data_set(const char* function, const Matrix<Scalar>& data) {
-    if (data.size() == 0) throw std::invalid_argument(std::string(function) + ": data is empty");
-    detail::require_finite((std::string(function) + ": data").c_str(), data);
+    if (data.size() == 0)
+      detail::reject_argument(detail::argument_name(function, "data"), "is empty",
+                              "at least one sample");
+    detail::require_finite(detail::argument_name(function, "data"), data);
   }
 
   // The drawer of a sampler: in place for a resample() sampler, else through its result.
   template <class Sampler>
   static BatchDrawer batch_drawer(Sampler data) {
-    if (!data) throw std::invalid_argument("FlowMatchingTrainer: data is empty");
+    if (!data) detail::reject_argument("FlowMatchingTrainer: data", "is empty", "a sampler");
     using Resampler = std::conditional_t<std::is_same_v<Sampler, DataSampler>,
                                          UnconditionalResampler, ConditionalResampler>;
     if (const Resampler* resampler = data.template target<Resampler>()) {
@@ -229,14 +230,15 @@ class FlowMatchingTrainer {
         prediction_(model_.dim(), std::max<Index>(options_.batch_size, 0)),
         output_gradient_(prediction_.rows(), prediction_.cols()) {
     if ((minimum_cond_dim == 0) != (model_.cond_dim() == 0)) {
-      throw std::invalid_argument(
-          "FlowMatchingTrainer: model has cond_dim " + detail::to_text(model_.cond_dim()) +
-          (minimum_cond_dim == 0 ? ", expected an unconditional model (cond_dim 0)"
-                                 : ", expected a conditional model for conditioned data"));
+      detail::reject_argument("FlowMatchingTrainer: model",
+                              "has cond_dim " + detail::to_text(model_.cond_dim()),
+                              minimum_cond_dim == 0 ? "an unconditional model (cond_dim 0)"
+                                                    : "a conditional model for conditioned data");
     }
     detail::require_count<Index>("FlowMatchingTrainer: options.batch_size", options_.batch_size, 1);
     if (!options_.learning_rate) {
-      throw std::invalid_argument("FlowMatchingTrainer: options.learning_rate is empty");
+      detail::reject_argument("FlowMatchingTrainer: options.learning_rate", "is empty",
+                              "a learning-rate schedule");
     }
     if (options_.max_gradient_norm) {
       detail::require_positive("FlowMatchingTrainer: options.max_gradient_norm",
@@ -248,10 +250,10 @@ class FlowMatchingTrainer {
                                  options_.chunk_columns, 0);
     detail::require_count("FlowMatchingTrainer: options.threads", options_.threads, 1);
     if (options_.threads > 1 && options_.chunk_columns == 0) {
-      throw std::invalid_argument("FlowMatchingTrainer: options.threads is " +
-                                  detail::to_text(options_.threads) +
-                                  " with options.chunk_columns 0, expected chunk_columns >= 1 "
-                                  "to split the batch between the threads");
+      detail::reject_argument(
+          "FlowMatchingTrainer: options.threads",
+          "is " + detail::to_text(options_.threads) + " with options.chunk_columns 0",
+          "chunk_columns >= 1 to split the batch between the threads");
     }
     objective_.validate();
     const Index chunks = (options_.batch_size + chunk_width() - 1) / chunk_width();
@@ -381,21 +383,17 @@ class FlowMatchingTrainer {
   ///         the generator state does not parse.
   void restore(const TrainingCheckpoint<Scalar>& checkpoint) {
     if (!(checkpoint.model.config() == model_.config())) {
-      throw std::invalid_argument(
-          "FlowMatchingTrainer::restore: checkpoint.model has another shape than the trained "
-          "model");
+      detail::reject_argument("FlowMatchingTrainer::restore: checkpoint.model", "has another shape",
+                              "the shape of the trained model");
     }
-    if (checkpoint.step < 0) {
-      throw std::invalid_argument("FlowMatchingTrainer::restore: checkpoint.step is " +
-                                  detail::to_text(checkpoint.step) + ", expected >= 0");
-    }
+    detail::require_count<std::int64_t>("FlowMatchingTrainer::restore: checkpoint.step",
+                                        checkpoint.step, 0);
     Generator generator;
     std::istringstream generator_text(checkpoint.generator_state);
     generator_text >> generator;
     if (!generator_text) {
-      throw std::invalid_argument(
-          "FlowMatchingTrainer::restore: checkpoint.generator_state does not parse as the "
-          "generator's state");
+      detail::reject_argument("FlowMatchingTrainer::restore: checkpoint.generator_state",
+                              "does not parse", "the generator's state");
     }
     Adam<Scalar> adam = adam_;
     adam.set_state(checkpoint.optimizer);
