@@ -89,8 +89,9 @@ TEST_CASE("layers flatten to [vec W0, b0, vec W1, b1] and back", "[parameters]")
   CHECK_THROWS_AS(flowmatch::unflatten_layers<double>(Vector<double>::Zero(14), weights, biases),
                   std::invalid_argument);
   biases.pop_back();
-  CHECK_THROWS_WITH(flowmatch::flatten_layers(weights, biases),
-                    Catch::Contains("2 weight matrices but 1 bias vectors"));
+  CHECK_THROWS_WITH(
+      flowmatch::flatten_layers(weights, biases),
+      Catch::Contains("flatten_layers: layers are 2 weight matrices and 1 bias vectors"));
 }
 
 TEST_CASE("clipping scales the global norm to the threshold and leaves small ones", "[clip]") {
