@@ -1,5 +1,6 @@
-// Shared by tests/test_sde.cpp and tests/bench/sde_weak_order.cpp: the data mixture the
-// stochastic sampler is measured on, and the least-squares slope of a log-log fit.
+// Shared by tests and benchmarks (test_sde, test_likelihood, sde_weak_order,
+// density_tolerance): the data mixture the stochastic sampler and the density defaults are
+// measured on, and the least-squares slope of a log-log fit.
 #pragma once
 
 #include <cmath>

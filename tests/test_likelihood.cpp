@@ -23,7 +23,9 @@
 #include "flowmatch/likelihood/log_likelihood.hpp"
 #include "flowmatch/oracle/gaussian_mixture_path.hpp"
 #include "flowmatch/scheduler/condot.hpp"
+#include "flowmatch/score/exact_score.hpp"
 #include "generic_mixture_field.hpp"
+#include "sde_support.hpp"
 
 namespace {
 
@@ -297,6 +299,23 @@ TEST_CASE("ODE log-likelihood equals the mixture's log-density in 16-D, full cov
   const Matrix<double> x = oracle.data().sample(16, generator);
   const auto result = flowmatch::log_likelihood(oracle, x, tight_dopri5());
   CHECK((result.log_prob - oracle.data().log_prob(x)).cwiseAbs().maxCoeff() < 1e-6);
+}
+
+TEST_CASE("the density defaults bound the error of log-likelihoods and scores", "[likelihood]") {
+  // Without options, log_likelihood and exact_score use SolverOptions::for_density(): on this
+  // mixture they reach errors of about 7e-6 and 1.4e-5, where the sampling default rtol = atol
+  // = 1e-5 leaves 2.2e-3 and 1.0e-3 (tests/bench/density_tolerance.cpp).
+  const flowmatch::GaussianMixture<double> data = flowmatch_test::sde_data_mixture();
+  const MixturePath oracle(data);
+  std::mt19937_64 generator(3);
+  const Matrix<double> x = data.sample(200, generator);
+  const auto likelihood = flowmatch::log_likelihood(oracle, x);
+  CHECK((likelihood.log_prob - data.log_prob(x)).cwiseAbs().maxCoeff() < 1e-4);
+  const auto score = flowmatch::exact_score(oracle, 1.0, x);
+  CHECK((score.score - data.score(x)).cwiseAbs().maxCoeff() < 1e-4);
+  // The same calls with the sampling defaults miss these bounds.
+  const auto coarse = flowmatch::log_likelihood(oracle, x, SolverOptions<double>{});
+  CHECK((coarse.log_prob - data.log_prob(x)).cwiseAbs().maxCoeff() > 1e-4);
 }
 
 TEST_CASE("a time grid gives the marginal log-density at every grid time", "[likelihood]") {
