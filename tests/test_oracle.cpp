@@ -172,6 +172,24 @@ Value central_difference(const F& f, double h) {
   return difference;
 }
 
+// The gradient of a per-sample scalar function @p f of the batch @p x (d×N → length N), by
+// central differences along each coordinate: row i of the result is ∂f/∂x_i (d×N).
+template <class F>
+MatrixXd gradient_by_differences(const F& f, const MatrixXd& x, double h) {
+  MatrixXd gradient(x.rows(), x.cols());
+  for (Index i = 0; i < x.rows(); ++i) {
+    gradient.row(i) = central_difference<VectorXd>(
+                          [&](double step) {
+                            MatrixXd shifted = x;
+                            shifted.row(i).array() += step;
+                            return f(shifted);
+                          },
+                          h)
+                          .transpose();
+  }
+  return gradient;
+}
+
 // Largest entrywise |actual − expected| / (1 + |expected|).
 template <class A, class B>
 double max_relative_error(const A& actual, const B& expected) {
@@ -245,17 +263,8 @@ void check_against_differences_and_reference(const GaussianMixturePath<S>& path,
   for (Index j = 0; j < count; ++j) reference_log_density(j) = reference.log_prob(x.col(j));
   CHECK_THAT(max_relative_error(log_density, reference_log_density), WithinAbs(0.0, 1e-12));
 
-  MatrixXd gradient(dim, count);
-  for (Index i = 0; i < dim; ++i) {
-    gradient.row(i) = central_difference<VectorXd>(
-                          [&](double step) {
-                            MatrixXd shifted = x;
-                            shifted.row(i).array() += step;
-                            return path.log_prob(t, shifted);
-                          },
-                          fd_step)
-                          .transpose();
-  }
+  const MatrixXd gradient = gradient_by_differences(
+      [&](const MatrixXd& points) { return path.log_prob(t, points); }, x, fd_step);
   CHECK_THAT(max_relative_error(path.score(t, x), gradient), WithinAbs(0.0, fd_tolerance));
   if (!with_velocity) return;
 
@@ -297,17 +306,8 @@ void check_against_differences_and_reference(const GaussianMixturePath<S>& path,
   // ∇(∇·u) against central differences of the divergence.
   MatrixXd divergence_gradient(dim, count);
   path.divergence_gradient(t, x, divergence_gradient);
-  MatrixXd divergence_differences(dim, count);
-  for (Index i = 0; i < dim; ++i) {
-    divergence_differences.row(i) = central_difference<VectorXd>(
-                                        [&](double step) {
-                                          MatrixXd shifted = x;
-                                          shifted.row(i).array() += step;
-                                          return divergence_of(path, t, shifted);
-                                        },
-                                        fd_step)
-                                        .transpose();
-  }
+  const MatrixXd divergence_differences = gradient_by_differences(
+      [&](const MatrixXd& points) { return divergence_of(path, t, points); }, x, fd_step);
   CHECK_THAT(max_relative_error(divergence_gradient, divergence_differences),
              WithinAbs(0.0, fd_tolerance));
 
