@@ -6,10 +6,11 @@
 //   - the vector-Jacobian product is its adjoint: ⟨J v, w⟩ = ⟨v, Jᵀ w⟩ per sample;
 //   - the divergence is the trace of the Jacobian (assembled from products with e_1..e_d);
 //   - the gradient of the divergence agrees with central differences of the divergence;
-//   - the fused velocity with divergence equals the two computed apart;
+//   - the fused velocity with divergence equals the two computed apart, and so do the fused
+//     velocity, vjp and divergence gradient;
 //   - where promised, the batch gives bit for bit what the columns give one at a time;
-//   - where promised, the velocity and the fused velocity with divergence allocate nothing once
-//     a first call has sized the field's buffers.
+//   - where promised, the velocity and the fused members allocate nothing once a first call has
+//     sized the field's buffers.
 //
 // Each check runs when the library can compute the capability for the field (a member, or
 // forward mode: flowmatch::Derivable). A new field type gets the battery with one line:
@@ -44,8 +45,8 @@ struct FieldContract {
   /// Column n of the result depends on column n of x alone, bit for bit (false for fields
   /// bound to one batch: bound conditions, guidance).
   bool columns_independent = true;
-  /// Once sized by a first call, the velocity (and the fused velocity with divergence, where
-  /// available) of a batch of the same width allocates nothing.
+  /// Once sized by a first call, the velocity (and the fused members, where available) of a
+  /// batch of the same width allocates nothing.
   bool allocation_free_once_sized = false;
 };
 
@@ -157,6 +158,33 @@ void verify_field_contract(const Field& field, const FieldContract& contract) {
               flowmatch::velocity_with_divergence<double>(field, t, x, out, divergence);
             }) == 0);
     }
+    if constexpr (Derivable<capability::VelocityVjpDivergenceGradient, Field, double>) {
+      const Matrix<double> cotangent = detail::random_batch(dim, samples, 1.0, 4);
+      Matrix<double> pulled(dim, samples);
+      Matrix<double> gradient(dim, samples);
+      flowmatch::velocity_with_vjp_and_divergence_gradient<double>(field, t, x, cotangent, out,
+                                                                   pulled, gradient);
+      CHECK(allocations_during([&] {
+              flowmatch::velocity_with_vjp_and_divergence_gradient<double>(field, t, x, cotangent,
+                                                                           out, pulled, gradient);
+            }) == 0);
+    }
+  }
+
+  if constexpr (Derivable<capability::VelocityVjpDivergenceGradient, Field, double>) {
+    const Matrix<double> cotangent = detail::random_batch(dim, samples, 1.0, 4);
+    Matrix<double> fused_velocity(dim, samples);
+    Matrix<double> fused_vjp(dim, samples);
+    Matrix<double> fused_gradient(dim, samples);
+    flowmatch::velocity_with_vjp_and_divergence_gradient<double>(
+        field, t, x, cotangent, fused_velocity, fused_vjp, fused_gradient);
+    Matrix<double> pulled(dim, samples);
+    flowmatch::vector_jacobian_product<double>(field, t, x, cotangent, pulled);
+    Matrix<double> gradient(dim, samples);
+    flowmatch::divergence_gradient<double>(field, t, x, gradient);
+    CHECK(detail::relative_gap(fused_velocity, velocity) < 1e-13);
+    CHECK(detail::relative_gap(fused_vjp, pulled) < 1e-13);
+    CHECK(detail::relative_gap(fused_gradient, gradient) < 1e-13);
   }
 
   if constexpr (Derivable<capability::Divergence, Field, double>) {

@@ -140,17 +140,31 @@ void forward_divergence_gradient(const Field& field, Scalar t, const ConstMatrix
 
 }  // namespace detail
 
+namespace detail {
+
+/// The capability @p Tag without its fused forms: the field's member, or forward mode (first
+/// derivatives of a ForwardDifferentiable field, the gradient of the divergence of a
+/// TwiceForwardDifferentiable one).
+template <class Tag, class Field, class Scalar>
+concept SingleDerivable = Tag::template offered_by<Field, Scalar> ||
+                          (FirstDerivative<Tag> && ForwardDifferentiable<Field, Scalar>) ||
+                          (std::same_as<Tag, capability::DivergenceGradient> &&
+                           TwiceForwardDifferentiable<Field, Scalar>);
+
+}  // namespace detail
+
 /// The capability @p Tag is available for @p Field: the field offers its member, or the library
 /// derives it by forward mode (first derivatives of a ForwardDifferentiable field, the gradient
-/// of the divergence of a TwiceForwardDifferentiable one; the fused velocity with divergence
-/// whenever the divergence is available).
+/// of the divergence of a TwiceForwardDifferentiable one), or a fused capability from its parts
+/// (the velocity with divergence whenever the divergence is available; the velocity, vjp and
+/// divergence gradient whenever the last two are).
 template <class Tag, class Field, class Scalar>
-concept Derivable = Tag::template offered_by<Field, Scalar> ||
-                    (std::same_as<Tag, capability::VelocityDivergence> &&
-                     (HasDivergence<Field, Scalar> || ForwardDifferentiable<Field, Scalar>)) ||
-                    (detail::FirstDerivative<Tag> && ForwardDifferentiable<Field, Scalar>) ||
-                    (std::same_as<Tag, capability::DivergenceGradient> &&
-                     TwiceForwardDifferentiable<Field, Scalar>);
+concept Derivable = detail::SingleDerivable<Tag, Field, Scalar> ||
+                    (std::same_as<Tag, capability::VelocityDivergence>&&
+                         detail::SingleDerivable<capability::Divergence, Field, Scalar>) ||
+                    (std::same_as<Tag, capability::VelocityVjpDivergenceGradient> &&
+                     detail::SingleDerivable<capability::Vjp, Field, Scalar> &&
+                     detail::SingleDerivable<capability::DivergenceGradient, Field, Scalar>);
 
 namespace detail {
 
@@ -173,6 +187,11 @@ void derive(Tag tag, const Field& field, Scalar t, const ConstMatrixRef<Scalar>&
     const auto& [velocity, divergence] = std::forward_as_tuple(args...);
     evaluate_velocity<Scalar>(field, t, x, velocity);
     derive(capability::Divergence{}, field, t, x, divergence);
+  } else if constexpr (std::same_as<Tag, capability::VelocityVjpDivergenceGradient>) {
+    const auto& [cotangent, velocity, vjp, divergence_gradient] = std::forward_as_tuple(args...);
+    evaluate_velocity<Scalar>(field, t, x, velocity);
+    derive(capability::Vjp{}, field, t, x, cotangent, vjp);
+    derive(capability::DivergenceGradient{}, field, t, x, divergence_gradient);
   } else if constexpr (std::same_as<Tag, capability::Divergence>) {
     blockwise_trace<Scalar>(forward_jacobian<Scalar>(field, t, x), x.cols(), args...);
   } else if constexpr (std::same_as<Tag, capability::Jvp>) {
@@ -241,6 +260,29 @@ void velocity_with_divergence(const Field& field, Scalar t,
   detail::require_shape("velocity_with_divergence: velocity", velocity, x.rows(), x.cols());
   detail::require_shape("velocity_with_divergence: divergence", divergence, x.cols(), 1);
   detail::derive(capability::VelocityDivergence{}, field, t, x, velocity, divergence);
+}
+
+/// u_t(x) into @p velocity, (∂u_t/∂x)ᵀ·cotangent into @p vjp and ∇_x(∇·u_t) into
+/// @p divergence_gradient (each d×N): from one pass of the field's
+/// `velocity_vjp_divergence_gradient` member if it has one, else the three separately.
+/// @throws std::invalid_argument for bad shapes or non-finite x or cotangent.
+template <class Scalar, class Field>
+void velocity_with_vjp_and_divergence_gradient(
+    const Field& field, Scalar t, const std::type_identity_t<ConstMatrixRef<Scalar>>& x,
+    const std::type_identity_t<ConstMatrixRef<Scalar>>& cotangent,
+    std::type_identity_t<MatrixRef<Scalar>> velocity, std::type_identity_t<MatrixRef<Scalar>> vjp,
+    std::type_identity_t<MatrixRef<Scalar>> divergence_gradient) {
+  detail::require_batch("velocity_with_vjp_and_divergence_gradient: x", x);
+  detail::require_shape("velocity_with_vjp_and_divergence_gradient: cotangent", cotangent, x.rows(),
+                        x.cols());
+  detail::require_finite("velocity_with_vjp_and_divergence_gradient: cotangent", cotangent);
+  detail::require_shape("velocity_with_vjp_and_divergence_gradient: velocity", velocity, x.rows(),
+                        x.cols());
+  detail::require_shape("velocity_with_vjp_and_divergence_gradient: vjp", vjp, x.rows(), x.cols());
+  detail::require_shape("velocity_with_vjp_and_divergence_gradient: divergence_gradient",
+                        divergence_gradient, x.rows(), x.cols());
+  detail::derive(capability::VelocityVjpDivergenceGradient{}, field, t, x, cotangent, velocity, vjp,
+                 divergence_gradient);
 }
 
 /// The gradient of the divergence ∇_x(∇·u_t) for each sample into @p out (d×N):

@@ -11,11 +11,11 @@
 /// AnyField has every member of the field protocol (field/capabilities.hpp). Which of them
 /// work is fixed when it is built: a capability is available when the held field offers the
 /// member or the library derives it (autodiff/field_derivatives.hpp: forward mode for a field
-/// generic over its scalar type; the fused velocity with divergence whenever the divergence is
-/// available). Query it with `offers(capability::Jvp{})`, or state what a computation needs
-/// with `require(capability::Jvp{}, "my_estimator")`; the library's log-likelihood and
-/// exact-score functions do so on entry, so a missing capability is reported before any
-/// integration starts. Calling an unavailable member throws std::invalid_argument as well.
+/// generic over its scalar type; the fused members whenever their parts are available). Query it
+/// with `offers(capability::Jvp{})`, or state what a computation needs with
+/// `require(capability::Jvp{}, "my_estimator")`; the library's log-likelihood and exact-score
+/// functions do so on entry, so a missing capability is reported before any integration starts.
+/// Calling an unavailable member throws std::invalid_argument as well.
 ///
 /// Ownership: the held field is kept by value (or std::cref(field), seen through) in shared,
 /// immutable storage, so copies of an AnyField share it; `keep_alive` may hold whatever the
@@ -111,6 +111,14 @@ class AnyField {
     require(capability::VelocityDivergence{}, "AnyField::velocity_divergence");
     model_->velocity_divergence(t, x, velocity, divergence);
   }
+  void velocity_vjp_divergence_gradient(Scalar t, const ConstMatrixRef<Scalar>& x,
+                                        const ConstMatrixRef<Scalar>& cotangent,
+                                        MatrixRef<Scalar> velocity, MatrixRef<Scalar> vjp,
+                                        MatrixRef<Scalar> divergence_gradient) const {
+    require(capability::VelocityVjpDivergenceGradient{},
+            "AnyField::velocity_vjp_divergence_gradient");
+    model_->velocity_vjp_divergence_gradient(t, x, cotangent, velocity, vjp, divergence_gradient);
+  }
   ///@}
 
  private:
@@ -126,6 +134,9 @@ class AnyField {
                                      MatrixRef<Scalar>) const = 0;
     virtual void velocity_divergence(Scalar, const ConstMatrixRef<Scalar>&, MatrixRef<Scalar>,
                                      VectorRef<Scalar>) const = 0;
+    virtual void velocity_vjp_divergence_gradient(Scalar, const ConstMatrixRef<Scalar>&,
+                                                  const ConstMatrixRef<Scalar>&, MatrixRef<Scalar>,
+                                                  MatrixRef<Scalar>, MatrixRef<Scalar>) const = 0;
 
     std::array<bool, capability::count> available{};
   };
@@ -171,6 +182,13 @@ class AnyField {
     void velocity_divergence(Scalar t, const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> velocity,
                              VectorRef<Scalar> divergence) const override {
       call(capability::VelocityDivergence{}, t, x, velocity, divergence);
+    }
+    void velocity_vjp_divergence_gradient(Scalar t, const ConstMatrixRef<Scalar>& x,
+                                          const ConstMatrixRef<Scalar>& cotangent,
+                                          MatrixRef<Scalar> velocity, MatrixRef<Scalar> vjp,
+                                          MatrixRef<Scalar> divergence_gradient) const override {
+      call(capability::VelocityVjpDivergenceGradient{}, t, x, cotangent, velocity, vjp,
+           divergence_gradient);
     }
 
     Field field;

@@ -17,6 +17,10 @@
 /// | capability::DivergenceGradient | `divergence_gradient(t, x, out)`      | ∇(∇·u) (d×N)      |
 /// | capability::VelocityDivergence | `velocity_divergence(t, x, u, div)`   | u and ∇·u at once |
 ///
+/// One more fused capability, capability::VelocityVjpDivergenceGradient, is the member
+/// `velocity_vjp_divergence_gradient(t, x, cotangent, velocity, vjp, divergence_gradient)`:
+/// u, (∂u/∂x)ᵀ·cotangent and ∇(∇·u) from one pass (the dynamics of the exact score).
+///
 /// The conditional forms insert `const ConstMatrixRef<Scalar>& c` after x: `field(t, x, c, out)`,
 /// `divergence(t, x, c, out)`, and so on. Inputs are `ConstMatrixRef<Scalar>`, outputs
 /// `MatrixRef<Scalar>` (d×N, sized by the caller) or `VectorRef<Scalar>` (length N).
@@ -98,6 +102,19 @@ concept HasVelocityDivergence = requires(const F& field, Scalar t, const ConstMa
                                          MatrixRef<Scalar> velocity, VectorRef<Scalar> divergence) {
   field.velocity_divergence(t, x, velocity, divergence);
 };
+
+/// A field that offers its velocity, a vector-Jacobian product and the gradient of its
+/// divergence from one pass (what the exact score's dynamics need):
+/// `field.velocity_vjp_divergence_gradient(t, x, cotangent, velocity, vjp, divergence_gradient)`.
+template <class F, class Scalar>
+concept HasVelocityVjpDivergenceGradient = requires(const F& field, Scalar t,
+                                                    const ConstMatrixRef<Scalar>& x,
+                                                    const ConstMatrixRef<Scalar>& cotangent,
+                                                    MatrixRef<Scalar> velocity,
+                                                    MatrixRef<Scalar> vjp,
+                                                    MatrixRef<Scalar> divergence_gradient) {
+  field.velocity_vjp_divergence_gradient(t, x, cotangent, velocity, vjp, divergence_gradient);
+};
 ///@}
 
 /// @name Conditional fields
@@ -169,6 +186,17 @@ concept HasConditionalVelocityDivergence = requires(const F& field, Scalar t,
                                                     MatrixRef<Scalar> velocity,
                                                     VectorRef<Scalar> divergence) {
   field.velocity_divergence(t, x, condition, velocity, divergence);
+};
+
+/// `field.velocity_vjp_divergence_gradient(t, x, c, cotangent, velocity, vjp,
+/// divergence_gradient)`.
+template <class F, class Scalar>
+concept HasConditionalVelocityVjpDivergenceGradient = requires(
+    const F& field, Scalar t, const ConstMatrixRef<Scalar>& x,
+    const ConstMatrixRef<Scalar>& condition, const ConstMatrixRef<Scalar>& cotangent,
+    MatrixRef<Scalar> velocity, MatrixRef<Scalar> vjp, MatrixRef<Scalar> divergence_gradient) {
+  field.velocity_vjp_divergence_gradient(t, x, condition, cotangent, velocity, vjp,
+                                         divergence_gradient);
 };
 ///@}
 
@@ -370,8 +398,33 @@ struct VelocityDivergence {
   }
 };
 
+/// The velocity, the vector-Jacobian product (∂u_t/∂x)ᵀ·cotangent and the gradient of the
+/// divergence from one pass.
+struct VelocityVjpDivergenceGradient {
+  static constexpr const char* name =
+      "velocity, vector-Jacobian product and gradient of the divergence in one pass";
+  template <class F, class Scalar>
+  static constexpr bool offered_by = HasVelocityVjpDivergenceGradient<F, Scalar>;
+  template <class F, class Scalar>
+  static constexpr bool offered_conditionally_by =
+      HasConditionalVelocityVjpDivergenceGradient<F, Scalar>;
+  template <class F, class Scalar>
+  static void call(const F& field, Scalar t, In<Scalar> x, In<Scalar> cotangent,
+                   Out<Scalar> velocity, Out<Scalar> vjp, Out<Scalar> divergence_gradient) {
+    field.velocity_vjp_divergence_gradient(t, x, cotangent, velocity, vjp, divergence_gradient);
+  }
+  template <class F, class Scalar>
+  static void call(const F& field, Scalar t, In<Scalar> x, In<Scalar> condition,
+                   In<Scalar> cotangent, Out<Scalar> velocity, Out<Scalar> vjp,
+                   Out<Scalar> divergence_gradient) {
+    field.velocity_vjp_divergence_gradient(t, x, condition, cotangent, velocity, vjp,
+                                           divergence_gradient);
+  }
+};
+
 /// Every capability, in the order of the table in the file comment.
-using All = std::tuple<Velocity, Divergence, Jvp, Vjp, DivergenceGradient, VelocityDivergence>;
+using All = std::tuple<Velocity, Divergence, Jvp, Vjp, DivergenceGradient, VelocityDivergence,
+                       VelocityVjpDivergenceGradient>;
 
 /// The number of capabilities.
 inline constexpr std::size_t count = std::tuple_size_v<All>;

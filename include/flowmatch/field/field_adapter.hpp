@@ -18,14 +18,14 @@
 ///     void forward(Tag, Scalar t, const ConstMatrixRef<Scalar>& x, Args... args) const;
 ///
 /// The base then defines every member of the protocol (capabilities.hpp) — `operator()`,
-/// `divergence`, `jvp`, `vjp`, `divergence_gradient`, `velocity_divergence`, in plain and
-/// conditional form — each present exactly when `offers<Tag, Scalar>` (or
-/// `offers_conditionally`) holds, and each calling `forward(Tag{}, t, x, args...)` with the
-/// member's remaining arguments (the condition first for a conditional member) as Eigen::Ref
-/// views: `ConstMatrixRef<Scalar>` for inputs, `MatrixRef<Scalar>` or `VectorRef<Scalar>` for
-/// outputs. An adapter whose change is the same for every capability (split the columns, bind
-/// the conditions, combine guided predictions) writes one `forward` template; one whose change
-/// differs per capability writes one `forward` overload per tag.
+/// `divergence`, `jvp`, `vjp`, `divergence_gradient`, `velocity_divergence`,
+/// `velocity_vjp_divergence_gradient`, in plain and conditional form — each present exactly when
+/// `offers<Tag, Scalar>` (or `offers_conditionally`) holds, and each calling `forward(Tag{}, t, x,
+/// args...)` with the member's remaining arguments (the condition first for a conditional member)
+/// as Eigen::Ref views: `ConstMatrixRef<Scalar>` for inputs, `MatrixRef<Scalar>` or
+/// `VectorRef<Scalar>` for outputs. An adapter whose change is the same for every capability (split
+/// the columns, bind the conditions, combine guided predictions) writes one `forward` template; one
+/// whose change differs per capability writes one `forward` overload per tag.
 ///
 /// The base checks the shape of every argument after x (O(1), no scan of the values): outputs,
 /// tangents and cotangents must match x (a length-N vector for a divergence), a condition must
@@ -126,6 +126,19 @@ class FieldAdapter {
     detail::require_shape("velocity_divergence: divergence", divergence, x.cols(), 1);
     adapter().forward(capability::VelocityDivergence{}, t, x, velocity, divergence);
   }
+  template <class Scalar>
+  requires(detail::adapter_offers<
+           Adapter, capability::VelocityVjpDivergenceGradient,
+           Scalar>) void velocity_vjp_divergence_gradient(Scalar t, capability::In<Scalar> x,
+                                                          capability::In<Scalar> cotangent,
+                                                          capability::Out<Scalar> velocity,
+                                                          capability::Out<Scalar> vjp,
+                                                          capability::Out<Scalar>
+                                                              divergence_gradient) const {
+    require_fused_score_shapes(x, cotangent, velocity, vjp, divergence_gradient);
+    adapter().forward(capability::VelocityVjpDivergenceGradient{}, t, x, cotangent, velocity, vjp,
+                      divergence_gradient);
+  }
   ///@}
 
   /// @name Conditional members
@@ -188,6 +201,21 @@ class FieldAdapter {
     detail::require_shape("velocity_divergence: divergence", divergence, x.cols(), 1);
     adapter().forward(capability::VelocityDivergence{}, t, x, condition, velocity, divergence);
   }
+  template <class Scalar>
+  requires(detail::adapter_offers_conditionally<
+           Adapter, capability::VelocityVjpDivergenceGradient,
+           Scalar>) void velocity_vjp_divergence_gradient(Scalar t, capability::In<Scalar> x,
+                                                          capability::In<Scalar> condition,
+                                                          capability::In<Scalar> cotangent,
+                                                          capability::Out<Scalar> velocity,
+                                                          capability::Out<Scalar> vjp,
+                                                          capability::Out<Scalar>
+                                                              divergence_gradient) const {
+    detail::require_shape("velocity_vjp_divergence_gradient: condition", condition, -1, x.cols());
+    require_fused_score_shapes(x, cotangent, velocity, vjp, divergence_gradient);
+    adapter().forward(capability::VelocityVjpDivergenceGradient{}, t, x, condition, cotangent,
+                      velocity, vjp, divergence_gradient);
+  }
   ///@}
 
  protected:
@@ -196,6 +224,22 @@ class FieldAdapter {
 
  private:
   const Adapter& adapter() const { return static_cast<const Adapter&>(*this); }
+
+  // The d×N arguments of velocity_vjp_divergence_gradient, checked against x.
+  template <class Scalar>
+  static void require_fused_score_shapes(const ConstMatrixRef<Scalar>& x,
+                                         const ConstMatrixRef<Scalar>& cotangent,
+                                         const MatrixRef<Scalar>& velocity,
+                                         const MatrixRef<Scalar>& vjp,
+                                         const MatrixRef<Scalar>& divergence_gradient) {
+    detail::require_shape("velocity_vjp_divergence_gradient: cotangent", cotangent, x.rows(),
+                          x.cols());
+    detail::require_shape("velocity_vjp_divergence_gradient: velocity", velocity, x.rows(),
+                          x.cols());
+    detail::require_shape("velocity_vjp_divergence_gradient: vjp", vjp, x.rows(), x.cols());
+    detail::require_shape("velocity_vjp_divergence_gradient: divergence_gradient",
+                          divergence_gradient, x.rows(), x.cols());
+  }
 
   Field field_;
 };

@@ -339,6 +339,31 @@ class Mlp {
   }
   ///@}
 
+  /// @name Velocity, vector-Jacobian product and divergence gradient in one pass
+  /// u(t, x) into @p velocity, (∂u/∂x)ᵀ·cotangent into @p vjp and ∇ₓ(∇·u) into
+  /// @p divergence_gradient (each dim×N) from one forward pass, which the backward pass of the
+  /// vjp and the recursions of the divergence gradient share: the right-hand side of the exact
+  /// score (score/exact_score.hpp) at the cost of divergence_gradient() alone. Same values as
+  /// the separate members up to rounding. The outputs must not alias x or the cotangent.
+  /// Throws std::invalid_argument as vjp() and divergence_gradient() do.
+  ///@{
+  void velocity_vjp_divergence_gradient(Scalar t, const ConstMatrixRef<Scalar>& x,
+                                        const ConstMatrixRef<Scalar>& cotangent,
+                                        MatrixRef<Scalar> velocity, MatrixRef<Scalar> vjp,
+                                        MatrixRef<Scalar> divergence_gradient) const {
+    detail::MlpDerivatives<Scalar>::velocity_vjp_divergence_gradient(
+        *this, t, x, nullptr, cotangent, velocity, vjp, divergence_gradient);
+  }
+  void velocity_vjp_divergence_gradient(Scalar t, const ConstMatrixRef<Scalar>& x,
+                                        const ConstMatrixRef<Scalar>& cond,
+                                        const ConstMatrixRef<Scalar>& cotangent,
+                                        MatrixRef<Scalar> velocity, MatrixRef<Scalar> vjp,
+                                        MatrixRef<Scalar> divergence_gradient) const {
+    detail::MlpDerivatives<Scalar>::velocity_vjp_divergence_gradient(
+        *this, t, x, &cond, cotangent, velocity, vjp, divergence_gradient);
+  }
+  ///@}
+
  private:
   friend struct detail::MlpDerivatives<Scalar>;
 

@@ -13,8 +13,8 @@
 ///     MlpDerivatives::divergence_gradient).
 ///
 /// These are the implementations of Mlp's members backward, jvp, vjp, divergence,
-/// velocity_divergence and divergence_gradient (documented in nn/mlp.hpp); nn/mlp.hpp includes
-/// this header, so users include nn/mlp.hpp.
+/// velocity_divergence, divergence_gradient and velocity_vjp_divergence_gradient (documented in
+/// nn/mlp.hpp); nn/mlp.hpp includes this header, so users include nn/mlp.hpp.
 #pragma once
 
 #include <vector>
@@ -154,10 +154,43 @@ struct MlpDerivatives {
                                   const ConstMatrixRef<Scalar>* cond, MatrixRef<Scalar> out) {
     network.require_batch(x);
     require_shape("Mlp::divergence_gradient: out", out, network.dim(), x.cols());
-    const Index hidden_layers = network.layer_count() - 1;
-    const Index batch = x.cols();
-    MlpWorkspace<Scalar>& workspace = thread_workspace<Scalar>(batch);
+    MlpWorkspace<Scalar>& workspace = thread_workspace<Scalar>(x.cols());
     network.run_forward(workspace, Time{t, nullptr}, x, cond, Record::curvatures);
+    recorded_divergence_gradient(network, workspace, out);
+  }
+
+  /// u into @p velocity, (∂u/∂x)ᵀ·cotangent into @p vjp and ∇ₓ(∇·u) into
+  /// @p divergence_gradient from one forward pass: the backward pass of the vjp and the
+  /// recursions of the divergence gradient both start from it. The outputs must not alias x
+  /// or the cotangent.
+  static void velocity_vjp_divergence_gradient(const Network& network, Scalar t,
+                                               const ConstMatrixRef<Scalar>& x,
+                                               const ConstMatrixRef<Scalar>* cond,
+                                               const ConstMatrixRef<Scalar>& cotangent,
+                                               MatrixRef<Scalar> velocity, MatrixRef<Scalar> vjp,
+                                               MatrixRef<Scalar> divergence_gradient) {
+    network.require_batch(x);
+    require_shape("Mlp::velocity_vjp_divergence_gradient: cotangent", cotangent, network.dim(),
+                  x.cols());
+    require_shape("Mlp::velocity_vjp_divergence_gradient: velocity", velocity, network.dim(),
+                  x.cols());
+    require_shape("Mlp::velocity_vjp_divergence_gradient: vjp", vjp, network.dim(), x.cols());
+    require_shape("Mlp::velocity_vjp_divergence_gradient: divergence_gradient", divergence_gradient,
+                  network.dim(), x.cols());
+    MlpWorkspace<Scalar>& workspace = thread_workspace<Scalar>(x.cols());
+    network.run_forward(workspace, Time{t, nullptr}, x, cond, Record::curvatures, &velocity);
+    backward(network, workspace, cotangent, nullptr, true);
+    vjp = workspace.output_;
+    recorded_divergence_gradient(network, workspace, divergence_gradient);
+  }
+
+ private:
+  // ∇ₓ(∇·u) into @p out from the forward pass with curvatures recorded in @p workspace (the
+  // recursions of divergence_gradient).
+  static void recorded_divergence_gradient(const Network& network, MlpWorkspace<Scalar>& workspace,
+                                           MatrixRef<Scalar> out) {
+    const Index hidden_layers = network.layer_count() - 1;
+    const Index batch = workspace.batch_size_;
     if (hidden_layers == 0) {
       out.setZero();  // u = W_x·x + const
       return;
@@ -207,7 +240,6 @@ struct MlpDerivatives {
                                                 workspace.divergence_adjoints_[0], out);
   }
 
- private:
   // The start of jvp and vjp: checks the direction and out (named by @p direction_name and
   // @p out_name) against x, and records the forward pass with slopes in the calling thread's
   // workspace, which it returns.

@@ -183,6 +183,20 @@ class ScheduleTransformedField
     out = change.d_time * out + (change.d_scale / change.scale) * direction;
   }
 
+  /// ū_r(x), (∂ū_r/∂x)ᵀ·w and ∇_x(∇·ū_r)(x) from the wrapped field's single pass (the outputs
+  /// must not alias w).
+  void forward(capability::VelocityVjpDivergenceGradient tag, scalar_type r,
+               const ConstMatrixRef<scalar_type>& x, const ConstMatrixRef<scalar_type>& cotangent,
+               MatrixRef<scalar_type> velocity, MatrixRef<scalar_type> vjp,
+               MatrixRef<scalar_type> divergence_gradient) const {
+    const auto change = schedule_change(from_, to_, r);
+    const Matrix<scalar_type>& scaled = scale_points(x, change);
+    tag.call(this->field(), change.time, scaled, cotangent, velocity, vjp, divergence_gradient);
+    velocity = (change.d_time * change.scale) * velocity + change.d_scale * scaled;
+    vjp = change.d_time * vjp + (change.d_scale / change.scale) * cotangent;
+    divergence_gradient *= change.d_time / change.scale;
+  }
+
   /// ∇_x(∇·ū_r)(x).
   void forward(capability::DivergenceGradient tag, scalar_type r,
                const ConstMatrixRef<scalar_type>& x, MatrixRef<scalar_type> out) const {

@@ -16,9 +16,11 @@
 ///     their scores in one pass.
 ///
 /// Both need the vector-Jacobian product and the gradient of the divergence, taken from the
-/// field's `vjp` and `divergence_gradient` members if it has them, else by forward mode (duals,
-/// nested duals for ∇div) on a generic field, else a compile-time error; finite differences by
-/// explicit opt-in through FiniteDifferenceField (see field_derivatives.hpp). The source must
+/// field's `velocity_vjp_divergence_gradient` member if it has one (velocity, vjp and ∇div from
+/// one pass, as Mlp offers), else from its `vjp` and `divergence_gradient` members, else by
+/// forward mode (duals, nested duals for ∇div) on a generic field, else a compile-time error;
+/// finite differences by explicit opt-in through FiniteDifferenceField (see
+/// field_derivatives.hpp). The source must
 /// offer `score(x)` (StandardNormal, the default: ∇log p_0(x) = −x).
 #pragma once
 
@@ -90,9 +92,8 @@ void integrate_score(const Field& field, const Source& source, std::span<const S
   auto system = [&](Scalar t, const ConstMatrixRef<Scalar>& state, MatrixRef<Scalar> derivative) {
     const ConstMatrixRef<Scalar> position = state.topRows(dim);
     const ConstMatrixRef<Scalar> score = state.bottomRows(dim);
-    evaluate_velocity<Scalar>(field, t, position, derivative.topRows(dim));
-    detail::derive(capability::Vjp{}, field, t, position, score, transported);
-    detail::derive(capability::DivergenceGradient{}, field, t, position, gradient);
+    detail::derive(capability::VelocityVjpDivergenceGradient{}, field, t, position, score,
+                   derivative.topRows(dim), transported, gradient);
     derivative.bottomRows(dim) = -transported - gradient;
   };
   Matrix<Scalar> initial(2 * dim, samples);
