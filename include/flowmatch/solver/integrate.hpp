@@ -42,8 +42,6 @@
 #include <vector>
 
 #include <boost/numeric/odeint/stepper/controlled_runge_kutta.hpp>
-#include <boost/numeric/odeint/stepper/euler.hpp>
-#include <boost/numeric/odeint/stepper/runge_kutta4.hpp>
 #include <boost/numeric/odeint/stepper/runge_kutta_dopri5.hpp>
 #include <boost/numeric/odeint/stepper/runge_kutta_fehlberg78.hpp>
 #include <boost/numeric/odeint/stepper/stepper_categories.hpp>
@@ -264,8 +262,7 @@ class GridIntegrator {
     using State = Matrix<Scalar>;
     switch (options_.method) {
       case Method::euler:
-        run_fixed(odeint::euler<State, Scalar, State, Scalar, odeint_algebra, odeint_operations,
-                                odeint_resizer>());
+        run_fixed(make_euler_stepper<Scalar>());
         break;
       case Method::midpoint:
         run_fixed(make_midpoint_stepper<Scalar>());
@@ -277,8 +274,7 @@ class GridIntegrator {
         run_fixed(make_heun3_stepper<Scalar>());
         break;
       case Method::rk4:
-        run_fixed(odeint::runge_kutta4<State, Scalar, State, Scalar, odeint_algebra,
-                                       odeint_operations, odeint_resizer>());
+        run_fixed(make_rk4_stepper<Scalar>());
         break;
       case Method::rk38:
         run_fixed(make_rk38_stepper<Scalar>());
