@@ -457,8 +457,9 @@ TEMPLATE_TEST_CASE("Sampling the oracle reproduces the joint (chi-square over 27
               << total_variation(counts, joint.probabilities()) << ", steps " << stats.steps
               << ", jumps " << stats.jumps);
     CHECK(statistic < critical);
-    CHECK(stats.steps == 256);
-    CHECK(stats.evaluations == 256);
+    const auto steps = static_cast<std::size_t>(std::lround(1 / *options.step_size));
+    CHECK(stats.steps == steps);
+    CHECK(stats.evaluations == steps);
     CHECK(stats.jumps > 0);
   };
   const auto options = with_step(Scalar(1.0 / 256));
@@ -618,36 +619,58 @@ TEMPLATE_TEST_CASE("The generalized KL loss is the rate-matching KL over all rat
              WithinRel(static_cast<double>(cross.sum()), 10 * tolerance));
 }
 
+// With the exact posterior the bound holds for every sequence. For the masked source it is
+// tight: the model's chain unmasks one position at a time with the exact conditional, so along
+// any unmasking order the path KL adds up −log p(x₁) by the chain rule; the uniform source
+// leaves a gap (tokens may jump more than once).
 TEMPLATE_TEST_CASE("The ELBO of the exact posterior bounds the true -log p from above",
                    "[discrete][elbo]", double, float) {
   using Scalar = TestType;
   const auto joint = correlated_joint();
   const TokenMatrix states = every_sequence(joint);
   const Vector<double> truth = -joint.log_probability(states);
-  const auto check = [&](const char* name, const auto& path, const DiscreteSource<Scalar>& source) {
+  const auto check = [&](const char* name, const auto& path, const DiscreteSource<Scalar>& source,
+                         bool tight) {
     using S = typename std::decay_t<decltype(path)>::scheduler_type;
     const DiscreteJointPosterior<S> oracle(joint, path, source);
     std::mt19937_64 generator(4242);
     const auto elbo = flowmatch::discrete_elbo(oracle, path, source, states, 2000, generator);
     double mean_gap = 0;
+    double mean_gap_variance = 0;
     for (Index index = 0; index < states.cols(); ++index) {
       INFO(name << ", sequence " << index << ": bound " << elbo.bound(index) << " +- "
                 << elbo.standard_error(index) << ", -log p " << truth(index));
       CHECK(std::isfinite(elbo.bound(index)));
       CHECK(elbo.standard_error(index) > 0);
-      CHECK(elbo.bound(index) >= truth(index) - 3 * elbo.standard_error(index));
-      mean_gap += joint.probabilities()(index) * (elbo.bound(index) - truth(index));
+      // 4 standard errors: the integrand is skewed (rare large values near t = 1).
+      CHECK(elbo.bound(index) >= truth(index) - 4 * elbo.standard_error(index));
+      const double weight = joint.probabilities()(index);
+      mean_gap += weight * (elbo.bound(index) - truth(index));
+      mean_gap_variance +=
+          weight * weight * elbo.standard_error(index) * elbo.standard_error(index);
     }
-    INFO(name << ": expected gap E[bound + log p] = " << mean_gap << " (entropy "
+    const double mean_gap_error = std::sqrt(mean_gap_variance);
+    INFO(name << ": E[bound + log p] = " << mean_gap << " +- " << mean_gap_error << " (entropy "
               << joint.probabilities().dot(truth) << ")");
-    CHECK(mean_gap > -0.01);
+    if (tight) {
+      CHECK(std::abs(mean_gap) < 4 * mean_gap_error);
+    } else {
+      CHECK(mean_gap > 4 * mean_gap_error);
+    }
+    // A sequence's bound does not depend on the batch it is computed in.
+    std::mt19937_64 same_seed(4242);
+    const auto first =
+        flowmatch::discrete_elbo(oracle, path, source, states.leftCols(5), 2000, same_seed);
+    CHECK(first.bound == elbo.bound.head(5));
   };
-  check("masked, CondOT", MixturePath<CondOT<Scalar>>(),
-        DiscreteSource<Scalar>::masked(vocabulary));
+  check("masked, CondOT", MixturePath<CondOT<Scalar>>(), DiscreteSource<Scalar>::masked(vocabulary),
+        true);
+  check("masked, cosine", MixturePath<ConvexCosine<Scalar>>(),
+        DiscreteSource<Scalar>::masked(vocabulary), true);
   check("uniform, CondOT", MixturePath<CondOT<Scalar>>(),
-        DiscreteSource<Scalar>::uniform(vocabulary));
+        DiscreteSource<Scalar>::uniform(vocabulary), false);
   check("uniform, cosine", MixturePath<ConvexCosine<Scalar>>(),
-        DiscreteSource<Scalar>::uniform(vocabulary));
+        DiscreteSource<Scalar>::uniform(vocabulary), false);
 }
 
 // ---------------------------------------------------------------------------------------------
