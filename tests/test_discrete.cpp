@@ -441,6 +441,18 @@ Vector<double> sampled_counts(const DiscreteJoint& joint, const MixturePath<S>& 
   return state_counts(joint, result.tokens);
 }
 
+TEST_CASE("Exact draws of the joint pass the chi-square test (its calibration)",
+          "[discrete][oracle]") {
+  const auto joint = correlated_joint();
+  std::mt19937_64 generator(314159);
+  const Vector<double> counts = state_counts(joint, joint.sample(20000, generator));
+  const double statistic = chi_square(counts, joint.probabilities());
+  INFO("exact draws: chi-square " << statistic << ", TV "
+                                  << total_variation(counts, joint.probabilities()));
+  CHECK(statistic < chi_square_critical(26));
+  CHECK(total_variation(counts, joint.probabilities()) < 0.03);
+}
+
 TEMPLATE_TEST_CASE("Sampling the oracle reproduces the joint (chi-square over 27 states)",
                    "[discrete][sampler]", double, float) {
   using Scalar = TestType;
@@ -540,8 +552,7 @@ TEST_CASE("Sampling is reproducible for any batch split, and returns the grid ti
     begin += size;
   }
   CHECK(sharded == whole.tokens);
-  // A finer grid split of the same steps ({0, 1} with step 0.05) is not the same draw, but the
-  // same seed repeats exactly.
+  // The same seed repeats exactly.
   std::mt19937_64 again(77);
   CHECK(flowmatch::sample_discrete(oracle, path, source, x0, std::span<const double>(times),
                                    options, again)

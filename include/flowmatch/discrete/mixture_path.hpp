@@ -16,7 +16,6 @@
 /// (detail/sample_noise.hpp), so it does not depend on the other sequences of the batch.
 #pragma once
 
-#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>

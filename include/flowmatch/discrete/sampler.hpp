@@ -42,6 +42,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "flowmatch/core/errors.hpp"
@@ -54,7 +55,7 @@
 #include "flowmatch/discrete/source.hpp"
 #include "flowmatch/discrete/tokens.hpp"
 #include "flowmatch/scheduler/scheduler.hpp"
-#include "flowmatch/solver/integrate.hpp"
+#include "flowmatch/solver/integrate.hpp"  // detail::validate_grid, detail::fixed_step_count
 
 namespace flowmatch {
 
@@ -149,6 +150,7 @@ namespace detail {
 template <class Scalar, class S, class D>
 class DiscreteEulerSampler {
  public:
+  /// Refers to the arguments of sample_discrete (checked there); @p key keys the streams.
   DiscreteEulerSampler(const D& denoiser, const MixturePath<S>& path,
                        const DiscreteSource<Scalar>& source, std::span<const Scalar> times,
                        const DiscreteSamplerOptions<Scalar>& options, std::uint64_t key)
@@ -159,6 +161,7 @@ class DiscreteEulerSampler {
         options_(options),
         key_(key) {}
 
+  /// Carries @p tokens (at times[0]) over the grid.
   DiscreteSampleResult<Scalar> run(TokenMatrix tokens) {
     DiscreteSampleResult<Scalar> result;
     result.times.assign(times_.begin(), times_.end());
@@ -183,6 +186,7 @@ class DiscreteEulerSampler {
  private:
   static constexpr std::uint64_t words_per_token = 4;
 
+  // One step from t to t + h of every token (to x₁ when @p final_step), counting into @p stats.
   void take_step(Scalar t, Scalar h, bool final_step, TokenMatrix& tokens,
                  DiscreteSamplerStats& stats) {
     const Index length = tokens.rows();
