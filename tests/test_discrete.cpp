@@ -793,6 +793,14 @@ TEST_CASE("Bad input throws typed exceptions naming the argument", "[discrete][e
                             [](double) { return 1.0; }}),
       std::invalid_argument);
 
+  // σ ≠ 1 − κ.
+  struct NotConvex : FunctionScheduler {
+    double sigma(double t) const { return 1 - t * t; }
+  };
+  CHECK_THROWS_WITH(
+      MixturePath<NotConvex>(NotConvex{{[](double t) { return t; }, [](double) { return 1.0; }}}),
+      Contains("MixturePath: scheduler sigma(0.0625) is 0.99609375 with kappa 0.0625"));
+
   // η(0) ≠ 0; a missing or bad step size; a vocabulary mismatch.
   auto corrected = options;
   corrected.eta = [](double) { return 0.2; };

@@ -40,8 +40,8 @@ class MixturePath {
   using scalar_type = typename S::scalar_type;
 
   /// @param scheduler a convex scheduler whose α is 0 at t = 0, 1 at t = 1 (within 4 rounding
-  ///        errors) and non-decreasing on 17 equally spaced times; otherwise throws
-  ///        std::invalid_argument.
+  ///        errors) and non-decreasing on 17 equally spaced times, with σ = 1 − α there (within
+  ///        4 rounding errors); otherwise throws std::invalid_argument.
   explicit MixturePath(S scheduler = S()) : scheduler_(std::move(scheduler)) {
     using Scalar = scalar_type;
     const Scalar slack = Scalar(4) * std::numeric_limits<Scalar>::epsilon();
@@ -69,6 +69,13 @@ class MixturePath {
                                 expectation);
       }
       previous = kappa;
+      const Scalar sigma = scheduler_.sigma(t);
+      if (!(std::abs(kappa + sigma - Scalar(1)) <= slack)) {
+        detail::reject_argument(
+            "MixturePath: scheduler sigma(" + detail::to_text(t) + ")",
+            detail::is_value(sigma) + " with kappa " + detail::to_text(kappa),
+            "sigma = 1 - kappa (a convex scheduler; 1 - kappa is read from sigma)");
+      }
     }
   }
 
