@@ -13,6 +13,7 @@
 #include <random>
 #include <span>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "flowmatch/core/errors.hpp"
