@@ -103,7 +103,7 @@ class DiscreteSource {
       case SourceKind::given:
         break;
     }
-    return cumulative_(token, position) - (token > 0 ? cumulative_(token - 1, position) : 0.0);
+    return probabilities_(token, position);
   }
 
   /// The states()×L matrix of p₀ over the states of a token at each of @p length positions.
@@ -152,7 +152,7 @@ class DiscreteSource {
     // Draw a point of the cumulative mass with the excluded token's interval cut out: the
     // target u·(1 − p₀(e)), moved up by p₀(e) once it reaches the start of e's interval.
     const double before = excluded > 0 ? cumulative_(excluded - 1, position) : 0.0;
-    const double mass = cumulative_(excluded, position) - before;
+    const double mass = probabilities_(excluded, position);
     double target = uniform * (cumulative_(vocabulary_ - 1, position) - mass);
     if (target >= before) target += mass;
     const Token token = search(position, target);
@@ -196,7 +196,10 @@ class DiscreteSource {
  private:
   // @p probabilities: the K×L matrix of a given source, empty for the other kinds.
   DiscreteSource(SourceKind kind, Index vocabulary, Matrix<double> probabilities)
-      : kind_(kind), vocabulary_(vocabulary), cumulative_(std::move(probabilities)) {
+      : kind_(kind),
+        vocabulary_(vocabulary),
+        probabilities_(std::move(probabilities)),
+        cumulative_(probabilities_) {
     for (Index position = 0; position < cumulative_.cols(); ++position) {
       for (Index token = 1; token < vocabulary_; ++token) {
         cumulative_(token, position) += cumulative_(token - 1, position);
@@ -215,7 +218,9 @@ class DiscreteSource {
 
   SourceKind kind_;
   Index vocabulary_;
-  // Given source: cumulative_(j, l) = Σ_{i ≤ j} p₀(i; l), in double; empty otherwise.
+  // Given source: probabilities_(j, l) = p₀(j; l) and cumulative_(j, l) = Σ_{i ≤ j} p₀(i; l),
+  // in double; empty otherwise.
+  Matrix<double> probabilities_;
   Matrix<double> cumulative_;
 };
 
