@@ -49,13 +49,13 @@
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/categorical.hpp"
 #include "flowmatch/detail/sample_noise.hpp"
+#include "flowmatch/detail/time_grid.hpp"
 #include "flowmatch/detail/validate.hpp"
 #include "flowmatch/discrete/denoiser.hpp"
 #include "flowmatch/discrete/mixture_path.hpp"
 #include "flowmatch/discrete/source.hpp"
 #include "flowmatch/discrete/tokens.hpp"
 #include "flowmatch/scheduler/scheduler.hpp"
-#include "flowmatch/solver/integrate.hpp"  // detail::validate_grid, detail::fixed_step_count
 
 namespace flowmatch {
 
