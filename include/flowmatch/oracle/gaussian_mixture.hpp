@@ -244,10 +244,11 @@ class ScaledMixture {
   /// The score Σ_k γ_k s_k with s_k = −C_k⁻¹(x − m_k) = −Q_k (Y_k / c_k), into @p out (d×n).
   void posterior_score(const MixturePosterior<Scalar>& posterior, MatrixRef<Scalar> out) const {
     out.setZero();
+    Matrix<Scalar> weighted;
     for (Index k = 0; k < mixture_.components(); ++k) {
-      out.noalias() -=
-          mixture_.eigenvectors(k) *
+      weighted =
           (whitened(posterior, k).rowwise() * posterior.responsibilities.row(k).array()).matrix();
+      out.noalias() -= mixture_.eigenvectors(k) * weighted;
     }
   }
 

@@ -96,15 +96,19 @@ class GaussianMixturePath {
     detail::require_shape("GaussianMixturePath: out", out, dim(), x.cols());
     const Dynamics dynamics = dynamics_at(t);
     detail::MixturePosterior<scalar_type> block;
+    const Matrix<scalar_type> scaled_means = dynamics.d_alpha * data_.means();
+    Matrix<scalar_type> weighted;
     detail::for_each_column_block(x.cols(), [&](Index start, Index count) {
       dynamics.marginal.posterior(x.middleCols(start, count), start, block);
       auto velocity = out.middleCols(start, count);
-      // Σ_k γ_k α̇ μ_k + Σ_k Q_k (γ_k a_k Y_k).
-      velocity.noalias() = dynamics.d_alpha * data_.means() * block.responsibilities;
+      // Σ_k γ_k α̇ μ_k + Σ_k Q_k (γ_k a_k Y_k). The factors are evaluated into plain matrices
+      // first, so every product of the oracle instantiates the same Eigen product kernel (a
+      // product with an expression operand is a new instantiation: seconds of compile time).
+      velocity.noalias() = scaled_means * block.responsibilities;
       for (Index k = 0; k < data_.components(); ++k) {
-        velocity.noalias() +=
-            data_.eigenvectors(k) *
+        weighted =
             (gained(dynamics, block, k).rowwise() * block.responsibilities.row(k).array()).matrix();
+        velocity.noalias() += data_.eigenvectors(k) * weighted;
       }
     });
     detail::require_finite_result("GaussianMixturePath: velocity", out, static_cast<double>(t));
@@ -168,8 +172,8 @@ class GaussianMixturePath {
                       dynamics.marginal.variances().col(k).array() -
                   component_score.array().rowwise() * score_dot_velocity)
                      .matrix();
-          out.middleCols(start, count).noalias() +=
-              eigenvectors * (term.array().rowwise() * responsibility.array()).matrix();
+          term.array().rowwise() *= responsibility.array();
+          out.middleCols(start, count).noalias() += eigenvectors * term;
         });
     detail::require_finite_result("GaussianMixturePath: divergence_gradient", out,
                                   static_cast<double>(t));
