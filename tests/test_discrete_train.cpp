@@ -386,6 +386,23 @@ TEST_CASE("Training on an enumerable joint approaches the exact posterior",
   CHECK(mean_of(steps - 100, 100) < 0.8 * mean_of(0, 100));
 
   const MlpDenoiser<double> trained = trainer.ema_denoiser();
+  {
+    // The posteriors themselves, on x_t drawn from the path: ½·Σ_j |p_θ(j) − p(j)| per position.
+    std::mt19937_64 generator(31);
+    const Index count = 2000;
+    const TokenMatrix x1 = joint.sample(count, generator);
+    const Vector<double> t = random_times<double>(count, 0.99, generator);
+    const TokenMatrix x_t = path.sample(source.sample(3, count, generator), x1, t, generator);
+    Matrix<double> model_posterior(9, count);
+    Matrix<double> exact_posterior(9, count);
+    trained(t, x_t, model_posterior);
+    exact(t, x_t, exact_posterior);
+    const Matrix<double> distance =
+        0.5 * (model_posterior - exact_posterior).cwiseAbs().reshaped(3, 3 * count).colwise().sum();
+    std::cout << "posterior total variation, trained vs exact, over " << 3 * count
+              << " positions: mean " << distance.mean() << ", max " << distance.maxCoeff() << '\n';
+    CHECK(distance.mean() < 0.05);
+  }
   const Index strata = 400;
   const auto [exact_elbo, exact_error] = mean_elbo(exact, joint, path, source, strata);
   const auto [trained_elbo, trained_error] = mean_elbo(trained, joint, path, source, strata);
