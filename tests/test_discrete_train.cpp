@@ -294,6 +294,22 @@ TEST_CASE("Float logit gradients agree with double ones", "[discrete][gradient]"
   CHECK_THAT(double(value_float), WithinAbs(value, 1e-5 * std::abs(value)));
   CHECK((gradient_float.cast<double>() - gradient).cwiseAbs().maxCoeff() <=
         1e-5 * gradient.cwiseAbs().maxCoeff());
+
+  // A confident right answer: p_y = 1/(1 + 2e⁻²⁰) rounds to 1 in float, yet the loss
+  // r·(1 − p_y) = 2e⁻²⁰/(1 + 2e⁻²⁰) at r = κ̇/(1 − κ) = 2 (t = 1/2) keeps its digits.
+  const TokenMatrix token_zero = TokenMatrix::Zero(1, 1);
+  Matrix<float> confident(3, 1);
+  confident << 20.0f, 0.0f, 0.0f;
+  Matrix<float> confident_gradient(3, 1);
+  const double expected_loss = 2.0 * 2.0 * std::exp(-20.0) / (1.0 + 2.0 * std::exp(-20.0));
+  const float confident_loss = flowmatch::generalized_kl_loss_with_gradient(
+      MixturePath<CondOT<float>>(), DiscreteSource<float>::uniform(3),
+      Vector<float>::Constant(1, 0.5f), token_zero, token_zero, confident, confident_gradient);
+  CHECK_THAT(double(confident_loss), WithinAbs(expected_loss, 1e-6 * expected_loss));
+  // Entry y: −r·p_y·(1 − p_y); the gradient sums to zero over the position.
+  CHECK_THAT(double(confident_gradient(0)),
+             WithinAbs(-expected_loss / (1.0 + 2.0 * std::exp(-20.0)), 1e-6 * expected_loss));
+  CHECK_THAT(double(confident_gradient.sum()), WithinAbs(0.0, 1e-6 * expected_loss));
 }
 
 TEST_CASE("The parameter gradient through Mlp::backward matches central differences",

@@ -19,9 +19,9 @@
 ///   - cross-entropy:          ℓ = −log p_y,             ∂ℓ/∂z_j = p_j − [j = y].
 ///
 /// log p_y is z_y − log Σ_i exp(z_i), from the shifted sum of the softmax, so it stays finite
-/// where p_y underflows; 1 − p_y is summed over the other tokens, so it keeps its digits as
-/// p_y → 1. The mean over the L·N tokens divides every gradient by L·N. From ∂L/∂z the body's
-/// backward pass (Mlp::backward) gives ∂L/∂θ.
+/// where p_y underflows; 1 − p_y (in the loss and in the entry y of each gradient) is summed over
+/// the other tokens, so it keeps its digits as p_y → 1. The mean over the L·N tokens divides every
+/// gradient by L·N. From ∂L/∂z the body's backward pass (Mlp::backward) gives ∂L/∂θ.
 ///
 /// **Training step** (DiscreteTrainer::step; every draw from the trainer's generator, in this
 /// order):
@@ -79,6 +79,14 @@ void require_logit_arguments(std::string_view function, const ConstTokenRef& x1,
   }
 }
 
+/// Σ_{j ≠ excluded} p_j of one position's probabilities: 1 − p_excluded without the
+/// cancellation as p_excluded → 1.
+template <class Segment>
+auto mass_except(const Segment& probabilities, Token excluded) {
+  return probabilities.head(excluded).sum() +
+         probabilities.tail(probabilities.size() - excluded - 1).sum();
+}
+
 }  // namespace detail
 
 /// The mean generalized KL loss (discrete/loss.hpp) of the posterior softmax(@p logits), and
@@ -118,23 +126,23 @@ typename S::scalar_type generalized_kl_loss_with_gradient(
       const Token current = x_t(position, sequence);
       const Token target = x1(position, sequence);
       const Scalar p_target = probabilities(target);
+      const Scalar p_others = detail::mass_except(probabilities, target);  // 1 − p_y
       if (current == target) {
-        // ℓ = r·(1 − p_y) with 1 − p_y = Σ_{j≠y} p_j; ∂ℓ/∂z_j = r·p_y·(p_j − [j = y]).
-        const Scalar p_others =
-            probabilities.head(target).sum() + probabilities.tail(vocabulary - target - 1).sum();
+        // ℓ = r·(1 − p_y); ∂ℓ/∂z_j = r·p_y·(p_j − [j = y]), the entry y being −r·p_y·(1 − p_y).
         total += static_cast<double>(rate * p_others);
-        probabilities(target) -= Scalar(1);
+        probabilities(target) = -p_others;
         probabilities *= weight * p_target;
         continue;
       }
-      // ℓ = −r·(p_c + log p_y); ∂ℓ/∂z_j = r·(p_j·(1 + p_c) − [j = y] − p_c·[j = c]).
+      // ℓ = −r·(p_c + log p_y); ∂ℓ/∂z_j = r·(p_j·(1 + p_c) − [j = y] − p_c·[j = c]), whose
+      // entries y and c are r·(p_y·p_c − (1 − p_y)) and r·p_c².
       const bool data_token = current < vocabulary;
       const Scalar p_current = data_token ? probabilities(current) : Scalar(0);
       const Scalar log_p_target = logits(position * vocabulary + target, sequence) - log_normaliser;
       total += static_cast<double>(-rate * (p_current + log_p_target));
       probabilities *= Scalar(1) + p_current;
-      probabilities(target) -= Scalar(1);
-      if (data_token) probabilities(current) -= p_current;
+      probabilities(target) = p_target * p_current - p_others;
+      if (data_token) probabilities(current) = p_current * p_current;
       probabilities *= weight;
     }
   }
@@ -163,7 +171,7 @@ Scalar cross_entropy_loss_with_gradient(const ConstTokenRef& x1,
       // −log p_y = log Σ exp(z) − z_y.
       total +=
           static_cast<double>(log_normaliser - logits(position * vocabulary + target, sequence));
-      probabilities(target) -= Scalar(1);
+      probabilities(target) = -detail::mass_except(probabilities, target);  // p_y − 1
       probabilities /= tokens;
     }
   }
