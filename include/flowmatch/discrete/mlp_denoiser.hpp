@@ -17,12 +17,16 @@
 /// x (`dim`), and the posterior needs K·L rows, so the input has K·L rows too. A one-hot code of
 /// the K + 1 states would take (K + 1)·L rows; coding the mask as the zero block loses nothing,
 /// because exactly one state of K + 1 is present at each position: the first layer's
-/// W·one_hot_{K+1}(x) + b equals W'·code_K(x) + b' with W'_j = W_j − W_mask and
-/// b' = b + Σ_l W_mask,l. The same network then serves the uniform source (K states, a plain
-/// one-hot) and the masked one, without a conditioning input.
+/// W·one_hot_{K+1}(x) + b equals W'·code_K(x) + b' with the columns W'_{l,j} = W_{l,j} − W_{l,K}
+/// (token j, mask K, at position l) and b' = b + Σ_l W_{l,K}. The same network then serves the
+/// uniform source (K states, a plain one-hot) and the masked one, without a conditioning input.
 ///
 /// **Softmax.** Per position, z is shifted by its maximum m before the exponentials, so the
 /// largest term is exp(0) = 1, nothing overflows and the sum is ≥ 1; all in the scalar type.
+///
+/// **Evaluation.** operator() evaluates the body with the calling thread's workspace
+/// (Mlp::operator()), so concurrent const calls from several threads are safe; training records
+/// the pass instead (Mlp::forward on encode()'s input, then Mlp::backward; discrete/training.hpp).
 #pragma once
 
 #include <cmath>
