@@ -22,6 +22,7 @@
 #include "flowmatch/discrete/sampler.hpp"
 #include "flowmatch/discrete/source.hpp"
 #include "flowmatch/discrete/tokens.hpp"
+#include "flowmatch/discrete/training.hpp"
 #include "flowmatch/field/any_field.hpp"
 #include "flowmatch/field/capabilities.hpp"
 #include "flowmatch/field/field_adapter.hpp"
