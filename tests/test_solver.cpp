@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include <boost/numeric/odeint/stepper/runge_kutta_fehlberg78.hpp>
+
 #include "flowmatch/core/errors.hpp"
 #include "flowmatch/oracle/gaussian_mixture_path.hpp"
 #include "flowmatch/scheduler/condot.hpp"
@@ -244,11 +246,34 @@ TEST_CASE("the adaptive pairs have their orders when stepped with fixed steps", 
   CHECK_THAT(estimate_order, WithinAbs(5.0, 0.2));
 
   // Fehlberg 7(8) propagates the 8th-order solution; its estimate (8th minus 7th) is O(h^8).
-  measure_error_stepper<
-      odeint::runge_kutta_fehlberg78<State, double, State, double, algebra, operations>>(
-      {1.0, 1.0 / 2, 1.0 / 4, 1.0 / 8}, order, estimate_order);
+  measure_error_stepper<flowmatch::Rkf78Stepper<State, double>>({1.0, 1.0 / 2, 1.0 / 4, 1.0 / 8},
+                                                                order, estimate_order);
   CHECK_THAT(order, WithinAbs(8.0, 0.2));
   CHECK_THAT(estimate_order, WithinAbs(8.0, 0.2));
+}
+
+TEST_CASE("rkf78 takes the steps and error estimates of odeint's runge_kutta_fehlberg78",
+          "[solver][order]") {
+  namespace odeint = boost::numeric::odeint;
+  using State = Matrix<double>;
+  // Van der Pol (μ = 1) on a batch: nonlinear, so every stage enters the step.
+  const auto van_der_pol = [](const State& x, State& dxdt, double) {
+    dxdt.row(0) = x.row(1);
+    dxdt.row(1) = (1.0 - x.row(0).array().square()).matrix().cwiseProduct(x.row(1)) - x.row(0);
+  };
+  flowmatch::Rkf78Stepper<State, double> ours;
+  odeint::runge_kutta_fehlberg78<State, double, State, double, flowmatch::detail::odeint_algebra,
+                                 flowmatch::detail::odeint_operations>
+      theirs;
+  State x = test_batch(2, 5, 30), y = x, x_error(2, 5), y_error(2, 5);
+  double t = 0;
+  for (const double step : {0.3, 0.1, 0.25, 0.05, 0.4}) {
+    ours.do_step(van_der_pol, x, t, step, x_error);
+    theirs.do_step(van_der_pol, y, t, step, y_error);
+    t += step;
+    CHECK(x == y);
+    CHECK(x_error == y_error);
+  }
 }
 
 TEST_CASE("tsit5's continuous extension is consistent with its step", "[solver][dense]") {
@@ -263,6 +288,135 @@ TEST_CASE("tsit5's continuous extension is consistent with its step", "[solver][
     double sum = 0;
     for (const double weight : at) sum += weight;
     CHECK_THAT(sum, WithinAbs(theta, 1e-14));
+  }
+}
+
+namespace {
+
+// A rooted tree as the list of the subtrees at its root.
+struct Tree {
+  std::vector<Tree> children;
+};
+
+std::size_t vertices(const Tree& tree) {
+  std::size_t count = 1;
+  for (const Tree& child : tree.children) count += vertices(child);
+  return count;
+}
+
+// γ(τ) = |τ|·Π γ(children).
+double density(const Tree& tree) {
+  double gamma = static_cast<double>(vertices(tree));
+  for (const Tree& child : tree.children) gamma *= density(child);
+  return gamma;
+}
+
+// Φ_i(τ) = Π over the children of Σ_j a_ij·Φ_j(child), Φ_i(•) = 1, for the stages of a tableau
+// with 14 rows (Fehlberg's 13 and k₁₄ = f(t + h, x_new), whose row is the step's weights).
+std::vector<double> elementary_weights(const Tree& tree,
+                                       const std::vector<std::vector<double>>& a) {
+  std::vector<double> phi(a.size(), 1.0);
+  for (const Tree& child : tree.children) {
+    const std::vector<double> inner = elementary_weights(child, a);
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      double sum = 0;
+      for (std::size_t j = 0; j < a.size(); ++j) sum += a[i][j] * inner[j];
+      phi[i] *= sum;
+    }
+  }
+  return phi;
+}
+
+// The 17 rooted trees with at most 5 vertices.
+std::vector<Tree> trees_up_to_order_5() {
+  const Tree o{};                     // •
+  const Tree t2{{o}};                 // [•]
+  const Tree t3a{{o, o}}, t3b{{t2}};  // [•,•], [[•]]
+  const Tree t4a{{o, o, o}}, t4b{{o, t2}}, t4c{{t3a}}, t4d{{t3b}};
+  return {o,
+          t2,
+          t3a,
+          t3b,
+          t4a,
+          t4b,
+          t4c,
+          t4d,
+          Tree{{o, o, o, o}},
+          Tree{{o, o, t2}},
+          Tree{{t2, t2}},
+          Tree{{o, t3a}},
+          Tree{{o, t3b}},
+          Tree{{t4a}},
+          Tree{{t4b}},
+          Tree{{t4c}},
+          Tree{{t4d}}};
+}
+
+}  // namespace
+
+TEST_CASE("rkf78's continuous extension has order 5 and is consistent with its step",
+          "[solver][dense]") {
+  using Tableau = flowmatch::Rkf78Tableau<double>;
+  constexpr std::size_t stages = Tableau::stages + 1;  // k₁..k₁₄
+  std::vector<std::vector<double>> a(stages, std::vector<double>(stages, 0.0));
+  for (std::size_t i = 0; i < Tableau::stages; ++i) {
+    for (std::size_t j = 0; j + 1 < Tableau::stages; ++j) a[i][j] = Tableau::a[i][j];
+    a[stages - 1][i] = Tableau::b[i];
+    // Each stage is evaluated at the time its row reaches: c_i = Σ_j a_ij.
+    double row_sum = 0;
+    for (const double entry : Tableau::a[i]) row_sum += entry;
+    CHECK_THAT(Tableau::c[i], WithinAbs(row_sum, 1e-14));
+  }
+  // The interpolant ends on the step, and its derivative is f at both ends (b'(0) = e₁,
+  // b'(1) = e₁₄, by differences over δ).
+  const auto end = Tableau::dense_weights(1.0);
+  const double delta = 1e-7;
+  const auto near_start = Tableau::dense_weights(delta);
+  const auto near_end = Tableau::dense_weights(1.0 - delta);
+  for (std::size_t i = 0; i < stages; ++i) {
+    INFO("stage " << i + 1);
+    CHECK_THAT(end[i], WithinAbs(i < Tableau::stages ? Tableau::b[i] : 0.0, 1e-14));
+    CHECK_THAT(near_start[i] / delta, WithinAbs(i == 0 ? 1.0 : 0.0, 1e-5));
+    CHECK_THAT((end[i] - near_end[i]) / delta, WithinAbs(i == stages - 1 ? 1.0 : 0.0, 1e-5));
+  }
+  // Order 5: Σ_i b_i(θ)·Φ_i(τ) = θ^|τ|/γ(τ) for every tree with |τ| ≤ 5 (for τ = • this is
+  // Σ_i b_i(θ) = θ: a constant field moves the state by θ·h·f).
+  for (const double theta : {0.0, 0.1, 0.37, 0.5, 0.9, 1.0}) {
+    const auto weights = Tableau::dense_weights(theta);
+    for (const Tree& tree : trees_up_to_order_5()) {
+      const std::vector<double> phi = elementary_weights(tree, a);
+      double sum = 0;
+      for (std::size_t i = 0; i < stages; ++i) sum += weights[i] * phi[i];
+      INFO("θ = " << theta << ", tree of order " << vertices(tree));
+      CHECK_THAT(
+          sum,
+          WithinAbs(std::pow(theta, static_cast<double>(vertices(tree))) / density(tree), 1e-13));
+    }
+  }
+}
+
+TEST_CASE("rkf78's dense output within one step has local order 6", "[solver][dense]") {
+  // Riccati x' = x² from x(0) = x0: x(t) = x0/(1 − x0·t). The error of the interpolated state
+  // at θh falls like h^(q+1) for an extension of order q = 5.
+  using State = Matrix<double>;
+  const auto square = [](const State& x, State& dxdt, double) { dxdt = x.cwiseProduct(x); };
+  const State x0 = (State(1, 2) << 1.0, -0.5).finished();
+  const std::vector<double> steps{0.1, 0.05, 0.025};
+  for (const double theta : {0.3, 0.5, 0.8}) {
+    std::vector<double> errors;
+    for (const double step : steps) {
+      flowmatch::Rkf78Stepper<State, double> stepper;
+      State start_derivative(1, 2), end(1, 2), end_derivative(1, 2), interpolated(1, 2);
+      square(x0, start_derivative, 0.0);
+      stepper.do_step(square, x0, start_derivative, 0.0, end, step);
+      square(end, end_derivative, step);
+      stepper.calc_state(theta * step, interpolated, x0, start_derivative, 0.0, end, end_derivative,
+                         step);
+      const State exact = x0.array() / (1.0 - x0.array() * theta * step);
+      errors.push_back(max_error(interpolated, exact));
+    }
+    INFO("θ = " << theta);
+    CHECK_THAT(fitted_order(steps, errors), WithinAbs(6.0, 0.3));
   }
 }
 
