@@ -65,6 +65,7 @@
 #include "flowmatch/solver/sde.hpp"
 #include "flowmatch/solver/step_control.hpp"
 #include "flowmatch/solver/steppers/explicit_tableaux.hpp"
+#include "flowmatch/solver/steppers/rkf78.hpp"
 #include "flowmatch/solver/steppers/tsit5.hpp"
 #include "flowmatch/train/adam.hpp"
 #include "flowmatch/train/conditional_paths.hpp"

@@ -150,18 +150,23 @@ ok "encode --times --trajectory" "$tool" encode --model linear.safetensors --dat
 "$check" trajectory-row encode_trajectory.npy 1 backward_half.npy
 "$check" close forward_half.npy backward_half.npy 1e-7 ||
   fail "the states at t = 0.5 forward and backward differ"
-# Dense output: 101 reported times cost dopri5 and tsit5 no evaluation beyond the plain solve.
+# Dense output: 101 reported times cost dopri5 and tsit5 no evaluation beyond the plain solve,
+# and rkf78 the 3 stages of its dense output in each step (every step here holds output times).
 hundredths=$(awk 'BEGIN { for (k = 0; k <= 100; ++k) printf "%s%g", (k ? "," : ""), k / 100 }')
-for method in dopri5 tsit5; do
+for method in dopri5 tsit5 rkf78; do
   ok "sample --method $method --stats" "$tool" sample --model linear.safetensors \
     --noise noise.npy --out plain.npy --method "$method" --stats
-  plain_nfe=$(grep -o '"nfe":[0-9]*' last.out)
+  plain_nfe=$(grep -o '"nfe":[0-9]*' last.out | cut -d: -f2)
   ok "sample --method $method with 101 --times" "$tool" sample --model linear.safetensors \
     --noise noise.npy --out dense.npy --method "$method" --times "$hundredths" \
     --trajectory dense_trajectory.npy --stats
-  dense_nfe=$(grep -o '"nfe":[0-9]*' last.out)
-  [ -n "$plain_nfe" ] && [ "$plain_nfe" = "$dense_nfe" ] ||
-    fail "$method: 101 output times cost evaluations ($plain_nfe without, $dense_nfe with)"
+  dense_nfe=$(grep -o '"nfe":[0-9]*' last.out | cut -d: -f2)
+  dense_steps=$(grep -o '"accepted":[0-9]*' last.out | cut -d: -f2)
+  extra_stages=$([ "$method" = rkf78 ] && echo 3 || echo 0)
+  [ -n "$plain_nfe" ] && [ -n "$dense_steps" ] &&
+    [ "$dense_nfe" = $((plain_nfe + extra_stages * dense_steps)) ] ||
+    fail "$method: 101 output times cost $dense_nfe evaluations, $plain_nfe without them" \
+      "and $dense_steps steps"
   "$check" shape dense_trajectory.npy 101,64,2 || fail "$method dense trajectory shape"
 done
 

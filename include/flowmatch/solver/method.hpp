@@ -26,8 +26,10 @@ enum class Method {
   /// this rule, not the classic one.
   rk38,
   dopri5,  ///< Dormand–Prince 5(4), FSAL, with dense output at the grid times (adaptive).
-  rkf78,   ///< Runge–Kutta–Fehlberg 7(8) (adaptive; every grid time ends a step).
-  tsit5,   ///< Tsitouras 5(4), FSAL, with dense output at the grid times (adaptive).
+  /// Runge–Kutta–Fehlberg 7(8) (adaptive), with dense output of order 7 at the grid times:
+  /// 3 evaluations in each step that holds a grid time to interpolate, none in the others.
+  rkf78,
+  tsit5,  ///< Tsitouras 5(4), FSAL, with dense output at the grid times (adaptive).
 };
 
 namespace detail {
