@@ -1,0 +1,608 @@
+// Tests of the manifolds (sphere, flat torus, Euclidean space, products), the geodesic path
+// and the manifold integrators, against independent mathematics: round trips of exp and log,
+// rotations in closed form (Rodrigues), central differences of the path in t, moments of the
+// uniform distributions.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <numbers>
+#include <random>
+#include <span>
+#include <stdexcept>
+#include <type_traits>
+#include <vector>
+
+#include "flowmatch/core/errors.hpp"
+#include "flowmatch/manifold/euclidean.hpp"
+#include "flowmatch/manifold/flat_torus.hpp"
+#include "flowmatch/manifold/geodesic_path.hpp"
+#include "flowmatch/manifold/integrate.hpp"
+#include "flowmatch/manifold/manifold.hpp"
+#include "flowmatch/manifold/product.hpp"
+#include "flowmatch/manifold/sphere.hpp"
+#include "flowmatch/manifold/tangent_field.hpp"
+#include "flowmatch/nn/mlp.hpp"
+#include "flowmatch/scheduler/condot.hpp"
+#include "flowmatch/scheduler/polynomial.hpp"
+
+namespace {
+
+using flowmatch::Euclidean;
+using flowmatch::FlatTorus;
+using flowmatch::GeodesicPath;
+using flowmatch::Index;
+using flowmatch::ManifoldMethod;
+using flowmatch::ManifoldSolverOptions;
+using flowmatch::ManifoldStepping;
+using flowmatch::Matrix;
+using flowmatch::Product;
+using flowmatch::Sphere;
+using flowmatch::Vector;
+
+constexpr double pi = std::numbers::pi;
+
+// Rounding tolerance of a computation with a few dozen operations in Scalar.
+template <class Scalar>
+double rounding() {
+  return 64 * static_cast<double>(std::numeric_limits<Scalar>::epsilon());
+}
+
+// Random tangent vectors at the columns of points with lengths drawn uniformly from
+// [0, max_length).
+template <class Scalar, class M>
+Matrix<Scalar> random_tangents(const M& manifold, const Matrix<Scalar>& points, double max_length,
+                               std::mt19937_64& generator) {
+  std::normal_distribution<double> normal;
+  std::uniform_real_distribution<double> length(0.0, max_length);
+  Matrix<Scalar> ambient(points.rows(), points.cols());
+  for (Index col = 0; col < ambient.cols(); ++col) {
+    for (Index row = 0; row < ambient.rows(); ++row) ambient(row, col) = Scalar(normal(generator));
+  }
+  Matrix<Scalar> tangents = flowmatch::project_tangent(manifold, points, ambient);
+  for (Index col = 0; col < tangents.cols(); ++col) {
+    tangents.col(col) *= Scalar(length(generator)) / tangents.col(col).norm();
+  }
+  return tangents;
+}
+
+// a × b in R³.
+Vector<double> cross(const Vector<double>& a, const Vector<double>& b) {
+  Vector<double> product(3);
+  product << a(1) * b(2) - a(2) * b(1), a(2) * b(0) - a(0) * b(2), a(0) * b(1) - a(1) * b(0);
+  return product;
+}
+
+// The rotation of x about the unit axis by angle (Rodrigues' formula).
+Vector<double> rotate(const Vector<double>& x, const Vector<double>& axis, double angle) {
+  return std::cos(angle) * x + std::sin(angle) * cross(axis, x) +
+         (1 - std::cos(angle)) * axis.dot(x) * axis;
+}
+
+// The rotation field u(x) = ω × x on S² (angular velocity ω, |ω| the speed).
+struct RotationField {
+  Vector<double> omega;
+  void operator()(double /*t*/, const flowmatch::ConstMatrixRef<double>& x,
+                  flowmatch::MatrixRef<double> out) const {
+    for (Index col = 0; col < x.cols(); ++col) {
+      out.col(col) = cross(omega, x.col(col));
+    }
+  }
+};
+
+// Largest column-wise distance in the ambient coordinates.
+template <class Scalar>
+double max_column_error(const Matrix<Scalar>& a, const Matrix<Scalar>& b) {
+  return static_cast<double>((a - b).colwise().norm().maxCoeff());
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("sphere: log then exp returns the target, also near antipodal points",
+                   "[manifold][sphere]", float, double) {
+  using Scalar = TestType;
+  const Sphere<Scalar> sphere(3);
+  std::mt19937_64 generator(11);
+  const Matrix<Scalar> x = flowmatch::sample_base(sphere, 400, generator);
+  Matrix<Scalar> y = flowmatch::sample_base(sphere, 400, generator);
+  // Near-antipodal targets: −x moved by 1e-3, 1e-6 and 1e-9 of a radian (then normalised).
+  const Matrix<Scalar> nudge = random_tangents<Scalar>(sphere, x, 1.0, generator);
+  for (Index col = 0; col < 30; ++col) {
+    const Scalar offset = Scalar(std::pow(10.0, -3.0 * double(col % 3 + 1)));
+    y.col(col) = -x.col(col) + offset * nudge.col(col).normalized();
+    y.col(col).normalize();
+  }
+  // Near-identical targets.
+  for (Index col = 30; col < 60; ++col) {
+    y.col(col) = x.col(col) + Scalar(1e-7) * nudge.col(col);
+    y.col(col).normalize();
+  }
+  const Matrix<Scalar> log = flowmatch::log_map(sphere, x, y);
+  const double error = max_column_error<Scalar>(flowmatch::exp_map(sphere, x, log), y);
+  CHECK(error < 4 * rounding<Scalar>());
+  // The logs are tangent and no longer than π.
+  CHECK(static_cast<double>((x.transpose() * log).diagonal().cwiseAbs().maxCoeff()) <
+        4 * rounding<Scalar>());
+  CHECK(static_cast<double>(log.colwise().norm().maxCoeff()) <= pi + rounding<Scalar>());
+}
+
+TEMPLATE_TEST_CASE("sphere: exp then log returns the tangent, also for tiny tangents",
+                   "[manifold][sphere]", float, double) {
+  using Scalar = TestType;
+  const Sphere<Scalar> sphere(4);
+  std::mt19937_64 generator(12);
+  const Matrix<Scalar> x = flowmatch::sample_base(sphere, 300, generator);
+  Matrix<Scalar> v = random_tangents<Scalar>(sphere, x, 3.0, generator);
+  // Tiny tangents, down to 1e-30, and zero.
+  for (Index col = 0; col < 20; ++col) {
+    v.col(col) *= Scalar(std::pow(10.0, -1.5 * double(col))) / v.col(col).norm();
+  }
+  v.col(20).setZero();
+  const Matrix<Scalar> y = flowmatch::exp_map(sphere, x, v);
+  CHECK(static_cast<double>((y.colwise().norm().array() - Scalar(1)).abs().maxCoeff()) <
+        rounding<Scalar>());
+  const Matrix<Scalar> back = flowmatch::log_map(sphere, x, y);
+  // |v| <= 3 keeps log well conditioned (its condition grows like 1/(π − |v|)); tangents
+  // below the resolution of the points come back as rounding errors, never NaN.
+  CHECK(max_column_error<Scalar>(back, v) < 16 * rounding<Scalar>());
+  CHECK(back.col(20).norm() == Scalar(0));
+  // Small angles keep their relative accuracy (acos(⟨x, y⟩) would lose half the digits):
+  // y = cos δ·x + sin δ·u for a unit tangent u.
+  const Scalar angle = std::is_same_v<Scalar, float> ? Scalar(1e-3) : Scalar(1e-6);
+  const Matrix<Scalar> unit = v.rightCols(100).colwise().normalized();
+  const Matrix<Scalar> near = std::cos(angle) * x.rightCols(100) + std::sin(angle) * unit;
+  const Vector<Scalar> length = flowmatch::log_map(sphere, x.rightCols(100), near).colwise().norm();
+  const double relative = static_cast<double>((length.array() / angle - 1).abs().maxCoeff());
+  CHECK(relative < (std::is_same_v<Scalar, float> ? 1e-3 : 1e-8));
+}
+
+TEMPLATE_TEST_CASE("sphere: antipodal points have a finite log of length π", "[manifold][sphere]",
+                   float, double) {
+  using Scalar = TestType;
+  const Sphere<Scalar> sphere(3);
+  std::mt19937_64 generator(13);
+  Matrix<Scalar> x = flowmatch::sample_base(sphere, 50, generator);
+  x.col(0) = Vector<Scalar>::Unit(3, 2);  // on a coordinate axis
+  const Matrix<Scalar> log = flowmatch::log_map(sphere, x, Matrix<Scalar>(-x));
+  REQUIRE(log.allFinite());
+  for (Index col = 0; col < x.cols(); ++col) {
+    CHECK_THAT(static_cast<double>(log.col(col).norm()),
+               Catch::Matchers::WithinAbs(pi, rounding<Scalar>()));
+    CHECK(std::abs(static_cast<double>(x.col(col).dot(log.col(col)))) < rounding<Scalar>());
+  }
+  // The documented choice: towards the axis with the smallest |x_k| (e_0 for x = e_2).
+  CHECK(log(0, 0) > Scalar(3));
+  CHECK(max_column_error<Scalar>(flowmatch::exp_map(sphere, x, log), Matrix<Scalar>(-x)) <
+        4 * rounding<Scalar>());
+  CHECK(static_cast<double>(flowmatch::log_map(sphere, x, x).cwiseAbs().maxCoeff()) <
+        rounding<Scalar>());
+}
+
+TEST_CASE("sphere: geodesic distance is the length of log and the angle", "[manifold][sphere]") {
+  const Sphere<> sphere(3);
+  std::mt19937_64 generator(14);
+  const Matrix<double> x = flowmatch::sample_base(sphere, 500, generator);
+  const Matrix<double> y = flowmatch::sample_base(sphere, 500, generator);
+  const Vector<double> distance = flowmatch::geodesic_distance(sphere, x, y);
+  const Matrix<double> log = flowmatch::log_map(sphere, x, y);
+  CHECK((distance - log.colwise().norm().transpose()).cwiseAbs().maxCoeff() < 1e-14);
+  for (Index col = 0; col < x.cols(); ++col) {
+    // Away from ±1, acos is accurate enough to serve as the reference.
+    const double cosine = x.col(col).dot(y.col(col));
+    if (std::abs(cosine) < 0.99)
+      CHECK_THAT(distance(col), Catch::Matchers::WithinAbs(std::acos(cosine), 1e-13));
+  }
+}
+
+TEST_CASE("flat torus: points wrap into [0, 2π) and log takes the short way", "[manifold][torus]") {
+  const FlatTorus<> torus(1);
+  const double turn = 2 * pi;
+  const Matrix<double> raw{{-0.1, turn, 3 * turn + 0.5, -1e-18, -turn, 7.0}};
+  const Matrix<double> wrapped = flowmatch::project_point(torus, raw);
+  CHECK_THAT(wrapped(0), Catch::Matchers::WithinAbs(turn - 0.1, 1e-15));
+  CHECK(wrapped(1) == 0.0);
+  CHECK_THAT(wrapped(2), Catch::Matchers::WithinAbs(0.5, 1e-14));
+  CHECK(wrapped(3) == 0.0);  // turn − 1e-18 rounds to 2π, which is 0
+  CHECK(wrapped(4) == 0.0);
+  CHECK_THAT(wrapped(5), Catch::Matchers::WithinAbs(7.0 - turn, 1e-15));
+  CHECK(((wrapped.array() >= 0.0) && (wrapped.array() < turn)).all());
+
+  // Across 0/2π: from 0.1 to 2π − 0.1 is −0.2, and back +0.2.
+  const Matrix<double> near_zero{{0.1, turn - 0.1}};
+  const Matrix<double> near_turn{{turn - 0.1, 0.1}};
+  const Matrix<double> log = flowmatch::log_map(torus, near_zero, near_turn);
+  CHECK_THAT(log(0), Catch::Matchers::WithinAbs(-0.2, 1e-14));
+  CHECK_THAT(log(1), Catch::Matchers::WithinAbs(0.2, 1e-14));
+  CHECK_THAT(flowmatch::geodesic_distance(torus, near_zero, near_turn)(0),
+             Catch::Matchers::WithinAbs(0.2, 1e-14));
+  // exp wraps: 2π − 0.1 + 0.3 = 0.2.
+  const Matrix<double> step{{0.3, -0.3}};
+  const Matrix<double> moved = flowmatch::exp_map(torus, near_turn, step);
+  CHECK_THAT(moved(0), Catch::Matchers::WithinAbs(0.2, 1e-14));
+  CHECK_THAT(moved(1), Catch::Matchers::WithinAbs(turn - 0.2, 1e-14));
+  // Opposite angles: log takes −π, the left end of [−π, π).
+  const Matrix<double> opposite{{pi}};
+  CHECK_THAT(flowmatch::log_map(torus, Matrix<double>::Zero(1, 1), opposite)(0),
+             Catch::Matchers::WithinAbs(-pi, 1e-15));
+  CHECK_THAT(FlatTorus<float>::shortest(-3 * std::numbers::pi_v<float>),
+             Catch::Matchers::WithinAbs(-std::numbers::pi_v<float>, 1e-6));
+  CHECK(FlatTorus<float>::wrap(-0.25f) == 2 * std::numbers::pi_v<float> - 0.25f);
+}
+
+TEMPLATE_TEST_CASE("flat torus: exp and log are inverse and the distance is |log|",
+                   "[manifold][torus]", float, double) {
+  using Scalar = TestType;
+  const FlatTorus<Scalar> torus(3);
+  std::mt19937_64 generator(15);
+  const Matrix<Scalar> x = flowmatch::sample_base(torus, 500, generator);
+  const Matrix<Scalar> y = flowmatch::sample_base(torus, 500, generator);
+  const Matrix<Scalar> log = flowmatch::log_map(torus, x, y);
+  CHECK(static_cast<double>(log.cwiseAbs().maxCoeff()) <= pi);
+  // exp(log) = y up to a whole turn (y near 0 may come back near 2π).
+  const Matrix<Scalar> back = flowmatch::exp_map(torus, x, log);
+  const Matrix<Scalar> difference =
+      back.binaryExpr(y, [](Scalar a, Scalar b) { return FlatTorus<Scalar>::shortest(a - b); });
+  CHECK(static_cast<double>(difference.cwiseAbs().maxCoeff()) < 8 * rounding<Scalar>());
+  Matrix<Scalar> v = random_tangents<Scalar>(torus, x, 3.0, generator);
+  const Matrix<Scalar> recovered = flowmatch::log_map(torus, x, flowmatch::exp_map(torus, x, v));
+  // A tangent shorter than 3 can still have an angle beyond π only if all its length is in it;
+  // compare through shortest to allow that case.
+  const Matrix<Scalar> tangent_error = recovered.binaryExpr(
+      v, [](Scalar a, Scalar b) { return FlatTorus<Scalar>::shortest(a - b); });
+  CHECK(static_cast<double>(tangent_error.cwiseAbs().maxCoeff()) < 8 * rounding<Scalar>());
+  const Vector<Scalar> distance = flowmatch::geodesic_distance(torus, x, y);
+  CHECK(static_cast<double>((distance - log.colwise().norm().transpose()).cwiseAbs().maxCoeff()) <
+        rounding<Scalar>());
+}
+
+TEMPLATE_TEST_CASE("geodesic path: closed-form velocity against central differences",
+                   "[manifold][path]", float, double) {
+  using Scalar = TestType;
+  std::mt19937_64 generator(16);
+  // Float needs a larger difference step (rounding/h against h²).
+  const Scalar step = std::is_same_v<Scalar, float> ? Scalar(2e-3) : Scalar(1e-5);
+  const double tolerance = std::is_same_v<Scalar, float> ? 1e-2 : 5e-8;
+  const Vector<Scalar> times = Vector<Scalar>::LinSpaced(50, Scalar(0.05), Scalar(0.95));
+  const Vector<Scalar> after = times.array() + step;
+  const Vector<Scalar> before = times.array() - step;
+
+  SECTION("sphere, polynomial schedule") {
+    const Sphere<Scalar> sphere(3);
+    const GeodesicPath path(sphere, flowmatch::Polynomial<Scalar>(Scalar(2)));
+    const Matrix<Scalar> x0 = flowmatch::sample_base(sphere, 50, generator);
+    const Matrix<Scalar> x1 = flowmatch::sample_base(sphere, 50, generator);
+    const auto sample = path.sample(x0, x1, times);
+    const auto later = path.sample(x0, x1, after);
+    const auto earlier = path.sample(x0, x1, before);
+    const Matrix<Scalar> difference =
+        (later.x_t - earlier.x_t) * (after - before).cwiseInverse().asDiagonal();
+    CHECK(max_column_error<Scalar>(difference, sample.dx_t) < tolerance);
+    // On the sphere and tangent.
+    CHECK(static_cast<double>((sample.x_t.colwise().norm().array() - 1).abs().maxCoeff()) <
+          rounding<Scalar>());
+    CHECK(static_cast<double>(
+              (sample.x_t.transpose() * sample.dx_t).diagonal().cwiseAbs().maxCoeff()) <
+          16 * rounding<Scalar>());
+    // The ends: x_0 = x0, x_1 = x1.
+    CHECK(max_column_error<Scalar>(path.sample(x0, x1, Scalar(0)).x_t, x0) < rounding<Scalar>());
+    CHECK(max_column_error<Scalar>(path.sample(x0, x1, Scalar(1)).x_t, x1) <
+          4 * rounding<Scalar>());
+  }
+  SECTION("torus, across the wrap") {
+    const FlatTorus<Scalar> torus(2);
+    const GeodesicPath path(torus, flowmatch::CondOT<Scalar>());
+    const Matrix<Scalar> x0 = flowmatch::sample_base(torus, 50, generator);
+    const Matrix<Scalar> x1 = flowmatch::sample_base(torus, 50, generator);
+    const auto sample = path.sample(x0, x1, times);
+    const auto later = path.sample(x0, x1, after);
+    const auto earlier = path.sample(x0, x1, before);
+    const Matrix<Scalar> difference = later.x_t.binaryExpr(earlier.x_t, [](Scalar a, Scalar b) {
+      return FlatTorus<Scalar>::shortest(a - b);
+    }) * (after - before).cwiseInverse().asDiagonal();
+    CHECK(max_column_error<Scalar>(difference, sample.dx_t) < tolerance);
+    // CondOT on the torus: the velocity is log_{x0}(x1) itself.
+    CHECK(max_column_error<Scalar>(sample.dx_t, flowmatch::log_map(torus, x0, x1)) == 0);
+  }
+}
+
+TEST_CASE("manifold solver: rotation on S² converges with orders 1, 2, 4", "[manifold][solver]") {
+  const Sphere<> sphere(3);
+  std::mt19937_64 generator(17);
+  const Matrix<double> x = flowmatch::sample_base(sphere, 20, generator);
+  Vector<double> axis(3);
+  axis << 1.0 / 3, 2.0 / 3, 2.0 / 3;
+  const double speed = 2.0;
+  const RotationField field{speed * axis};
+  Matrix<double> exact(3, x.cols());
+  for (Index col = 0; col < x.cols(); ++col) exact.col(col) = rotate(x.col(col), axis, speed);
+
+  const auto order = [&](ManifoldMethod method, ManifoldStepping stepping) {
+    std::vector<double> errors;
+    for (const double step : {1.0 / 16, 1.0 / 32, 1.0 / 64}) {
+      ManifoldSolverOptions<double> options;
+      options.method = method;
+      options.stepping = stepping;
+      options.step_size = step;
+      const auto result = flowmatch::integrate_on_manifold(sphere, field, x, {0.0, 1.0}, options);
+      CHECK(result.stats.accepted == static_cast<std::size_t>(std::lround(1 / step)));
+      CHECK((result.state.colwise().norm().array() - 1).abs().maxCoeff() < 1e-15);
+      errors.push_back(max_column_error<double>(result.state, exact));
+    }
+    return std::log2(errors[0] / errors[2]) / 2;
+  };
+  CHECK_THAT(order(ManifoldMethod::euler, ManifoldStepping::projection),
+             Catch::Matchers::WithinAbs(1, 0.3));
+  CHECK_THAT(order(ManifoldMethod::midpoint, ManifoldStepping::projection),
+             Catch::Matchers::WithinAbs(2, 0.3));
+  CHECK_THAT(order(ManifoldMethod::rk4, ManifoldStepping::projection),
+             Catch::Matchers::WithinAbs(4, 0.3));
+  CHECK_THAT(order(ManifoldMethod::euler, ManifoldStepping::exponential),
+             Catch::Matchers::WithinAbs(1, 0.3));
+  CHECK(order(ManifoldMethod::midpoint, ManifoldStepping::exponential) > 1.7);
+  CHECK(order(ManifoldMethod::rk4, ManifoldStepping::exponential) > 1.7);
+}
+
+TEST_CASE("manifold solver: forward then backward returns to the start", "[manifold][solver]") {
+  const Sphere<> sphere(3);
+  std::mt19937_64 generator(18);
+  const Matrix<double> x = flowmatch::sample_base(sphere, 30, generator);
+  // An ambient, time-dependent field made tangent by the adapter.
+  const Matrix<double> linear{{0.0, 1.0, 0.5}, {-1.0, 0.2, 0.0}, {0.3, -0.4, 0.1}};
+  const auto ambient = [&](double t, const flowmatch::ConstMatrixRef<double>& points) {
+    Matrix<double> velocity = linear * points;
+    velocity.row(2).array() += std::sin(3 * t);
+    return velocity;
+  };
+  const flowmatch::TangentField tangent(sphere, std::cref(ambient));
+  ManifoldSolverOptions<double> options;
+  options.step_size = 0.01;
+  options.return_trajectory = true;
+  const std::vector<double> forward_grid{0.0, 0.3, 1.0};
+  const auto forward = flowmatch::integrate_on_manifold(
+      sphere, tangent, x, std::span<const double>(forward_grid), options);
+  REQUIRE(forward.trajectory.size() == 3);
+  CHECK(forward.stats.nfe == 4 * forward.stats.accepted);
+  CHECK(forward.stats.accepted == 100);
+  const auto backward =
+      flowmatch::integrate_on_manifold(sphere, tangent, forward.state, {1.0, 0.3, 0.0}, options);
+  CHECK(max_column_error<double>(backward.state, x) < 1e-7);
+  CHECK(max_column_error<double>(backward.trajectory[1], forward.trajectory[1]) < 1e-7);
+  // The adapter's velocities are tangent.
+  const Matrix<double> velocity = flowmatch::evaluate_velocity<double>(tangent, 0.5, x);
+  CHECK((x.transpose() * velocity).diagonal().cwiseAbs().maxCoeff() < 1e-15);
+}
+
+TEST_CASE("manifold solver: an Mlp made tangent keeps float states on the sphere",
+          "[manifold][solver][float]") {
+  const Sphere<float> sphere(3);
+  std::mt19937_64 generator(19);
+  flowmatch::MlpConfig config;
+  config.dim = 3;
+  config.hidden = {16};
+  const flowmatch::Mlp<float> mlp(config, generator);
+  const flowmatch::TangentField tangent(sphere, std::cref(mlp));
+  const Matrix<float> x = flowmatch::sample_base(sphere, 64, generator);
+  for (const auto stepping : {ManifoldStepping::projection, ManifoldStepping::exponential}) {
+    ManifoldSolverOptions<float> options;
+    options.stepping = stepping;
+    options.step_size = 0.05f;
+    const auto result = flowmatch::integrate_on_manifold(sphere, tangent, x, {0.0f, 1.0f}, options);
+    CHECK((result.state.colwise().norm().array() - 1).abs().maxCoeff() < 5e-7f);
+    CHECK(result.stats.nfe == 80);
+  }
+}
+
+TEST_CASE("geodesic path: the conditional field carries x0 to x1", "[manifold][path][solver]") {
+  std::mt19937_64 generator(20);
+  const auto check_reaches = [&](const auto& manifold, double exact_tolerance) {
+    const GeodesicPath path(manifold, flowmatch::CondOT<>());
+    const Matrix<double> x0 = flowmatch::sample_base(manifold, 40, generator);
+    const Matrix<double> x1 = flowmatch::sample_base(manifold, 40, generator);
+    const auto field = path.conditional_field(x1);
+    // Euler with exponential steps follows the geodesic exactly under CondOT: each step goes
+    // h/(1 − t) of the remaining way.
+    ManifoldSolverOptions<double> options;
+    options.method = ManifoldMethod::euler;
+    options.stepping = ManifoldStepping::exponential;
+    options.step_size = 0.1;
+    const auto euler = flowmatch::integrate_on_manifold(manifold, field, x0, {0.0, 1.0}, options);
+    CHECK(flowmatch::geodesic_distance(manifold, euler.state, x1).maxCoeff() < exact_tolerance);
+    // And it passes through the path's points.
+    const auto half = flowmatch::integrate_on_manifold(manifold, field, x0, {0.0, 0.5}, options);
+    CHECK(flowmatch::geodesic_distance(manifold, half.state, path.sample(x0, x1, 0.5).x_t)
+              .maxCoeff() < exact_tolerance);
+    // Midpoint with projected steps (never evaluated at t = 1) converges to x1.
+    options.method = ManifoldMethod::midpoint;
+    options.stepping = ManifoldStepping::projection;
+    options.step_size = 0.01;
+    const auto midpoint =
+        flowmatch::integrate_on_manifold(manifold, field, x0, {0.0, 1.0}, options);
+    CHECK(flowmatch::geodesic_distance(manifold, midpoint.state, x1).maxCoeff() < 1e-3);
+    // The field is singular at κ = 1.
+    CHECK_THROWS_AS(flowmatch::evaluate_velocity<double>(field, 1.0, x0), std::domain_error);
+  };
+  SECTION("sphere") {
+    check_reaches(Sphere<>(3), 1e-12);
+  }
+  SECTION("torus") {
+    check_reaches(FlatTorus<>(2), 1e-12);
+  }
+  SECTION("product") {
+    check_reaches(Product(Sphere<>(3), FlatTorus<>(2), Euclidean<>(1)), 1e-12);
+  }
+}
+
+TEST_CASE("product: every operation acts factor by factor", "[manifold][product]") {
+  const Sphere<> sphere(3);
+  const FlatTorus<> torus(2);
+  const Euclidean<> plane(2);
+  const Product product(sphere, torus, plane);
+  REQUIRE(product.dimension() == 7);
+  // Draws come from the factors in order, with one generator.
+  std::mt19937_64 generator(21), replay(21);
+  const Matrix<double> x = flowmatch::sample_base(product, 30, generator);
+  const Matrix<double> y = flowmatch::sample_base(product, 30, generator);
+  Matrix<double> factor_x(7, 30), factor_y(7, 30);
+  for (Matrix<double>* batch : {&factor_x, &factor_y}) {
+    batch->topRows(3) = flowmatch::sample_base(sphere, 30, replay);
+    batch->middleRows(3, 2) = flowmatch::sample_base(torus, 30, replay);
+    batch->bottomRows(2) = flowmatch::sample_base(plane, 30, replay);
+  }
+  CHECK(x == factor_x);
+  CHECK(y == factor_y);
+
+  const Matrix<double> log = flowmatch::log_map(product, x, y);
+  CHECK(log.topRows(3) == flowmatch::log_map(sphere, x.topRows(3), y.topRows(3)));
+  CHECK(log.middleRows(3, 2) == flowmatch::log_map(torus, x.middleRows(3, 2), y.middleRows(3, 2)));
+  CHECK(log.bottomRows(2) == flowmatch::log_map(plane, x.bottomRows(2), y.bottomRows(2)));
+  const Vector<double> distance = flowmatch::geodesic_distance(product, x, y);
+  const Vector<double> squares =
+      flowmatch::geodesic_distance(sphere, x.topRows(3), y.topRows(3)).cwiseAbs2() +
+      flowmatch::geodesic_distance(torus, x.middleRows(3, 2), y.middleRows(3, 2)).cwiseAbs2() +
+      flowmatch::geodesic_distance(plane, x.bottomRows(2), y.bottomRows(2)).cwiseAbs2();
+  CHECK((distance - squares.cwiseSqrt()).cwiseAbs().maxCoeff() < 1e-14);
+  CHECK((distance - log.colwise().norm().transpose()).cwiseAbs().maxCoeff() < 1e-14);
+  const Matrix<double> back = flowmatch::exp_map(product, x, log);
+  CHECK(back.topRows(3) == flowmatch::exp_map(sphere, x.topRows(3), log.topRows(3)));
+  CHECK(back.middleRows(3, 2) ==
+        flowmatch::exp_map(torus, x.middleRows(3, 2), log.middleRows(3, 2)));
+
+  const Vector<double> density = flowmatch::base_log_density(product, x);
+  const Vector<double> factor_density = flowmatch::base_log_density(sphere, x.topRows(3)) +
+                                        flowmatch::base_log_density(torus, x.middleRows(3, 2)) +
+                                        flowmatch::base_log_density(plane, x.bottomRows(2));
+  CHECK((density - factor_density).cwiseAbs().maxCoeff() < 1e-14);
+
+  // The path of the product is the paths of the factors side by side.
+  const Vector<double> times = Vector<double>::LinSpaced(30, 0.0, 1.0);
+  const auto sample = GeodesicPath(product, flowmatch::CondOT<>()).sample(x, y, times);
+  const auto sphere_sample =
+      GeodesicPath(sphere, flowmatch::CondOT<>()).sample(x.topRows(3), y.topRows(3), times);
+  const auto torus_sample = GeodesicPath(torus, flowmatch::CondOT<>())
+                                .sample(x.middleRows(3, 2), y.middleRows(3, 2), times);
+  CHECK(sample.x_t.topRows(3) == sphere_sample.x_t);
+  CHECK(sample.dx_t.topRows(3) == sphere_sample.dx_t);
+  CHECK(sample.x_t.middleRows(3, 2) == torus_sample.x_t);
+  CHECK(sample.dx_t.middleRows(3, 2) == torus_sample.dx_t);
+
+  // A product of products is a product.
+  const Product nested(Product(sphere, torus), plane);
+  CHECK(flowmatch::log_map(nested, x, y) == log);
+  // Off-manifold detection reaches every factor.
+  Matrix<double> off = x;
+  off(4, 3) = -1.0;
+  CHECK_THROWS_AS(flowmatch::log_map(product, off, y), std::invalid_argument);
+}
+
+TEMPLATE_TEST_CASE("base distributions: moments and log-densities", "[manifold][base]", float,
+                   double) {
+  using Scalar = TestType;
+  const Index count = 200000;
+  std::mt19937_64 generator(22);
+  SECTION("sphere S² is uniform: mean 0, E[x xᵀ] = I/3") {
+    const Sphere<Scalar> sphere(3);
+    const Matrix<double> x =
+        flowmatch::sample_base(sphere, count, generator).template cast<double>();
+    const Vector<double> mean = x.rowwise().mean();
+    const Matrix<double> second = x * x.transpose() / double(count);
+    INFO("mean " << mean.transpose() << ", second moment\n" << second);
+    CHECK(mean.cwiseAbs().maxCoeff() < 0.006);
+    CHECK((second - Matrix<double>::Identity(3, 3) / 3).cwiseAbs().maxCoeff() < 0.005);
+    CHECK_THAT(
+        static_cast<double>(flowmatch::base_log_density(sphere, x.leftCols(1).cast<Scalar>())(0)),
+        Catch::Matchers::WithinRel(-std::log(4 * pi), 1e-6));
+    CHECK_THAT(static_cast<double>(
+                   flowmatch::base_log_density(Sphere<Scalar>(2), Vector<Scalar>::Unit(2, 0))(0)),
+               Catch::Matchers::WithinRel(-std::log(2 * pi), 1e-6));
+    // |S³| = 2π².
+    CHECK_THAT(static_cast<double>(
+                   flowmatch::base_log_density(Sphere<Scalar>(4), Vector<Scalar>::Unit(4, 0))(0)),
+               Catch::Matchers::WithinRel(-std::log(2 * pi * pi), 1e-6));
+  }
+  SECTION("torus T² is uniform: each angle uniform on [0, 2π), the two uncorrelated") {
+    const FlatTorus<Scalar> torus(2);
+    const Matrix<double> x =
+        flowmatch::sample_base(torus, count, generator).template cast<double>();
+    CHECK(((x.array() >= 0) && (x.array() < 2 * pi)).all());
+    const Vector<double> mean = x.rowwise().mean();
+    const Matrix<double> centred = x.colwise() - mean;
+    const Matrix<double> covariance = centred * centred.transpose() / double(count);
+    INFO("mean " << mean.transpose() << ", covariance\n" << covariance);
+    CHECK((mean.array() - pi).abs().maxCoeff() < 0.02);
+    CHECK((covariance - Matrix<double>::Identity(2, 2) * (pi * pi / 3)).cwiseAbs().maxCoeff() <
+          0.05);
+    // Eight equal bins per angle each hold an eighth of the draws.
+    for (Index row = 0; row < 2; ++row) {
+      std::vector<double> bins(8, 0.0);
+      for (Index col = 0; col < count; ++col) {
+        bins[static_cast<std::size_t>(std::min(7.0, std::floor(x(row, col) / (pi / 4))))] += 1;
+      }
+      // Four standard deviations of a bin's share, √(p(1 − p)/N).
+      const double spread = 4 * std::sqrt(0.125 * 0.875 / double(count));
+      for (const double bin : bins) CHECK(std::abs(bin / double(count) - 0.125) < spread);
+    }
+    CHECK_THAT(
+        static_cast<double>(flowmatch::base_log_density(torus, x.leftCols(1).cast<Scalar>())(0)),
+        Catch::Matchers::WithinRel(-2 * std::log(2 * pi), 1e-6));
+  }
+}
+
+TEST_CASE("manifolds reject bad input", "[manifold][errors]") {
+  const Sphere<> sphere(3);
+  std::mt19937_64 generator(23);
+  const Matrix<double> x = flowmatch::sample_base(sphere, 4, generator);
+  CHECK_THROWS_AS(Sphere<>(1), std::invalid_argument);
+  CHECK_THROWS_AS(FlatTorus<>(0), std::invalid_argument);
+  CHECK_THROWS_AS(Euclidean<>(0), std::invalid_argument);
+  // Wrong dimension.
+  CHECK_THROWS_WITH(flowmatch::log_map(sphere, Matrix<double>(x.topRows(2)), x.topRows(2)),
+                    Catch::Contains("log_map: points has shape 2x4, expected 3xany"));
+  CHECK_THROWS_AS(flowmatch::log_map(sphere, x, Matrix<double>(x.leftCols(3))),
+                  std::invalid_argument);
+  // Non-finite.
+  Matrix<double> bad = x;
+  bad(1, 2) = std::numeric_limits<double>::quiet_NaN();
+  CHECK_THROWS_WITH(flowmatch::exp_map(sphere, x, bad),
+                    Catch::Contains("exp_map: tangents has a non-finite entry in column 2"));
+  CHECK_THROWS_AS(flowmatch::project_point(sphere, bad), std::invalid_argument);
+  // Off the sphere.
+  Matrix<double> off = x;
+  off.col(1) *= 1.01;
+  CHECK_THROWS_WITH(flowmatch::geodesic_distance(sphere, x, off),
+                    Catch::Contains("geodesic_distance: targets has column 1 at distance"));
+  CHECK_THROWS_AS(GeodesicPath(sphere, flowmatch::CondOT<>()).sample(off, x, 0.5),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(GeodesicPath(sphere, flowmatch::CondOT<>()).sample(x, x, 1.5), std::domain_error);
+  const RotationField rotation{Vector<double>::Unit(3, 2)};
+  CHECK_THROWS_AS(flowmatch::integrate_on_manifold(sphere, rotation, off, {0.0, 1.0}),
+                  std::invalid_argument);
+  // Off the torus' range of angles.
+  CHECK_THROWS_AS(flowmatch::base_log_density(FlatTorus<>(1), Matrix<double>::Constant(1, 1, 7.0)),
+                  std::invalid_argument);
+  // Bad grids and options.
+  CHECK_THROWS_AS(flowmatch::integrate_on_manifold(sphere, rotation, x, {0.0, 0.5, 0.2}),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(flowmatch::integrate_on_manifold(sphere, rotation, x, {0.0, 1.5}),
+                  std::domain_error);
+  ManifoldSolverOptions<double> options;
+  options.step_size = -0.1;
+  CHECK_THROWS_AS(flowmatch::integrate_on_manifold(sphere, rotation, x, {0.0, 1.0}, options),
+                  std::invalid_argument);
+  // A velocity that turns non-finite in one column: numerical_error with time and column.
+  const auto exploding = [](double t, const flowmatch::ConstMatrixRef<double>& points) {
+    Matrix<double> velocity = Matrix<double>::Zero(points.rows(), points.cols());
+    if (t > 0.5) velocity(0, 2) = std::numeric_limits<double>::infinity();
+    return velocity;
+  };
+  options.step_size = 0.25;
+  try {
+    flowmatch::integrate_on_manifold(sphere, exploding, x, {0.0, 1.0}, options);
+    FAIL("expected numerical_error");
+  } catch (const flowmatch::numerical_error& error) {
+    CHECK(error.sample() == 2);
+    CHECK(error.time() > 0.5);
+    CHECK(error.time() <= 0.75);
+  }
+}
