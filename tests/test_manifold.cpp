@@ -100,6 +100,98 @@ double max_column_error(const Matrix<Scalar>& a, const Matrix<Scalar>& b) {
 
 }  // namespace
 
+namespace {
+
+// The manifolds of the contract battery below; one line in Enrolled and one factory enrol a
+// new type.
+using SphereProduct = Product<Sphere<double>, FlatTorus<double>, Euclidean<double>>;
+using FloatProduct = Product<Sphere<float>, FlatTorus<float>>;
+
+template <class M>
+M make_manifold();
+template <>
+Sphere<double> make_manifold() {
+  return Sphere<double>(4);
+}
+template <>
+Sphere<float> make_manifold() {
+  return Sphere<float>(3);
+}
+template <>
+FlatTorus<double> make_manifold() {
+  return FlatTorus<double>(3);
+}
+template <>
+Euclidean<double> make_manifold() {
+  return Euclidean<double>(2);
+}
+template <>
+SphereProduct make_manifold() {
+  return SphereProduct(Sphere<double>(3), FlatTorus<double>(2), Euclidean<double>(1));
+}
+template <>
+FloatProduct make_manifold() {
+  return FloatProduct(Sphere<float>(2), FlatTorus<float>(1));
+}
+
+}  // namespace
+
+// The contract every manifold meets: base samples lie on it, projections are idempotent,
+// exp and log are inverse, the distance is |log|, the geodesic starts at x with velocity v,
+// ends at exp_x(v), and its velocity is the derivative of its position.
+TEMPLATE_TEST_CASE("manifold contract", "[manifold][contract]", Sphere<double>, Sphere<float>,
+                   FlatTorus<double>, Euclidean<double>, SphereProduct, FloatProduct) {
+  using M = TestType;
+  using Scalar = typename M::scalar_type;
+  static_assert(flowmatch::Manifold<M>);
+  const M manifold = make_manifold<M>();
+  const Index count = 200;
+  const double tolerance = 16 * rounding<Scalar>();
+  std::mt19937_64 generator(31);
+  const Matrix<Scalar> x = flowmatch::sample_base(manifold, count, generator);
+  const Matrix<Scalar> y = flowmatch::sample_base(manifold, count, generator);
+  Vector<Scalar> deviation(count);
+  manifold.deviation(x, deviation);
+  CHECK(static_cast<double>(deviation.maxCoeff()) <= rounding<Scalar>());
+  CHECK(max_column_error<Scalar>(flowmatch::project_point(manifold, x), x) < tolerance);
+
+  // Tangents of length < 2.5 (inside the sphere's injectivity radius π).
+  const Matrix<Scalar> v = random_tangents<Scalar>(manifold, x, 2.5, generator);
+  CHECK(max_column_error<Scalar>(flowmatch::project_tangent(manifold, x, v), v) < tolerance);
+  const Matrix<Scalar> moved = flowmatch::exp_map(manifold, x, v);
+  manifold.deviation(moved, deviation);
+  CHECK(static_cast<double>(deviation.maxCoeff()) <= rounding<Scalar>());
+  CHECK(max_column_error<Scalar>(flowmatch::log_map(manifold, x, moved), v) < tolerance);
+  const Matrix<Scalar> log = flowmatch::log_map(manifold, x, y);
+  CHECK(max_column_error<Scalar>(
+            flowmatch::log_map(manifold, x, flowmatch::exp_map(manifold, x, log)), log) <
+        tolerance);
+  CHECK(static_cast<double>(
+            (flowmatch::geodesic_distance(manifold, x, y) - log.colwise().norm().transpose())
+                .cwiseAbs()
+                .maxCoeff()) < tolerance);
+
+  // The geodesic at s = 0 and s = 1, and its velocity against a central difference in s
+  // (taken through log, which undoes the torus' wrapping).
+  Matrix<Scalar> position(x.rows(), count), velocity(x.rows(), count);
+  manifold.geodesic(x, v, Vector<Scalar>::Zero(count), position, velocity);
+  CHECK(max_column_error<Scalar>(position, x) < tolerance);
+  CHECK(max_column_error<Scalar>(velocity, v) < tolerance);
+  manifold.geodesic(x, v, Vector<Scalar>::Ones(count), position, velocity);
+  CHECK(max_column_error<Scalar>(position, moved) < tolerance);
+  const Scalar step = std::is_same_v<Scalar, float> ? Scalar(1e-2) : Scalar(1e-5);
+  const Vector<Scalar> middle = Vector<Scalar>::Constant(count, Scalar(0.5));
+  Matrix<Scalar> ahead(x.rows(), count), behind(x.rows(), count), unused(x.rows(), count);
+  manifold.geodesic(x, v, middle, position, velocity);
+  manifold.geodesic(x, v, (middle.array() + step).matrix(), ahead, unused);
+  manifold.geodesic(x, v, (middle.array() - step).matrix(), behind, unused);
+  Matrix<Scalar> forward(x.rows(), count), backward(x.rows(), count);
+  manifold.log(position, ahead, forward);
+  manifold.log(position, behind, backward);
+  CHECK(max_column_error<Scalar>(Matrix<Scalar>((forward - backward) / (2 * step)), velocity) <
+        (std::is_same_v<Scalar, float> ? 2e-3 : 1e-8));
+}
+
 TEMPLATE_TEST_CASE("sphere: log then exp returns the target, also near antipodal points",
                    "[manifold][sphere]", float, double) {
   using Scalar = TestType;
