@@ -1,0 +1,14 @@
+/// @file manifolds.hpp
+/// @brief Every header of manifold/: Riemannian flow matching (the Manifold concept, the
+/// sphere, flat torus, Euclidean space and products, the geodesic path, the tangent adapter
+/// and the integrators).
+#pragma once
+
+#include "flowmatch/manifold/euclidean.hpp"
+#include "flowmatch/manifold/flat_torus.hpp"
+#include "flowmatch/manifold/geodesic_path.hpp"
+#include "flowmatch/manifold/integrate.hpp"
+#include "flowmatch/manifold/manifold.hpp"
+#include "flowmatch/manifold/product.hpp"
+#include "flowmatch/manifold/sphere.hpp"
+#include "flowmatch/manifold/tangent_field.hpp"
