@@ -641,6 +641,20 @@ TEMPLATE_TEST_CASE("base distributions: moments and log-densities", "[manifold][
   }
 }
 
+TEST_CASE("projections and base densities in closed form", "[manifold][base]") {
+  // The sphere's projection divides by the norm; the zero column, with no nearest point, goes
+  // to e₁.
+  const Matrix<double> raw{{3.0, 0.0}, {4.0, 0.0}};
+  const Matrix<double> projected = flowmatch::project_point(Sphere<>(2), raw);
+  CHECK(projected.col(0).isApprox(Vector<double>(raw.col(0)) / 5, 1e-15));
+  CHECK(projected.col(1) == Vector<double>::Unit(2, 0));
+  // R²: log N(x; 0, I) = −log 2π − |x|²/2.
+  const Matrix<double> points{{0.0, 1.0}, {0.0, 2.0}};
+  const Vector<double> density = flowmatch::base_log_density(Euclidean<>(2), points);
+  CHECK_THAT(density(0), Catch::Matchers::WithinAbs(-std::log(2 * pi), 1e-15));
+  CHECK_THAT(density(1), Catch::Matchers::WithinAbs(-std::log(2 * pi) - 2.5, 1e-15));
+}
+
 TEST_CASE("manifolds reject bad input", "[manifold][errors]") {
   const Sphere<> sphere(3);
   std::mt19937_64 generator(23);

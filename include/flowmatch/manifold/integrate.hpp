@@ -113,6 +113,8 @@ class ManifoldStepper {
  public:
   using Scalar = typename M::scalar_type;
 
+  /// A stepper for rows×cols batches; throws std::invalid_argument for a method or stepping
+  /// outside its enumeration.
   ManifoldStepper(const M& manifold, const Field& field,
                   const ManifoldSolverOptions<Scalar>& options, Index rows, Index cols)
       : manifold_(manifold),
