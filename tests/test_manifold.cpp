@@ -288,7 +288,7 @@ TEST_CASE("sphere: geodesic distance is the length of log and the angle", "[mani
   }
 }
 
-TEST_CASE("flat torus: points wrap into [0, 2π) and log takes the short way", "[manifold][torus]") {
+TEST_CASE("flat torus: points wrap into 0 to 2π and log takes the short way", "[manifold][torus]") {
   const FlatTorus<> torus(1);
   const double turn = 2 * pi;
   const Matrix<double> raw{{-0.1, turn, 3 * turn + 0.5, -1e-18, -turn, 7.0}};
