@@ -59,6 +59,12 @@ class Euclidean {
     positions = points + tangents * parameters.asDiagonal();
     velocities = tangents;
   }
+  /// Zero: the tangent projection is the identity.
+  void projection_divergence(const ConstMatrixRef<Scalar>& /*points*/,
+                             const ConstMatrixRef<Scalar>& /*vectors*/,
+                             VectorRef<Scalar> out) const {
+    out.setZero();
+  }
   /// Zero: every finite point is on R^d.
   void deviation(const ConstMatrixRef<Scalar>& /*points*/, VectorRef<Scalar> out) const {
     out.setZero();

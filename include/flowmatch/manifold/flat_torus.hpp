@@ -75,6 +75,12 @@ class FlatTorus {
     });
     velocities = tangents;
   }
+  /// Zero: the tangent projection is the identity.
+  void projection_divergence(const ConstMatrixRef<Scalar>& /*points*/,
+                             const ConstMatrixRef<Scalar>& /*vectors*/,
+                             VectorRef<Scalar> out) const {
+    out.setZero();
+  }
   /// How far the angles of each column reach outside [0, 2π] (2π is 0 on the circle).
   void deviation(const ConstMatrixRef<Scalar>& points, VectorRef<Scalar> out) const {
     const Scalar full_turn = Scalar(2) * std::numbers::pi_v<Scalar>;

@@ -16,6 +16,8 @@
 ///     void geodesic(points, tangents, ConstVectorRef s, positions, velocities);
 ///                                                             // exp_x(s·v) and d/ds of it
 ///     void deviation(points, VectorRef out);                  // how far each column is off M
+///     void projection_divergence(points, vectors, VectorRef out);
+///                                                             // div_M(P F) − tr(P·DF) at F = v
 ///     void base_log_density(points, VectorRef out);           // log p_base(x) (Riemannian volume)
 ///     template <class G> void sample_base(G& generator, out); // draws from p_base
 ///
@@ -55,6 +57,7 @@ concept Manifold = std::floating_point<typename M::scalar_type> &&
   manifold.distance(points, points, values);
   manifold.geodesic(points, points, parameters, out, out);
   manifold.deviation(points, values);
+  manifold.projection_divergence(points, points, values);
   manifold.base_log_density(points, values);
   manifold.sample_base(generator, out);
 };

@@ -1,9 +1,10 @@
 /// @file manifolds.hpp
 /// @brief Every header of manifold/: Riemannian flow matching (the Manifold concept, the
-/// sphere, flat torus, Euclidean space and products, the geodesic path, the tangent adapter
-/// and the integrators).
+/// sphere, flat torus, Euclidean space and products, the geodesic path, the tangent adapter,
+/// the integrators and the Riemannian divergence).
 #pragma once
 
+#include "flowmatch/manifold/divergence.hpp"
 #include "flowmatch/manifold/euclidean.hpp"
 #include "flowmatch/manifold/flat_torus.hpp"
 #include "flowmatch/manifold/geodesic_path.hpp"

@@ -89,6 +89,18 @@ class Product {
                       positions.middleRows(first, rows), velocities.middleRows(first, rows));
     });
   }
+  /// Σᵢ of the factors' terms (the projection acts on each block of rows separately).
+  void projection_divergence(const ConstMatrixRef<scalar_type>& points,
+                             const ConstMatrixRef<scalar_type>& vectors,
+                             VectorRef<scalar_type> out) const {
+    Vector<scalar_type> factor_term(points.cols());
+    out.setZero();
+    for_each_factor([&](const auto& factor, Index first, Index rows) {
+      factor.projection_divergence(points.middleRows(first, rows), vectors.middleRows(first, rows),
+                                   factor_term);
+      out += factor_term;
+    });
+  }
   /// The largest of the factors' deviations.
   void deviation(const ConstMatrixRef<scalar_type>& points, VectorRef<scalar_type> out) const {
     Vector<scalar_type> factor_deviation(points.cols());

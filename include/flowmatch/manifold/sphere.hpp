@@ -126,6 +126,12 @@ class Sphere {
     }
   }
 
+  /// −(n − 1)·⟨x, F⟩: for u = F − ⟨x, F⟩·x and an orthonormal basis e_i of T_x,
+  /// Σᵢ ⟨e_i, D_{e_i}u⟩ = tr(P·DF) − ⟨x, F⟩·Σᵢ |e_i|², the derivative of the projection.
+  void projection_divergence(const ConstMatrixRef<Scalar>& points,
+                             const ConstMatrixRef<Scalar>& vectors, VectorRef<Scalar> out) const {
+    out = -Scalar(dimension_ - 1) * points.cwiseProduct(vectors).colwise().sum().transpose();
+  }
   /// ||x| − 1|.
   void deviation(const ConstMatrixRef<Scalar>& points, VectorRef<Scalar> out) const {
     out = (points.colwise().norm().array() - Scalar(1)).abs().transpose();
