@@ -22,6 +22,7 @@
 #include "flowmatch/manifold/flat_torus.hpp"
 #include "flowmatch/manifold/geodesic_path.hpp"
 #include "flowmatch/manifold/integrate.hpp"
+#include "flowmatch/manifold/log_likelihood.hpp"
 #include "flowmatch/manifold/manifold.hpp"
 #include "flowmatch/manifold/product.hpp"
 #include "flowmatch/manifold/sphere.hpp"
@@ -914,4 +915,87 @@ TEST_CASE("riemannian divergence: Hutchinson's tangent probes are unbiased",
       flowmatch::riemannian_hutchinson_divergence(sphere, nonlinear_field, 0.3, x,
                                                   Matrix<double>::Ones(3, 6)),
       Catch::Contains("riemannian_hutchinson_divergence: probes has shape 3x6, expected 3x(K·4)"));
+}
+
+namespace {
+
+// The constant ambient field e_z, whose projection u = e_z − z·x on S² moves every point
+// towards the north pole along its meridian: dz/dt = 1 − z², z_t = tanh(atanh z₀ + t).
+struct Upward {
+  void operator()(double /*t*/, const flowmatch::ConstMatrixRef<double>& x,
+                  flowmatch::MatrixRef<double> out) const {
+    out.setZero();
+    out.row(x.rows() - 1).setOnes();
+  }
+  void jvp(double /*t*/, const flowmatch::ConstMatrixRef<double>& /*x*/,
+           const flowmatch::ConstMatrixRef<double>& /*tangent*/,
+           flowmatch::MatrixRef<double> out) const {
+    out.setZero();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("log-likelihood on S²: the flow towards a pole in closed form",
+          "[manifold][likelihood]") {
+  // Archimedes: the area of S² is dz·dφ, so the uniform base has density 1/2 in z, and the map
+  // z₀ ↦ z₁ = tanh(atanh z₀ + 1) (φ unchanged) gives p₁ = (1/4π)·(1 − z₀²)/(1 − z₁²).
+  const Sphere<> sphere(3);
+  std::mt19937_64 generator(51);
+  Matrix<double> x = flowmatch::sample_base(sphere, 200, generator);
+  const Vector<double> height = x.row(2).transpose();
+  Vector<double> start_height(x.cols()), expected(x.cols());
+  for (Index col = 0; col < x.cols(); ++col) {
+    start_height(col) = std::tanh(std::atanh(height(col)) - 1);
+    expected(col) = -std::log(4 * pi) + std::log1p(-start_height(col) * start_height(col)) -
+                    std::log1p(-height(col) * height(col));
+  }
+  ManifoldSolverOptions<double> options;
+  options.step_size = 0.01;
+  const auto result = flowmatch::log_likelihood_on_manifold(sphere, Upward{}, x, options);
+  CHECK((result.log_prob - expected).cwiseAbs().maxCoeff() < 1e-8);
+  CHECK((result.noise.row(2).transpose() - start_height).cwiseAbs().maxCoeff() < 1e-9);
+  CHECK(result.stats.accepted == 100);
+  CHECK(result.stats.nfe == 400);
+  // Hutchinson's estimate is exact here: the Jacobian is zero and the projection term exact.
+  const Matrix<double> probes = flowmatch::draw_probes<double>(
+      3, x.cols(), 2, flowmatch::ProbeDistribution::rademacher, generator);
+  const auto estimated =
+      flowmatch::log_likelihood_on_manifold(sphere, Upward{}, x, probes, options);
+  CHECK((estimated.log_prob - result.log_prob).cwiseAbs().maxCoeff() < 1e-14);
+  // Without a step size, or with points off the sphere: invalid_argument.
+  CHECK_THROWS_WITH(flowmatch::log_likelihood_on_manifold(sphere, Upward{}, x, {}),
+                    Catch::Contains("ManifoldSolverOptions: step_size is unset"));
+  x.col(0) *= 1.5;
+  CHECK_THROWS_AS(flowmatch::log_likelihood_on_manifold(sphere, Upward{}, x, options),
+                  std::invalid_argument);
+}
+
+TEST_CASE("log-likelihood on S²: a nonlinear flow's density integrates to one",
+          "[manifold][likelihood]") {
+  // E_uniform[4π·p₁(x)] = ∫ p₁ dA = 1, by Monte Carlo over uniform points.
+  const Sphere<> sphere(3);
+  std::mt19937_64 generator(52);
+  const Index count = 20000;
+  const Matrix<double> x = flowmatch::sample_base(sphere, count, generator);
+  ManifoldSolverOptions<double> options;
+  options.step_size = 0.05;
+  const auto result = flowmatch::log_likelihood_on_manifold(sphere, nonlinear_field, x, options);
+  const Vector<double> ratio = (result.log_prob.array() + std::log(4 * pi)).exp().matrix();
+  const double mean = ratio.mean();
+  const double spread = std::sqrt((ratio.array() - mean).square().mean() / double(count));
+  INFO("mean " << mean << ", standard error " << spread);
+  CHECK(std::abs(mean - 1) < 5 * spread);
+  CHECK(spread < 0.05);
+  // Hutchinson's log-likelihoods are unbiased: their mean difference from the exact ones is
+  // within five standard errors of zero.
+  const Matrix<double> probes = flowmatch::draw_probes<double>(
+      3, count, 1, flowmatch::ProbeDistribution::gaussian, generator);
+  const auto estimated =
+      flowmatch::log_likelihood_on_manifold(sphere, nonlinear_field, x, probes, options);
+  const Vector<double> difference = estimated.log_prob - result.log_prob;
+  const double bias = difference.mean();
+  const double bias_spread = std::sqrt((difference.array() - bias).square().mean() / double(count));
+  INFO("mean difference " << bias << ", standard error " << bias_spread);
+  CHECK(std::abs(bias) < 5 * bias_spread);
 }

@@ -23,6 +23,8 @@
 /// a TangentField: the projection is part of the formula.
 #pragma once
 
+#include <string_view>
+
 #include "flowmatch/autodiff/field_derivatives.hpp"
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/validate.hpp"
@@ -44,6 +46,66 @@ void projection_term(const M& manifold, const Field& field, typename M::scalar_t
   manifold.projection_divergence(points, velocity, out);
 }
 
+/// The exact divergence into @p out, without the argument checks (riemannian_divergence).
+template <Manifold M, class Field>
+void exact_riemannian_divergence(const M& manifold, const Field& field, typename M::scalar_type t,
+                                 const ConstMatrixRef<typename M::scalar_type>& points,
+                                 VectorRef<typename M::scalar_type> out) {
+  using Scalar = typename M::scalar_type;
+  const Index dim = points.rows(), samples = points.cols();
+  // Block k (columns k·N … k·N + N − 1): the points, and the axis e_k as the tangent.
+  Matrix<Scalar> repeated(dim, dim * samples), axes = Matrix<Scalar>::Zero(dim, dim * samples);
+  for (Index axis = 0; axis < dim; ++axis) {
+    repeated.middleCols(axis * samples, samples) = points;
+    axes.row(axis).segment(axis * samples, samples).setOnes();
+  }
+  Matrix<Scalar> products(dim, dim * samples);
+  derive(capability::Jvp{}, field, t, ConstMatrixRef<Scalar>(repeated), axes, products);
+  projection_term(manifold, field, t, points, out);
+  Matrix<Scalar> projected(dim, samples);
+  for (Index axis = 0; axis < dim; ++axis) {
+    manifold.project_tangents(points, products.middleCols(axis * samples, samples), projected);
+    out += projected.row(axis).transpose();
+  }
+}
+
+/// Throws std::invalid_argument unless @p probes is a finite D×(K·N) matrix for the N columns
+/// of @p points, K >= 1 (@p name is "<function>: probes").
+template <class Scalar>
+void require_probes(std::string_view name, const ConstMatrixRef<Scalar>& points,
+                    const ConstMatrixRef<Scalar>& probes) {
+  const Index samples = points.cols();
+  if (samples == 0 || probes.rows() != points.rows() || probes.cols() % samples != 0 ||
+      probes.cols() == 0) {
+    reject_argument(name, "has shape " + to_text(probes.rows()) + "x" + to_text(probes.cols()),
+                    to_text(points.rows()) + "x(K·" + to_text(samples) + ") with K >= 1");
+  }
+  require_finite(name, probes);
+}
+
+/// Hutchinson's estimate into @p out, without the argument checks
+/// (riemannian_hutchinson_divergence): the ambient probes are projected onto the tangent
+/// spaces at @p points.
+template <Manifold M, class Field>
+void hutchinson_riemannian_divergence(const M& manifold, const Field& field,
+                                      typename M::scalar_type t,
+                                      const ConstMatrixRef<typename M::scalar_type>& points,
+                                      const ConstMatrixRef<typename M::scalar_type>& probes,
+                                      VectorRef<typename M::scalar_type> out) {
+  using Scalar = typename M::scalar_type;
+  const Index samples = points.cols();
+  Matrix<Scalar> tangent_probes(probes.rows(), probes.cols());
+  for (Index first = 0; first < probes.cols(); first += samples) {
+    manifold.project_tangents(points, probes.middleCols(first, samples),
+                              tangent_probes.middleCols(first, samples));
+  }
+  Vector<Scalar> trace(samples);
+  HutchinsonBuffers<Scalar> buffers;
+  hutchinson_divergence<Scalar>(field, t, points, tangent_probes, trace, buffers);
+  projection_term(manifold, field, t, points, out);
+  out += trace;
+}
+
 }  // namespace detail
 
 /// The exact Riemannian divergence div_M(P F) of the ambient field @p field at time @p t, for
@@ -54,24 +116,9 @@ template <Manifold M, class Field>
 Vector<typename M::scalar_type> riemannian_divergence(
     const M& manifold, const Field& field, typename M::scalar_type t,
     const ConstMatrixRef<typename M::scalar_type>& points) {
-  using Scalar = typename M::scalar_type;
   detail::require_on_manifold("riemannian_divergence: points", manifold, points);
-  const Index dim = points.rows(), samples = points.cols();
-  // Block k (columns k·N … k·N + N − 1): the points, and the axis e_k as the tangent.
-  Matrix<Scalar> repeated(dim, dim * samples), axes = Matrix<Scalar>::Zero(dim, dim * samples);
-  for (Index axis = 0; axis < dim; ++axis) {
-    repeated.middleCols(axis * samples, samples) = points;
-    axes.row(axis).segment(axis * samples, samples).setOnes();
-  }
-  Matrix<Scalar> products(dim, dim * samples);
-  detail::derive(capability::Jvp{}, field, t, ConstMatrixRef<Scalar>(repeated), axes, products);
-  Vector<Scalar> divergence(samples);
-  detail::projection_term(manifold, field, t, points, divergence);
-  Matrix<Scalar> projected(dim, samples);
-  for (Index axis = 0; axis < dim; ++axis) {
-    manifold.project_tangents(points, products.middleCols(axis * samples, samples), projected);
-    divergence += projected.row(axis).transpose();
-  }
+  Vector<typename M::scalar_type> divergence(points.cols());
+  detail::exact_riemannian_divergence(manifold, field, t, points, divergence);
   return divergence;
 }
 
@@ -86,27 +133,12 @@ Vector<typename M::scalar_type> riemannian_hutchinson_divergence(
     const M& manifold, const Field& field, typename M::scalar_type t,
     const ConstMatrixRef<typename M::scalar_type>& points,
     const ConstMatrixRef<typename M::scalar_type>& probes) {
-  using Scalar = typename M::scalar_type;
   detail::require_on_manifold("riemannian_hutchinson_divergence: points", manifold, points);
-  const Index samples = points.cols();
-  if (samples == 0 || probes.rows() != points.rows() || probes.cols() % samples != 0 ||
-      probes.cols() == 0) {
-    detail::reject_argument(
-        "riemannian_hutchinson_divergence: probes",
-        "has shape " + detail::to_text(probes.rows()) + "x" + detail::to_text(probes.cols()),
-        detail::to_text(points.rows()) + "x(K·" + detail::to_text(samples) + ") with K >= 1");
-  }
-  detail::require_finite("riemannian_hutchinson_divergence: probes", probes);
-  Matrix<Scalar> tangent_probes(probes.rows(), probes.cols());
-  for (Index first = 0; first < probes.cols(); first += samples) {
-    manifold.project_tangents(points, probes.middleCols(first, samples),
-                              tangent_probes.middleCols(first, samples));
-  }
-  Vector<Scalar> trace(samples), divergence(samples);
-  detail::HutchinsonBuffers<Scalar> buffers;
-  detail::hutchinson_divergence<Scalar>(field, t, points, tangent_probes, trace, buffers);
-  detail::projection_term(manifold, field, t, points, divergence);
-  return divergence + trace;
+  detail::require_probes<typename M::scalar_type>("riemannian_hutchinson_divergence: probes",
+                                                  points, probes);
+  Vector<typename M::scalar_type> divergence(points.cols());
+  detail::hutchinson_riemannian_divergence(manifold, field, t, points, probes, divergence);
+  return divergence;
 }
 
 }  // namespace flowmatch

@@ -27,6 +27,8 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "flowmatch/core/errors.hpp"
@@ -96,9 +98,11 @@ ManifoldTableau<Scalar> manifold_tableau(ManifoldMethod method) {
                   "ManifoldMethod::euler, midpoint or rk4");
 }
 
-/// Throws numerical_error naming @p what, the time and the first non-finite column, if any.
-template <class Scalar>
-void require_finite_on_manifold(const char* what, const Matrix<Scalar>& values, Scalar t) {
+/// Throws numerical_error naming @p what, the time and the first non-finite sample (column of
+/// a matrix, entry of a vector), if any.
+template <class Derived, class Scalar>
+void require_finite_on_manifold(const char* what, const Eigen::DenseBase<Derived>& values,
+                                Scalar t) {
   const Index column = first_nonfinite_index(values);
   if (column >= 0) {
     throw numerical_error("integrate_on_manifold: non-finite " + std::string(what) +
@@ -107,21 +111,29 @@ void require_finite_on_manifold(const char* what, const Matrix<Scalar>& values, 
   }
 }
 
-/// The fixed-step integrator of integrate_on_manifold: its buffers and one step.
-template <Manifold M, class Field>
+/// The fixed-step integrator of integrate_on_manifold: its buffers and one step. With a
+/// @p Rate other than std::nullptr_t it also integrates one scalar per sample,
+/// dℓ/dt = rate(t, x), called as `rate(t, points, VectorRef out)` at every stage (the
+/// log-density change of log_likelihood_on_manifold), with the same tableau.
+template <Manifold M, class Field, class Rate = std::nullptr_t>
 class ManifoldStepper {
  public:
   using Scalar = typename M::scalar_type;
+  /// Whether the stepper integrates a scalar per sample besides the points.
+  static constexpr bool accumulates = !std::is_same_v<Rate, std::nullptr_t>;
 
   /// A stepper for rows×cols batches; throws std::invalid_argument for a method or stepping
   /// outside its enumeration.
   ManifoldStepper(const M& manifold, const Field& field,
-                  const ManifoldSolverOptions<Scalar>& options, Index rows, Index cols)
+                  const ManifoldSolverOptions<Scalar>& options, Index rows, Index cols,
+                  Rate rate = {})
       : manifold_(manifold),
         field_(field),
+        rate_(std::move(rate)),
         stepping_(options.stepping),
         tableau_(manifold_tableau<Scalar>(options.method)),
         slopes_(tableau_.stages, Matrix<Scalar>(rows, cols)),
+        rates_(accumulates ? tableau_.stages : 0, Vector<Scalar>(cols)),
         stage_(rows, cols),
         increment_(rows, cols) {
     if (stepping_ != ManifoldStepping::projection && stepping_ != ManifoldStepping::exponential) {
@@ -130,8 +142,10 @@ class ManifoldStepper {
     }
   }
 
-  /// Advances @p point from @p t by @p step (either sign), counting the evaluations in @p stats.
-  void step(Matrix<Scalar>& point, Scalar t, Scalar step, SolverStats& stats) {
+  /// Advances @p point (and, when the stepper accumulates, @p accumulated) from @p t by @p step
+  /// (either sign), counting the evaluations in @p stats.
+  void step(Matrix<Scalar>& point, Vector<Scalar>* accumulated, Scalar t, Scalar step,
+            SolverStats& stats) {
     for (std::size_t i = 0; i < tableau_.stages; ++i) {
       if (i == 0) {
         stage_ = point;
@@ -149,6 +163,17 @@ class ManifoldStepper {
       ++stats.nfe;
       require_finite_on_manifold("velocity", slopes_[i], stage_time);
       manifold_.project_tangents(stage_, slopes_[i], slopes_[i]);
+      if constexpr (accumulates) {
+        rate_(stage_time, stage_, rates_[i]);
+        require_finite_on_manifold("rate", rates_[i], stage_time);
+      }
+    }
+    if constexpr (accumulates) {
+      for (std::size_t i = 0; i < tableau_.stages; ++i) {
+        if (tableau_.combination[i] != Scalar(0)) {
+          *accumulated += (step * tableau_.combination[i]) * rates_[i];
+        }
+      }
     }
     increment_.setZero();
     for (std::size_t i = 0; i < tableau_.stages; ++i) {
@@ -175,12 +200,49 @@ class ManifoldStepper {
 
   const M& manifold_;
   const Field& field_;
+  Rate rate_;
   ManifoldStepping stepping_;
   ManifoldTableau<Scalar> tableau_;
   std::vector<Matrix<Scalar>> slopes_;
+  std::vector<Vector<Scalar>> rates_;
   Matrix<Scalar> stage_;
   Matrix<Scalar> increment_;
 };
+
+/// Runs @p stepper through the grid @p times (checked) from result.state: the steps of each
+/// interval (options.step_size, else one), the statistics and, with options.return_trajectory,
+/// the state at each grid time.
+template <class Stepper, class Scalar>
+void run_manifold_grid(Stepper& stepper, std::span<const Scalar> times,
+                       const ManifoldSolverOptions<Scalar>& options, SolveResult<Scalar>& result,
+                       std::type_identity_t<Vector<Scalar>*> accumulated) {
+  result.times.assign(times.begin(), times.end());
+  if (options.return_trajectory) result.trajectory.push_back(result.state);
+  for (std::size_t interval = 0; interval + 1 < times.size(); ++interval) {
+    const Scalar start = times[interval], end = times[interval + 1];
+    const std::size_t steps =
+        options.step_size ? fixed_step_count(end - start, *options.step_size) : 1;
+    const Scalar step = (end - start) / static_cast<Scalar>(steps);
+    for (std::size_t k = 0; k < steps; ++k) {
+      const Scalar t = start + static_cast<Scalar>(k) * step;
+      // The last step ends on the grid time exactly.
+      const Scalar length = k + 1 == steps ? end - t : step;
+      stepper.step(result.state, accumulated, t, length, result.stats);
+      ++result.stats.accepted;
+      const double size = std::abs(static_cast<double>(length));
+      result.stats.min_step =
+          result.stats.accepted == 1 ? size : std::min(result.stats.min_step, size);
+      result.stats.max_step = std::max(result.stats.max_step, size);
+    }
+    if (options.return_trajectory) result.trajectory.push_back(result.state);
+  }
+}
+
+/// Throws std::invalid_argument unless the step size of @p options, if set, is positive.
+template <class Scalar>
+void validate_manifold_options(const ManifoldSolverOptions<Scalar>& options) {
+  if (options.step_size) require_positive("ManifoldSolverOptions: step_size", *options.step_size);
+}
 
 }  // namespace detail
 
@@ -202,32 +264,11 @@ SolveResult<typename M::scalar_type> integrate_on_manifold(
   using Scalar = typename M::scalar_type;
   detail::require_on_manifold("integrate_on_manifold: x", manifold, x);
   detail::validate_grid("integrate_on_manifold", times);
-  if (options.step_size) {
-    detail::require_positive("ManifoldSolverOptions: step_size", *options.step_size);
-  }
+  detail::validate_manifold_options(options);
   detail::ManifoldStepper<M, Field> stepper(manifold, field, options, x.rows(), x.cols());
   SolveResult<Scalar> result;
-  result.times.assign(times.begin(), times.end());
   result.state = x;
-  if (options.return_trajectory) result.trajectory.push_back(result.state);
-  for (std::size_t interval = 0; interval + 1 < times.size(); ++interval) {
-    const Scalar start = times[interval], end = times[interval + 1];
-    const std::size_t steps =
-        options.step_size ? detail::fixed_step_count(end - start, *options.step_size) : 1;
-    const Scalar step = (end - start) / static_cast<Scalar>(steps);
-    for (std::size_t k = 0; k < steps; ++k) {
-      const Scalar t = start + static_cast<Scalar>(k) * step;
-      // The last step ends on the grid time exactly.
-      const Scalar length = k + 1 == steps ? end - t : step;
-      stepper.step(result.state, t, length, result.stats);
-      ++result.stats.accepted;
-      const double size = std::abs(static_cast<double>(length));
-      result.stats.min_step =
-          result.stats.accepted == 1 ? size : std::min(result.stats.min_step, size);
-      result.stats.max_step = std::max(result.stats.max_step, size);
-    }
-    if (options.return_trajectory) result.trajectory.push_back(result.state);
-  }
+  detail::run_manifold_grid(stepper, times, options, result, nullptr);
   return result;
 }
 

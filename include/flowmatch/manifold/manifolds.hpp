@@ -1,7 +1,7 @@
 /// @file manifolds.hpp
 /// @brief Every header of manifold/: Riemannian flow matching (the Manifold concept, the
 /// sphere, flat torus, Euclidean space and products, the geodesic path, the tangent adapter,
-/// the integrators and the Riemannian divergence).
+/// the integrators, the Riemannian divergence and log-likelihoods).
 #pragma once
 
 #include "flowmatch/manifold/divergence.hpp"
@@ -9,6 +9,7 @@
 #include "flowmatch/manifold/flat_torus.hpp"
 #include "flowmatch/manifold/geodesic_path.hpp"
 #include "flowmatch/manifold/integrate.hpp"
+#include "flowmatch/manifold/log_likelihood.hpp"
 #include "flowmatch/manifold/manifold.hpp"
 #include "flowmatch/manifold/product.hpp"
 #include "flowmatch/manifold/sphere.hpp"
