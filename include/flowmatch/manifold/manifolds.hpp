@@ -1,7 +1,7 @@
 /// @file manifolds.hpp
 /// @brief Every header of manifold/: Riemannian flow matching (the Manifold concept, the
 /// sphere, flat torus, Euclidean space and products, the geodesic path, the tangent adapter,
-/// the integrators, the Riemannian divergence and log-likelihoods).
+/// the integrators, the Riemannian divergence, log-likelihoods and training).
 #pragma once
 
 #include "flowmatch/manifold/divergence.hpp"
@@ -14,3 +14,4 @@
 #include "flowmatch/manifold/product.hpp"
 #include "flowmatch/manifold/sphere.hpp"
 #include "flowmatch/manifold/tangent_field.hpp"
+#include "flowmatch/manifold/training.hpp"
