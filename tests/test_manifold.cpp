@@ -1,6 +1,8 @@
-// Tests of the manifolds (sphere, flat torus, Euclidean space, products), the geodesic path
-// and the manifold integrators, against independent mathematics: round trips of exp and log,
-// rotations in closed form (Rodrigues), central differences of the path in t, moments of the
+// Tests of the manifolds (sphere, flat torus, Euclidean space, products), the geodesic path,
+// the manifold integrators, the Riemannian divergence, log-likelihoods and training, against
+// independent mathematics: round trips of exp and log, rotations in closed form (Rodrigues),
+// central differences of the path in t and of the divergence in spherical coordinates, the
+// Laplacian of quadratic forms on spheres, Archimedes' area of the sphere, moments of the
 // uniform distributions.
 #include <catch2/catch.hpp>
 
