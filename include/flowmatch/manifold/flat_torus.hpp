@@ -75,6 +75,12 @@ class FlatTorus {
     });
     velocities = tangents;
   }
+  /// k: log_x(y) is y − x (modulo whole turns on the torus) and its derivative the identity.
+  void log_differential(const ConstMatrixRef<Scalar>& /*points*/,
+                        const ConstMatrixRef<Scalar>& /*targets*/,
+                        const ConstMatrixRef<Scalar>& vectors, MatrixRef<Scalar> out) const {
+    out = vectors;
+  }
   /// Zero: the tangent projection is the identity.
   void projection_divergence(const ConstMatrixRef<Scalar>& /*points*/,
                              const ConstMatrixRef<Scalar>& /*vectors*/,

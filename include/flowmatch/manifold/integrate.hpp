@@ -12,11 +12,11 @@
 /// - ManifoldStepping::projection: R_x(w) = π(x + w), the nearest point of x + w. This is the
 ///   method applied in the ambient space to the field y ↦ P_{π(y)} u(π(y)), which agrees with
 ///   u on the manifold and is tangent there, so the method keeps its order (1, 2, 4).
-/// - ManifoldStepping::exponential: R_x(w) = exp_x(P_x w), Euler being x ← exp_x(h·u). On a
-///   flat manifold (R^d, the torus) this is the method itself; on a curved one the stage
-///   velocities, which live in other tangent spaces, are combined as ambient vectors and
-///   projected onto T_x, an error of second order in h: the midpoint and RK4 steps are then of
-///   order 2 (tests/test_manifold.cpp measures it on the sphere).
+/// - ManifoldStepping::exponential: R_x(w) = exp_x(w), Euler being x ← exp_x(h·u). The method
+///   runs in the normal coordinates w of x = exp_x(w), where the flow obeys
+///   ẇ = D(log_x)(exp_x w)[u]: each stage velocity k_i, tangent at Y_i, is pulled back to T_x
+///   as D(log_x)(Y_i)[k_i] (Manifold::log_differential) before the stages are combined, so the
+///   method keeps its order here too.
 #pragma once
 
 #include <algorithm>
@@ -51,7 +51,7 @@ enum class ManifoldMethod {
 /// How a step returns to the manifold (see the file comment).
 enum class ManifoldStepping {
   projection,   ///< x ← π(x + h·Σ b_i k_i), each stage point projected too.
-  exponential,  ///< x ← exp_x(h·Σ b_i k_i), each stage point by the exponential map too.
+  exponential,  ///< x ← exp_x(h·Σ b_i k̃_i) with k̃_i = D(log_x)(Y_i)[k_i], stages likewise.
 };
 
 /// Settings of integrate_on_manifold.
@@ -163,6 +163,9 @@ class ManifoldStepper {
       ++stats.nfe;
       require_finite_on_manifold("velocity", slopes_[i], stage_time);
       manifold_.project_tangents(stage_, slopes_[i], slopes_[i]);
+      if (stepping_ == ManifoldStepping::exponential) {
+        manifold_.log_differential(point, stage_, slopes_[i], slopes_[i]);
+      }
       if constexpr (accumulates) {
         rate_(stage_time, stage_, rates_[i]);
         require_finite_on_manifold("rate", rates_[i], stage_time);
@@ -187,7 +190,7 @@ class ManifoldStepper {
   }
 
  private:
-  /// out = R_x(increment_): π(x + w) or exp_x(P_x w).
+  /// out = R_x(increment_): π(x + w) or exp_x(P_x w) (w is tangent up to rounding).
   void retract(const Matrix<Scalar>& point, Matrix<Scalar>& out) {
     if (stepping_ == ManifoldStepping::projection) {
       out = point + increment_;

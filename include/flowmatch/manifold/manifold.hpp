@@ -13,7 +13,8 @@
 ///     void exp(points, tangents, out);                        // exp_x(v)
 ///     void log(points, targets, out);                         // log_x(y), |log_x(y)| = d(x, y)
 ///     void distance(points, targets, VectorRef out);          // geodesic distance d(x, y)
-///     void geodesic(points, tangents, ConstVectorRef s, positions, velocities);
+///     void log_differential(points, targets, vectors, out);   // D(log_x)(y)[k], d/dε log_x(y +
+///     εk) void geodesic(points, tangents, ConstVectorRef s, positions, velocities);
 ///                                                             // exp_x(s·v) and d/ds of it
 ///     void deviation(points, VectorRef out);                  // how far each column is off M
 ///     void projection_divergence(points, vectors, VectorRef out);
@@ -25,8 +26,8 @@
 /// or `VectorRef<scalar_type>` (length N), sized by the caller. The members work column by
 /// column, check nothing (the integrators call them at every stage) and assume their points
 /// on M; the free functions below are the checked entry points. An output may alias the
-/// second input of project_tangents, exp and log (vectors, tangents, targets), never the
-/// points, and the two outputs of `geodesic` alias no input.
+/// last input of project_tangents, exp, log and log_differential (vectors, tangents, targets),
+/// never the points, and the two outputs of `geodesic` alias no input.
 #pragma once
 
 #include <cmath>
@@ -55,6 +56,7 @@ concept Manifold = std::floating_point<typename M::scalar_type> &&
   manifold.exp(points, points, out);
   manifold.log(points, points, out);
   manifold.distance(points, points, values);
+  manifold.log_differential(points, points, points, out);
   manifold.geodesic(points, points, parameters, out, out);
   manifold.deviation(points, values);
   manifold.projection_divergence(points, points, values);

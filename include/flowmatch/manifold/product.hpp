@@ -67,6 +67,16 @@ class Product {
                  out.middleRows(first, rows));
     });
   }
+  /// Each factor's differential of its log.
+  void log_differential(const ConstMatrixRef<scalar_type>& points,
+                        const ConstMatrixRef<scalar_type>& targets,
+                        const ConstMatrixRef<scalar_type>& vectors,
+                        MatrixRef<scalar_type> out) const {
+    for_each_factor([&](const auto& factor, Index first, Index rows) {
+      factor.log_differential(points.middleRows(first, rows), targets.middleRows(first, rows),
+                              vectors.middleRows(first, rows), out.middleRows(first, rows));
+    });
+  }
   /// √(Σᵢ dᵢ²).
   void distance(const ConstMatrixRef<scalar_type>& points,
                 const ConstMatrixRef<scalar_type>& targets, VectorRef<scalar_type> out) const {

@@ -97,6 +97,30 @@ class Sphere {
     }
   }
 
+  /// D(log_x)(y)[k], the derivative of log_x(y) = (θ/s)·w along k (c = ⟨x, y⟩, s = |w|):
+  /// with dc = ⟨x, k⟩, ds = ⟨w, k⟩/s and dθ = (c·ds − s·dc)/(s² + c²),
+  ///     D log = d(θ/s)·w + (θ/s)·(k − dc·x),   d(θ/s) = (dθ − (θ/s)·ds)/s;
+  /// at y = x (s = 0) the tangent projection k − ⟨x, k⟩·x. Defined where log is smooth, away
+  /// from y = −x. @p out may alias @p vectors.
+  void log_differential(const ConstMatrixRef<Scalar>& points, const ConstMatrixRef<Scalar>& targets,
+                        const ConstMatrixRef<Scalar>& vectors, MatrixRef<Scalar> out) const {
+    Vector<Scalar> tangent(points.rows());
+    for (Index col = 0; col < points.cols(); ++col) {
+      const Scalar cosine = points.col(col).dot(targets.col(col));
+      const Scalar sine = tangent_part(points.col(col), targets.col(col), cosine, tangent);
+      const Scalar radial = points.col(col).dot(vectors.col(col));
+      if (!(sine > Scalar(0))) {
+        out.col(col) = vectors.col(col) - radial * points.col(col);
+        continue;
+      }
+      const Scalar d_sine = tangent.dot(vectors.col(col)) / sine;
+      const Scalar ratio = std::atan2(sine, cosine) / sine;
+      const Scalar d_angle = (cosine * d_sine - sine * radial) / (sine * sine + cosine * cosine);
+      const Scalar d_ratio = (d_angle - ratio * d_sine) / sine;
+      out.col(col) = d_ratio * tangent + ratio * (vectors.col(col) - radial * points.col(col));
+    }
+  }
+
   /// atan2(|w|, ⟨x, y⟩) with w = y − ⟨x, y⟩·x: the angle between x and y, |log_x(y)|.
   void distance(const ConstMatrixRef<Scalar>& points, const ConstMatrixRef<Scalar>& targets,
                 VectorRef<Scalar> out) const {
