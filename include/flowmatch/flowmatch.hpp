@@ -34,6 +34,7 @@
 #include "flowmatch/likelihood/divergence.hpp"
 #include "flowmatch/likelihood/log_likelihood.hpp"
 #include "flowmatch/likelihood/standard_normal.hpp"
+#include "flowmatch/manifold/manifolds.hpp"
 #include "flowmatch/nn/activation.hpp"
 #include "flowmatch/nn/mlp.hpp"
 #include "flowmatch/nn/mlp_derivatives.hpp"
