@@ -7,6 +7,7 @@
 //     flowmatch score  --model M.safetensors --data X.npy --t 0.5 --out S.npy
 //     flowmatch train  --data X.npy --out M.safetensors
 //     flowmatch info   --model M.safetensors
+//     flowmatch discrete train|sample|elbo ...   (token sequences, [N, L] int64 .npy)
 //
 // `flowmatch <subcommand> --help` lists the options. Errors print one line to stderr and exit
 // with a non-zero status; output files are written only when complete.
@@ -19,32 +20,13 @@
 #include <stdexcept>
 #include <string>
 
+#include "discrete_commands.hpp"
 #include "options.hpp"
+#include "validators.hpp"
 
 namespace {
 
 using namespace flowmatch_cli;
-
-/// Accepts a number > 0, or >= 0 with @p allow_zero. (CLI11's PositiveNumber would print the
-/// whole range of double in its message.)
-CLI::Validator number_check(bool allow_zero) {
-  const std::string expected = allow_zero ? "a number >= 0" : "a number > 0";
-  return {[allow_zero, expected](std::string& input) -> std::string {
-            std::size_t used = 0;
-            double value = 0;
-            try {
-              value = std::stod(input, &used);
-            } catch (const std::exception&) {
-              used = 0;
-            }
-            const bool accepted =
-                used > 0 && used == input.size() && (allow_zero ? value >= 0 : value > 0);
-            return accepted ? std::string() : "expected " + expected + ", got " + input;
-          },
-          expected};
-}
-const CLI::Validator positive = number_check(false);
-const CLI::Validator non_negative = number_check(true);
 
 void add_common_options(CLI::App& command, CommonOptions& options,
                         const char* threads_help = "threads evaluating the network") {
@@ -302,6 +284,7 @@ int main(int argc, char** argv) {
   const CLI::App* score_command = add_score_command(app, score);
   const CLI::App* train_command = add_train_command(app, train);
   const CLI::App* info_command = add_info_command(app, info);
+  const auto run_discrete_command = add_discrete_commands(app);
 
   try {
     app.parse(argc, argv);
@@ -321,6 +304,7 @@ int main(int argc, char** argv) {
     if (*score_command) run_with_precision(score, run_score<float>, run_score<double>);
     if (*train_command) run_with_precision(train, run_train<float>, run_train<double>);
     if (*info_command) run_info(info);
+    run_discrete_command();
   } catch (const std::exception& error) {
     print_error(error.what());
     return EXIT_FAILURE;

@@ -198,6 +198,32 @@ int run(const std::vector<std::string>& args) {
     flowmatch::io::write_npy(args.at(1), array);
     return 0;
   }
+  if (mode == "tokens") {  // tokens OUT N L first [K]: [N, L] int64, (first + n + l) mod K
+    const std::int64_t count = std::stol(args.at(2)), length = std::stol(args.at(3));
+    const std::int64_t first = std::stol(args.at(4));
+    const std::int64_t vocabulary = args.size() > 5 ? std::stol(args[5]) : 3;
+    flowmatch::io::NpyArray array;
+    array.type = flowmatch::io::NpyType::i8;
+    array.shape = {count, length};
+    for (std::int64_t n = 0; n < count; ++n) {
+      for (std::int64_t l = 0; l < length; ++l)
+        array.integers.push_back((first + n + l) % vocabulary);
+    }
+    flowmatch::io::write_npy(args.at(1), array);
+    return 0;
+  }
+  if (mode == "tokens-in") {  // tokens-in FILE K: an int64 array of tokens in [0, K)
+    const flowmatch::io::NpyArray array = flowmatch::io::read_npy(args.at(1));
+    const std::int64_t vocabulary = std::stol(args.at(2));
+    if (array.type != flowmatch::io::NpyType::i8 || array.integers.empty()) return 1;
+    for (const std::int64_t token : array.integers) {
+      if (token < 0 || token >= vocabulary) return 1;
+    }
+    return 0;
+  }
+  if (mode == "float64") {  // float64 FILE: an array of dtype float64
+    return flowmatch::io::read_npy(args.at(1)).type == flowmatch::io::NpyType::f8 ? 0 : 1;
+  }
   if (mode == "vector") {  // vector OUT v0,v1,...
     const std::vector<double> values = numbers(args.at(2));
     flowmatch::io::save_npy_vector(args.at(1),

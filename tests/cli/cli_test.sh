@@ -461,6 +461,47 @@ ok "info on the conditional model" "$tool" info --model labelled_model.safetenso
 grep -qx 'cond_dim: 3' last.out && grep -qx 'activation: tanh' last.out ||
   fail "info of the conditional model: $(cat last.out)"
 
+# --- discrete train, sample, elbo on token files -----------------------------------------------
+"$check" tokens tokens.npy 300 4 0
+"$check" tokens test_tokens.npy 20 4 1
+"$check" tokens large_tokens.npy 20 4 4 5
+"$check" tokens short_tokens.npy 20 3 0
+"$check" shape tokens.npy 300,4 || fail "the token file's shape"
+tiny=(--hidden 16 --batch 32 --steps 30 --seed 5)
+ok "discrete train (masked source)" "$tool" discrete train --data tokens.npy --vocab 3 \
+  --out discrete.safetensors "${tiny[@]}"
+ok "discrete train (uniform source, cosine, cross-entropy)" "$tool" discrete train \
+  --data tokens.npy --vocab 3 --source uniform --scheduler cosine --loss cross-entropy \
+  --out uniform.safetensors "${tiny[@]}"
+grep -q '^step 30/30' last.err || fail "discrete train's progress line: $(cat last.err)"
+ok "discrete sample with --stats" "$tool" discrete sample --model discrete.safetensors \
+  --num-samples 50 --steps 20 --seed 1 --out tokens_sampled.npy --stats &&
+  for key in steps evaluations jumps; do
+    grep -q "\"$key\":[0-9]" last.out || fail "--stats lacks \"$key\": $(cat last.out)"
+  done
+grep -q '"steps":20' last.out || fail "discrete sample --steps 20: $(cat last.out)"
+"$check" shape tokens_sampled.npy 50,4 && "$check" tokens-in tokens_sampled.npy 3 ||
+  fail "discrete samples: [50, 4] int64 tokens in [0, 3)"
+ok "discrete sample again with the same seed" "$tool" discrete sample \
+  --model discrete.safetensors --num-samples 50 --steps 20 --seed 1 --out tokens_again.npy
+cmp -s tokens_sampled.npy tokens_again.npy || fail "discrete sample is not reproducible"
+ok "discrete sample with another seed" "$tool" discrete sample --model discrete.safetensors \
+  --num-samples 50 --step-size 0.05 --seed 2 --out tokens_other.npy
+cmp -s tokens_sampled.npy tokens_other.npy && fail "another --seed gave the same samples"
+ok "discrete sample (uniform source)" "$tool" discrete sample --model uniform.safetensors \
+  --num-samples 10 --out uniform_sampled.npy
+"$check" tokens-in uniform_sampled.npy 3 || fail "uniform-source samples in [0, 3)"
+ok "discrete elbo with --stats" "$tool" discrete elbo --model discrete.safetensors \
+  --data test_tokens.npy --strata 8 --seed 4 --out elbo.npy --stats &&
+  grep -q '"bits_per_token":' last.out || fail "discrete elbo --stats: $(cat last.out)"
+"$check" shape elbo.npy 20 && "$check" float64 elbo.npy || fail "elbo: [20] float64"
+ok "discrete elbo again with the same seed" "$tool" discrete elbo \
+  --model discrete.safetensors --data test_tokens.npy --strata 8 --seed 4 --out elbo_again.npy
+cmp -s elbo.npy elbo_again.npy || fail "discrete elbo is not reproducible"
+ok "discrete train again with the same seed" "$tool" discrete train --data tokens.npy \
+  --vocab 3 --out discrete_again.safetensors "${tiny[@]}"
+cmp -s discrete.safetensors discrete_again.safetensors || fail "discrete train is not reproducible"
+
 # --- error paths ----------------------------------------------------------------------------
 printf 'not an npy file' > corrupt.npy
 head -c 40 linear.safetensors > corrupt.safetensors
@@ -533,6 +574,28 @@ rejects "resume past --steps" out.npy "$tool" train --data data.npy --out out.np
   --resume checkpoint.safetensors "${small[@]}" --steps 10
 rejects "info on a missing file" out.npy "$tool" info --model missing.safetensors
 rejects "info on a corrupt file" out.npy "$tool" info --model corrupt.safetensors
+rejects "discrete tokens outside the vocabulary" out.safetensors "$tool" discrete train \
+  --data large_tokens.npy --vocab 3 --out out.safetensors --steps 2
+grep -q 'token 4 in column 0' last.err || fail "the bad token is named: $(cat last.err)"
+rejects "discrete mask token with a uniform source" out.safetensors "$tool" discrete train \
+  --data tokens.npy --vocab 2 --source uniform --out out.safetensors --steps 2
+grep -q 'mask token' last.err || fail "the mask token is named: $(cat last.err)"
+rejects "discrete float tokens" out.safetensors "$tool" discrete train --data data.npy \
+  --vocab 3 --out out.safetensors --steps 2
+rejects "discrete tokens of one dimension" out.safetensors "$tool" discrete train \
+  --data labels.npy --vocab 3 --out out.safetensors --steps 2
+rejects "discrete elbo on tokens outside the vocabulary" out.npy "$tool" discrete elbo \
+  --model discrete.safetensors --data large_tokens.npy --out out.npy
+rejects "discrete elbo on sequences of another length" out.npy "$tool" discrete elbo \
+  --model discrete.safetensors --data short_tokens.npy --out out.npy
+rejects "discrete sample from a model without discrete metadata" out.npy "$tool" discrete \
+  sample --model linear.safetensors --num-samples 4 --out out.npy
+rejects "discrete elbo of a model without discrete metadata" out.npy "$tool" discrete elbo \
+  --model linear.safetensors --data test_tokens.npy --out out.npy
+rejects "discrete unknown scheduler" out.safetensors "$tool" discrete train --data tokens.npy \
+  --vocab 3 --scheduler zigzag --out out.safetensors --steps 2
+rejects "discrete --steps with --step-size" out.npy "$tool" discrete sample \
+  --model discrete.safetensors --num-samples 4 --steps 4 --step-size 0.1 --out out.npy
 # A failed run leaves an existing output file as it was.
 cp x1.npy kept.npy
 "$tool" sample --model linear.safetensors --noise corrupt.npy --out kept.npy 2> /dev/null &&
