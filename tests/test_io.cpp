@@ -246,6 +246,18 @@ TEST_CASE("hand-assembled npy files in big-endian, Fortran order and versions 2 
   }
 }
 
+TEST_CASE("an L×N token matrix is written as the C-order [N, L] int64 array", "[npy]") {
+  Eigen::Matrix<std::int64_t, Eigen::Dynamic, Eigen::Dynamic> tokens(2, 3);
+  tokens << 0, 1, 2, 3, 4, -5;
+  const ScratchDirectory scratch;
+  const std::string path = scratch.file("tokens.npy");
+  flowmatch::io::save_npy_tokens(path, tokens);
+  const flowmatch::io::NpyArray array = flowmatch::io::read_npy(path);
+  CHECK(array.type == flowmatch::io::NpyType::i8);
+  CHECK(array.shape == std::vector<std::int64_t>{3, 2});
+  CHECK(array.integers == std::vector<std::int64_t>{0, 3, 1, 4, 2, -5});
+}
+
 TEST_CASE("a C-order [N, d] array is the d×N batch; Fortran order is transposed", "[npy]") {
   // Array element (i, j) = 10 i + j for N = 3 samples in d = 2 dimensions.
   const auto element = [](int i, int j) { return 10.0 * i + j; };

@@ -774,6 +774,19 @@ void save_npy_vector(const std::string& path, const Vector<Scalar>& vector) {
   detail::write_npy_data(path, shape, vector.data());
 }
 
+/// Writes the L×N integer matrix @p tokens (one column per sequence, the layout of
+/// discrete/tokens.hpp) as a C-order [N, L] int64 array ('<i8'): the same memory.
+/// @throws io_error if the file cannot be written.
+inline void save_npy_tokens(
+    const std::string& path,
+    const Eigen::Matrix<std::int64_t, Eigen::Dynamic, Eigen::Dynamic>& tokens) {
+  NpyArray array;
+  array.type = NpyType::i8;
+  array.shape = {tokens.cols(), tokens.rows()};
+  array.integers.assign(tokens.data(), tokens.data() + tokens.size());
+  write_npy(path, array);
+}
+
 /// Writes @p data, the C-order (row-major) elements of an array of any @p shape (e.g. a
 /// [T, N, d] trajectory), as '<f8' for double or '<f4' for float. Call as
 /// `save_npy_array<double>(path, {T, N, d}, data)`.
