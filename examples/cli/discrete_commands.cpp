@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "flowmatch/discrete/carry_over.hpp"
 #include "flowmatch/discrete/elbo.hpp"
 #include "flowmatch/discrete/mixture_path.hpp"
 #include "flowmatch/discrete/mlp_denoiser.hpp"
@@ -144,15 +145,6 @@ TokenMatrix load_tokens(const std::string& path, const std::string& option, Inde
   return tokens;
 }
 
-/// Writes the L×N @p tokens as an [N, L] int64 .npy.
-void save_tokens(const std::string& path, const TokenMatrix& tokens) {
-  flowmatch::io::NpyArray array;
-  array.type = flowmatch::io::NpyType::i8;
-  array.shape = {tokens.cols(), tokens.rows()};
-  array.integers.assign(tokens.data(), tokens.data() + tokens.size());
-  flowmatch::io::write_npy(path, array);
-}
-
 /// A model of `discrete train`: the denoiser, its path and its source.
 struct DiscreteModel {
   flowmatch::MlpDenoiser<double> denoiser;
@@ -197,6 +189,19 @@ DiscreteModel load_discrete_model(const std::string& path) {
                                 kLengthKey + "' says " + std::to_string(length));
   }
   return {std::move(denoiser), std::move(mixture_path), std::move(source)};
+}
+
+/// Calls @p run(denoiser, path) with the model's path and its denoiser, wrapped for a masked
+/// source in CarryOverDenoiser (the exact posterior at unmasked tokens, without which the ELBO
+/// diverges).
+template <class Run>
+auto with_denoiser(const DiscreteModel& model, Run&& run) {
+  return std::visit(
+      [&](const auto& path) {
+        if (model.source.masked()) return run(flowmatch::CarryOverDenoiser(model.denoiser), path);
+        return run(model.denoiser, path);
+      },
+      model.path);
 }
 
 void run_discrete_train(const DiscreteTrainOptions& options) {
@@ -259,13 +264,10 @@ void run_discrete_sample(const DiscreteSampleOptions& options) {
       model.source.sample(model.denoiser.length(), options.num_samples, generator);
   flowmatch::DiscreteSamplerOptions<double> sampler_options;
   sampler_options.step_size = options.step_size.value_or(1.0 / static_cast<double>(options.steps));
-  const auto result = std::visit(
-      [&](const auto& path) {
-        return flowmatch::sample_discrete(model.denoiser, path, model.source, x0, sampler_options,
-                                          generator);
-      },
-      model.path);
-  save_tokens(options.out, result.tokens);
+  const auto result = with_denoiser(model, [&](const auto& denoiser, const auto& path) {
+    return flowmatch::sample_discrete(denoiser, path, model.source, x0, sampler_options, generator);
+  });
+  flowmatch::io::save_npy_tokens(options.out, result.tokens);
   if (options.stats) {
     std::cout << nlohmann::json{{"steps", result.stats.steps},
                                 {"evaluations", result.stats.evaluations},
@@ -280,12 +282,10 @@ void run_discrete_elbo(const DiscreteElboOptions& options) {
   const TokenMatrix data =
       load_tokens(options.data, "--data", model.denoiser.vocabulary(), model.denoiser.length());
   std::mt19937_64 generator(options.seed);
-  const flowmatch::DiscreteElbo elbo = std::visit(
-      [&](const auto& path) {
-        return flowmatch::discrete_elbo(model.denoiser, path, model.source, data, options.strata,
-                                        generator);
-      },
-      model.path);
+  const flowmatch::DiscreteElbo elbo = with_denoiser(model, [&](const auto& denoiser,
+                                                                const auto& path) {
+    return flowmatch::discrete_elbo(denoiser, path, model.source, data, options.strata, generator);
+  });
   flowmatch::io::save_npy_vector(options.out, elbo.bound);
   if (options.stats) {
     // Bits per token: the mean bound over the L tokens of a sequence, divided by log 2.
