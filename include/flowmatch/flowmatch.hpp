@@ -14,6 +14,7 @@
 #include "flowmatch/coupling/exact_ot.hpp"
 #include "flowmatch/coupling/sinkhorn.hpp"
 #include "flowmatch/data/toy_datasets.hpp"
+#include "flowmatch/discrete/carry_over.hpp"
 #include "flowmatch/discrete/denoiser.hpp"
 #include "flowmatch/discrete/elbo.hpp"
 #include "flowmatch/discrete/loss.hpp"
