@@ -73,6 +73,7 @@ struct DiscreteSampleOptions {
   std::int64_t num_samples = 0;
   std::int64_t steps = 100;
   std::optional<double> step_size;
+  std::optional<double> eta;  ///< the corrector's η(t) = eta·t
   std::uint64_t seed = 0;
   bool stats = false;
 };
@@ -264,6 +265,10 @@ void run_discrete_sample(const DiscreteSampleOptions& options) {
       model.source.sample(model.denoiser.length(), options.num_samples, generator);
   flowmatch::DiscreteSamplerOptions<double> sampler_options;
   sampler_options.step_size = options.step_size.value_or(1.0 / static_cast<double>(options.steps));
+  if (options.eta) {
+    // The corrector's schedule must vanish at t = 0, where κ̇/κ diverges.
+    sampler_options.eta = [scale = *options.eta](double t) { return scale * t; };
+  }
   const auto result = with_denoiser(model, [&](const auto& denoiser, const auto& path) {
     return flowmatch::sample_discrete(denoiser, path, model.source, x0, sampler_options, generator);
   });
@@ -358,6 +363,10 @@ std::function<void()> add_discrete_commands(CLI::App& app) {
   sample_command->add_option("--step-size", sample->step_size, "the step size instead of --steps")
       ->check(positive)
       ->excludes(steps);
+  sample_command
+      ->add_option("--eta", sample->eta,
+                   "the divergence-free corrector of strength eta(t) = ETA t (default none)")
+      ->check(non_negative);
   sample_command->add_option("--seed", sample->seed, "seed of the source and the jumps");
   sample_command->add_flag("--stats", sample->stats,
                            "print the steps, evaluations and jumps as JSON to stdout");

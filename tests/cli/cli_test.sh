@@ -488,6 +488,10 @@ cmp -s tokens_sampled.npy tokens_again.npy || fail "discrete sample is not repro
 ok "discrete sample with another seed" "$tool" discrete sample --model discrete.safetensors \
   --num-samples 50 --step-size 0.05 --seed 2 --out tokens_other.npy
 cmp -s tokens_sampled.npy tokens_other.npy && fail "another --seed gave the same samples"
+ok "discrete sample with the corrector" "$tool" discrete sample --model uniform.safetensors \
+  --num-samples 10 --eta 0.5 --seed 3 --out corrected_sampled.npy
+"$check" shape corrected_sampled.npy 10,4 && "$check" tokens-in corrected_sampled.npy 3 ||
+  fail "corrected samples: [10, 4] tokens in [0, 3)"
 ok "discrete sample (uniform source)" "$tool" discrete sample --model uniform.safetensors \
   --num-samples 10 --out uniform_sampled.npy
 "$check" tokens-in uniform_sampled.npy 3 || fail "uniform-source samples in [0, 3)"
@@ -594,6 +598,8 @@ rejects "discrete elbo of a model without discrete metadata" out.npy "$tool" dis
   --model linear.safetensors --data test_tokens.npy --out out.npy
 rejects "discrete unknown scheduler" out.safetensors "$tool" discrete train --data tokens.npy \
   --vocab 3 --scheduler zigzag --out out.safetensors --steps 2
+rejects "discrete negative --eta" out.npy "$tool" discrete sample \
+  --model discrete.safetensors --num-samples 4 --eta -1 --out out.npy
 rejects "discrete --steps with --step-size" out.npy "$tool" discrete sample \
   --model discrete.safetensors --num-samples 4 --steps 4 --step-size 0.1 --out out.npy
 # A failed run leaves an existing output file as it was.
