@@ -89,7 +89,11 @@ struct VonMisesFisherMixture {
   [[nodiscard]] Matrix<double> sample(Index count, std::mt19937_64& generator) const {
     Matrix<double> points(3, count);
     std::uniform_int_distribution<std::size_t> component(0, means.size() - 1);
-    for (Index n = 0; n < count; ++n) points.col(n) = draw(means[component(generator)], generator);
+    for (Index n = 0; n < count; ++n) {
+      const Eigen::Vector3d point = draw(means[component(generator)], generator);
+      // Entry by entry: GCC 12 misreads a vectorised copy of a 3-vector as out of bounds.
+      for (Index i = 0; i < 3; ++i) points(i, n) = point(i);
+    }
     return points;
   }
 
