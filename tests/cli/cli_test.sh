@@ -545,6 +545,11 @@ ok "sample the trained model (its manifold from the file)" "$tool" sample \
 "$check" unit-rows sphere_trained.npy 1e-12 || fail "samples of the trained model on S^2"
 ok "loglik of the trained model" "$tool" loglik --model sphere_model.safetensors \
   --data sphere_trained.npy --out sphere_trained_ll.npy
+rejects "score of a model trained on a manifold" none.npy "$tool" score \
+  --model sphere_model.safetensors --data sphere_trained.npy --t 0.5 --out none.npy
+ok "sample --precision float on the sphere" "$tool" sample --model sphere_model.safetensors \
+  --num-samples 20 --seed 2 --out sphere_float.npy --precision float
+"$check" unit-rows sphere_float.npy 1e-6 || fail "float samples on S^2"
 rejects "--manifold other than the model file's" none.npy "$tool" sample \
   --model sphere_model.safetensors --manifold torus --num-samples 5 --out none.npy
 grep -q 'disagrees with the model' last.err || fail "the message names the disagreement"
