@@ -614,8 +614,10 @@ void run_loglik(const LoglikOptions& options) {
 template <class Scalar>
 void run_score(const ScoreOptions& options) {
   const auto mlp = load_model<Scalar>(options.model.path, options.model.activation);
-  reject_on_manifold(manifold_for<Scalar>({}, options.model.path, mlp->dim()).has_value(),
-                     "score (the model file records a manifold)");
+  if (manifold_for<Scalar>({}, options.model.path, mlp->dim())) {
+    throw std::invalid_argument("score is not available for a model trained on a manifold (" +
+                                options.model.path + " records one)");
+  }
   const Matrix<Scalar> data = load_points<Scalar>(options.data, "--data", *mlp);
   const AnyField<Scalar> field = model_field<Scalar>(
       mlp, options.common.threads, load_conditions<Scalar>(options.conditions, data.cols(), *mlp),
