@@ -18,9 +18,13 @@
 #include "flowmatch/guidance/classifier_free.hpp"
 #include "flowmatch/io/mlp_safetensors.hpp"
 #include "flowmatch/io/npy.hpp"
+#include "flowmatch/io/safetensors.hpp"
 #include "flowmatch/likelihood/conditioned_field.hpp"
 #include "flowmatch/likelihood/divergence.hpp"
 #include "flowmatch/likelihood/log_likelihood.hpp"
+#include "flowmatch/manifold/euclidean.hpp"
+#include "flowmatch/manifold/integrate.hpp"
+#include "flowmatch/manifold/log_likelihood.hpp"
 #include "flowmatch/nn/mlp.hpp"
 #include "flowmatch/parallel/parallel_field.hpp"
 #include "flowmatch/parallel/thread_pool.hpp"
@@ -34,6 +38,7 @@
 #include "inputs.hpp"
 #include "options.hpp"
 #include "runtime_field.hpp"
+#include "runtime_manifold.hpp"
 
 namespace flowmatch_cli {
 
@@ -80,29 +85,34 @@ AnyField<Scalar> model_field(std::shared_ptr<const Mlp<Scalar>> mlp, int threads
       network);
 }
 
+/// Whether any setting of the adaptive methods' step control is given.
+bool adaptive_settings_given(const SolverCliOptions& options) {
+  return options.min_step || options.max_step || options.first_step || options.force_min_step ||
+         !options.controller.empty() || !options.pid_coefficients.empty();
+}
+
 /// The solver's settings from the command line over the defaults @p solver (the density
 /// commands start from SolverOptions::for_density()); options that do not apply to the method
 /// are errors rather than silently ignored.
 template <class Scalar>
 flowmatch::SolverOptions<Scalar> solver_options(const SolverCliOptions& options,
                                                 flowmatch::SolverOptions<Scalar> solver = {}) {
-  solver.method = flowmatch::method_from_name(options.method);
+  const std::string method = options.method.empty() ? "dopri5" : options.method;
+  solver.method = flowmatch::method_from_name(method);
   const bool adaptive = flowmatch::is_adaptive(solver.method);
   if (adaptive && options.step_size) {
-    throw std::invalid_argument("--step-size applies to the fixed-step methods, not to " +
-                                options.method + " (use --rtol and --atol)");
+    throw std::invalid_argument("--step-size applies to the fixed-step methods, not to " + method +
+                                " (use --rtol and --atol)");
   }
   if (!adaptive && (options.rtol || options.atol)) {
     throw std::invalid_argument("--rtol and --atol apply to the adaptive methods, not to " +
-                                options.method + " (use --step-size)");
+                                method + " (use --step-size)");
   }
-  if (!adaptive &&
-      (options.min_step || options.max_step || options.first_step || options.force_min_step ||
-       !options.controller.empty() || !options.pid_coefficients.empty())) {
+  if (!adaptive && adaptive_settings_given(options)) {
     throw std::invalid_argument(
         "--min-step, --max-step, --first-step, --force-min-step, --controller and "
         "--pid-coefficients apply to the adaptive methods, not to " +
-        options.method);
+        method);
   }
   if (options.controller == "integral" && !options.pid_coefficients.empty()) {
     throw std::invalid_argument("--pid-coefficients applies to --controller pid");
@@ -369,17 +379,150 @@ std::optional<TimedIntegration<Scalar>> trajectory_of(const AnyField<Scalar>& fi
   return integrate_through_times(plain_integration(field), x, start, end, options);
 }
 
+// --- Points on a manifold (--manifold) ---------------------------------------------------------
+
+/// The manifold of a command on the model at @p model_path (of dimension @p dimension):
+/// --manifold, else the model file's metadata `manifold`, else R^d. Returns std::nullopt for R^d,
+/// which the ordinary solvers integrate. A --manifold other than the file's is an error.
+template <class Scalar>
+std::optional<RuntimeManifold<Scalar>> manifold_for(const ManifoldCliOptions& options,
+                                                    const std::string& model_path,
+                                                    Index dimension) {
+  const auto metadata = flowmatch::io::read_safetensors(model_path).metadata;
+  const auto recorded = metadata.find(kManifoldMetadataKey);
+  std::optional<RuntimeManifold<Scalar>> manifold;
+  if (options.manifold) manifold.emplace(*options.manifold, dimension);
+  if (recorded != metadata.end()) {
+    const RuntimeManifold<Scalar> trained_on(recorded->second, dimension);
+    if (manifold && manifold->name() != trained_on.name()) {
+      throw std::invalid_argument("--manifold " + *options.manifold + " disagrees with the model " +
+                                  model_path + ", trained on " + trained_on.name());
+    }
+    if (!manifold) manifold = trained_on;
+  }
+  if (manifold && manifold->is_euclidean()) return std::nullopt;
+  return manifold;
+}
+
+/// The [N, d] points of @p path for @p model, in the library's coordinates of @p manifold (if
+/// any): a point farther from it than √ε (|x| − 1 on a sphere, an angle outside [−π, π] on a
+/// torus) is an error unless @p project snaps it onto the manifold.
+template <class Scalar>
+Matrix<Scalar> load_manifold_points(const std::string& path, const std::string& option,
+                                    const Mlp<Scalar>& model,
+                                    const std::optional<RuntimeManifold<Scalar>>& manifold,
+                                    bool project) {
+  Matrix<Scalar> points = load_points<Scalar>(path, option, model);
+  if (manifold) manifold->points_to_library(points, option + " " + path, project);
+  return points;
+}
+
+/// The fixed-step settings of the manifold integrators from the command line: --method euler,
+/// midpoint or rk4 (default), --step-size (default 0.01) and --stepping; the adaptive methods
+/// and their settings are errors.
+template <class Scalar>
+flowmatch::ManifoldSolverOptions<Scalar> manifold_solver_options(const SolverCliOptions& options,
+                                                                 const std::string& stepping) {
+  flowmatch::ManifoldSolverOptions<Scalar> solver;
+  const std::string method = options.method.empty() ? "rk4" : options.method;
+  if (method == "euler") {
+    solver.method = flowmatch::ManifoldMethod::euler;
+  } else if (method == "midpoint") {
+    solver.method = flowmatch::ManifoldMethod::midpoint;
+  } else if (method == "rk4") {
+    solver.method = flowmatch::ManifoldMethod::rk4;
+  } else {
+    throw std::invalid_argument("--method " + method +
+                                ": on a manifold the methods take fixed steps: euler, midpoint "
+                                "or rk4 (with --step-size)");
+  }
+  if (options.rtol || options.atol || adaptive_settings_given(options) || !options.tstops.empty()) {
+    throw std::invalid_argument(
+        "--rtol, --atol, --min-step, --max-step, --first-step, --force-min-step, --controller, "
+        "--pid-coefficients and --tstops do not apply on a manifold, whose methods take fixed "
+        "steps (use --step-size)");
+  }
+  solver.step_size = static_cast<Scalar>(options.step_size.value_or(0.01));
+  solver.stepping = stepping == "exponential" ? flowmatch::ManifoldStepping::exponential
+                                              : flowmatch::ManifoldStepping::projection;
+  return solver;
+}
+
+/// The integration of @p field on @p manifold (both referenced) with @p solver; its states are
+/// returned in the command line's coordinates.
+template <class Scalar>
+GridIntegrator<Scalar> manifold_integration(
+    const RuntimeManifold<Scalar>& manifold, const AnyField<Scalar>& field,
+    const flowmatch::ManifoldSolverOptions<Scalar>& solver) {
+  return [&manifold, &field, solver](const Matrix<Scalar>& x, std::span<const Scalar> times,
+                                     const flowmatch::SolverOptions<Scalar>& settings) {
+    flowmatch::ManifoldSolverOptions<Scalar> run = solver;
+    run.return_trajectory = settings.return_trajectory;
+    flowmatch::SolveResult<Scalar> result =
+        flowmatch::integrate_on_manifold(manifold, field, x, times, run);
+    manifold.to_command_line(result.state);
+    for (Matrix<Scalar>& state : result.trajectory) manifold.to_command_line(state);
+    return result;
+  };
+}
+
+/// Integrates @p x on @p manifold from @p start to @p end through the --times and writes the
+/// result as integrate_and_save does.
+template <class Scalar>
+void integrate_on_manifold_and_save(const RuntimeManifold<Scalar>& manifold,
+                                    const AnyField<Scalar>& field, const Matrix<Scalar>& x,
+                                    double start, double end, const SolverCliOptions& options,
+                                    const std::string& stepping, const std::string& out) {
+  // Only the trajectory flag of these solver options is read.
+  save_run(
+      run_through_times(
+          manifold_integration(manifold, field, manifold_solver_options<Scalar>(options, stepping)),
+          x, start, end, options, flowmatch::SolverOptions<Scalar>{}),
+      options, out);
+}
+
+/// Throws std::invalid_argument naming @p option if @p given: it does not apply on a manifold.
+void reject_on_manifold(bool given, const std::string& option) {
+  if (given) throw std::invalid_argument(option + " is not available on a manifold");
+}
+
+/// The starting points of `sample`: --num-samples draws from the base distribution (of the
+/// manifold, else N(0, I)) seeded by --seed, or the --noise file.
+template <class Scalar>
+Matrix<Scalar> sample_noise(const SampleOptions& options, const Mlp<Scalar>& model,
+                            const std::optional<RuntimeManifold<Scalar>>& manifold) {
+  if (!options.num_samples) {
+    if (options.noise.empty()) throw std::invalid_argument("sample needs --noise or --num-samples");
+    return load_manifold_points<Scalar>(options.noise, "--noise", model, manifold,
+                                        options.manifold.project);
+  }
+  // A stream apart from the one --seed gives the Hutchinson probes and the --sde noise.
+  std::mt19937_64 generator(options.divergence.seed ^ 0x9e3779b97f4a7c15ULL);
+  if (manifold) return flowmatch::sample_base(*manifold, *options.num_samples, generator);
+  return flowmatch::sample_base(flowmatch::Euclidean<Scalar>(model.dim()), *options.num_samples,
+                                generator);
+}
+
 }  // namespace
 
 template <class Scalar>
 void run_sample(const SampleOptions& options) {
   const auto mlp = load_model<Scalar>(options.model.path, options.model.activation);
-  const Matrix<Scalar> noise = load_points<Scalar>(options.noise, "--noise", *mlp);
+  const auto manifold = manifold_for<Scalar>(options.manifold, options.model.path, mlp->dim());
+  const Matrix<Scalar> noise = sample_noise(options, *mlp, manifold);
   AnyField<Scalar> field = model_field<Scalar>(
       mlp, options.common.threads, load_conditions<Scalar>(options.conditions, noise.cols(), *mlp),
       load_guidance<Scalar>(options.guidance, noise.cols(), *mlp));
   if (options.loglik.empty() && !options.loglik_trajectory.empty()) {
     throw std::invalid_argument("--loglik-trajectory needs --loglik");
+  }
+  if (manifold) {
+    reject_on_manifold(!options.loglik.empty(), "sample --loglik (use loglik on the samples)");
+    reject_on_manifold(!options.sde.empty(), "--sde");
+    reject_on_manifold(!options.transform_to.empty(), "--transform-to");
+    integrate_on_manifold_and_save(*manifold, field, noise, 0.0, 1.0, options.solver,
+                                   options.manifold.stepping, options.out);
+    return;
   }
   if (!options.sde.empty()) {
     sample_sde_and_save(field, noise, options);
@@ -424,20 +567,41 @@ void run_sample(const SampleOptions& options) {
 template <class Scalar>
 void run_encode(const EncodeOptions& options) {
   const auto mlp = load_model<Scalar>(options.model.path, options.model.activation);
-  const Matrix<Scalar> data = load_points<Scalar>(options.data, "--data", *mlp);
+  const auto manifold = manifold_for<Scalar>(options.manifold, options.model.path, mlp->dim());
+  const Matrix<Scalar> data = load_manifold_points<Scalar>(options.data, "--data", *mlp, manifold,
+                                                           options.manifold.project);
   const AnyField<Scalar> field = model_field<Scalar>(
       mlp, options.common.threads, load_conditions<Scalar>(options.conditions, data.cols(), *mlp),
       load_guidance<Scalar>(options.guidance, data.cols(), *mlp));
+  if (manifold) {
+    integrate_on_manifold_and_save(*manifold, field, data, 1.0, 0.0, options.solver,
+                                   options.manifold.stepping, options.out);
+    return;
+  }
   integrate_and_save(plain_integration(field), data, 1.0, 0.0, options.solver, options.out);
 }
 
 template <class Scalar>
 void run_loglik(const LoglikOptions& options) {
   const auto mlp = load_model<Scalar>(options.model.path, options.model.activation);
-  const Matrix<Scalar> data = load_points<Scalar>(options.data, "--data", *mlp);
+  const auto manifold = manifold_for<Scalar>(options.manifold, options.model.path, mlp->dim());
+  const Matrix<Scalar> data = load_manifold_points<Scalar>(options.data, "--data", *mlp, manifold,
+                                                           options.manifold.project);
   const AnyField<Scalar> field = model_field<Scalar>(
       mlp, options.common.threads, load_conditions<Scalar>(options.conditions, data.cols(), *mlp),
       load_guidance<Scalar>(options.guidance, data.cols(), *mlp));
+  if (manifold) {
+    reject_on_manifold(options.divergence.divergence != "exact", "--divergence hutchinson");
+    reject_on_manifold(!options.solver.times.empty() || !options.solver.trajectory.empty() ||
+                           !options.loglik_trajectory.empty(),
+                       "loglik --times, --trajectory or --loglik-trajectory");
+    const auto result = flowmatch::log_likelihood_on_manifold(
+        *manifold, field, data,
+        manifold_solver_options<Scalar>(options.solver, options.manifold.stepping));
+    if (options.solver.stats) std::cout << stats_json(result.stats).dump() << "\n";
+    flowmatch::io::save_npy_vector<double>(options.out, result.log_prob.template cast<double>());
+    return;
+  }
   const auto result = likelihood_through_times<Scalar>(
       options.solver, 1.0, 0.0, options.loglik_trajectory, [&](auto times, const auto& solver) {
         return with_divergence_estimator(options.divergence, [&](const auto& estimator) {
@@ -450,6 +614,10 @@ void run_loglik(const LoglikOptions& options) {
 template <class Scalar>
 void run_score(const ScoreOptions& options) {
   const auto mlp = load_model<Scalar>(options.model.path, options.model.activation);
+  if (manifold_for<Scalar>({}, options.model.path, mlp->dim())) {
+    throw std::invalid_argument("score is not available for a model trained on a manifold (" +
+                                options.model.path + " records one)");
+  }
   const Matrix<Scalar> data = load_points<Scalar>(options.data, "--data", *mlp);
   const AnyField<Scalar> field = model_field<Scalar>(
       mlp, options.common.threads, load_conditions<Scalar>(options.conditions, data.cols(), *mlp),

@@ -8,6 +8,7 @@
 //     flowmatch train  --data X.npy --out M.safetensors
 //     flowmatch info   --model M.safetensors
 //     flowmatch discrete train|sample|elbo ...   (token sequences, [N, L] int64 .npy)
+//     flowmatch sample --model M.safetensors --manifold sphere --num-samples 100 --out X1.npy
 //
 // `flowmatch <subcommand> --help` lists the options. Errors print one line to stderr and exit
 // with a non-zero status; output files are written only when complete.
@@ -66,7 +67,8 @@ void add_guidance_options(CLI::App& command, GuidanceOptions& options) {
 void add_solver_options(CLI::App& command, SolverCliOptions& options) {
   command.add_option("--method", options.method,
                      "euler, midpoint, heun2, heun3, rk4, rk38 (fixed step); dopri5 (default), "
-                     "rkf78, tsit5 (adaptive)");
+                     "rkf78, tsit5 (adaptive); on a --manifold only euler, midpoint and rk4 "
+                     "(default, --step-size 0.01)");
   command.add_option("--step-size", options.step_size, "largest step of a fixed-step method")
       ->check(positive);
   command
@@ -117,8 +119,25 @@ void add_divergence_options(CLI::App& command, DivergenceOptions& options) {
   command.add_option("--divergence", options.divergence, "exact (default) or hutchinson")
       ->check(CLI::IsMember({"exact", "hutchinson"}));
   command.add_option("--probes", options.probes, "Hutchinson probes per sample")->check(positive);
-  command.add_option("--seed", options.seed,
-                     "seed of the Hutchinson probes (and of the --sde noise)");
+  command.add_option(
+      "--seed", options.seed,
+      "seed of the Hutchinson probes (and of the --sde noise and the --num-samples draws)");
+}
+
+/// --manifold, --project and (for the commands that integrate) --stepping.
+void add_manifold_options(CLI::App& command, ManifoldCliOptions& options, bool integrates = true) {
+  command.add_option("--manifold", options.manifold,
+                     "the manifold of the points: euclidean, sphere (unit vectors), torus (angles "
+                     "in [-pi, pi)) or product:F1,F2,... of factors F[:n] (n coordinates; default "
+                     "3 for sphere, 1 otherwise); default: the model file's");
+  command.add_flag("--project", options.project,
+                   "snap the input points onto the manifold instead of rejecting those off it "
+                   "by more than sqrt(machine epsilon)");
+  if (!integrates) return;
+  command
+      .add_option("--stepping", options.stepping,
+                  "how a step on a --manifold returns to it: projection (default) or exponential")
+      ->check(CLI::IsMember({"projection", "exponential"}));
 }
 
 /// --sde and --sde-method of `sample`, after the options they exclude (the ODE solver's, and
@@ -144,7 +163,13 @@ void add_sde_options(CLI::App& command, SampleOptions& options) {
 CLI::App* add_sample_command(CLI::App& app, SampleOptions& options) {
   CLI::App* command = app.add_subcommand("sample", "push noise to data (t: 0 -> 1)");
   add_model_options(*command, options.model);
-  command->add_option("--noise", options.noise, "the noise, [N, d] .npy")->required();
+  auto* noise = command->add_option("--noise", options.noise, "the noise, [N, d] .npy");
+  command
+      ->add_option("--num-samples", options.num_samples,
+                   "draw N points from the base distribution (of the --manifold) with --seed "
+                   "instead of --noise")
+      ->check(positive)
+      ->excludes(noise);
   command->add_option("--out", options.out, "the samples, [N, d] .npy")->required();
   command->add_option("--loglik", options.loglik, "also write each sample's log-density");
   command->add_option("--loglik-trajectory", options.loglik_trajectory,
@@ -155,6 +180,7 @@ CLI::App* add_sample_command(CLI::App& app, SampleOptions& options) {
   add_guidance_options(*command, options.guidance);
   add_solver_options(*command, options.solver);
   add_divergence_options(*command, options.divergence);
+  add_manifold_options(*command, options.manifold);
   add_common_options(*command, options.common);
   add_sde_options(*command, options);
   return command;
@@ -168,6 +194,7 @@ CLI::App* add_encode_command(CLI::App& app, EncodeOptions& options) {
   add_condition_options(*command, options.conditions);
   add_guidance_options(*command, options.guidance);
   add_solver_options(*command, options.solver);
+  add_manifold_options(*command, options.manifold);
   add_common_options(*command, options.common);
   return command;
 }
@@ -183,6 +210,7 @@ CLI::App* add_loglik_command(CLI::App& app, LoglikOptions& options) {
   add_guidance_options(*command, options.guidance);
   add_solver_options(*command, options.solver);
   add_divergence_options(*command, options.divergence);
+  add_manifold_options(*command, options.manifold);
   add_common_options(*command, options.common);
   return command;
 }
@@ -209,6 +237,7 @@ CLI::App* add_train_command(CLI::App& app, TrainOptions& options) {
   CLI::App* command = app.add_subcommand("train", "train an MLP velocity field on data");
   command->add_option("--data", options.data, "the training data, [N, d] .npy")->required();
   command->add_option("--out", options.out, "the trained model (safetensors)")->required();
+  add_manifold_options(*command, options.manifold, false);
   add_condition_options(*command, options.conditions);
   command->add_option("--hidden", options.hidden, "hidden layer widths (default 128,128,128,128)")
       ->delimiter(',');

@@ -37,7 +37,7 @@ struct GuidanceOptions {
 
 /// The solver's settings, and what to report about the integration.
 struct SolverCliOptions {
-  std::string method = "dopri5";
+  std::string method;  ///< empty: dopri5, or rk4 on a manifold
   std::optional<double> step_size;
   std::optional<double> rtol;
   std::optional<double> atol;
@@ -51,6 +51,14 @@ struct SolverCliOptions {
   std::vector<double> times;         ///< report the states at these times
   std::string trajectory;            ///< [len(times), N, d] .npy of the states at the times
   bool stats = false;                ///< print a JSON object of the solver statistics to stdout
+};
+
+/// The manifold of the points: --manifold (default: the model file's metadata, else R^d),
+/// --project and --stepping.
+struct ManifoldCliOptions {
+  std::optional<std::string> manifold;  ///< euclidean, sphere, torus or product:F1,F2,...
+  bool project = false;                 ///< snap input points onto the manifold
+  std::string stepping = "projection";  ///< how the integrators return to the manifold
 };
 
 /// The divergence estimator of the change of variables.
@@ -67,7 +75,9 @@ struct SampleOptions {
   GuidanceOptions guidance;
   SolverCliOptions solver;
   DivergenceOptions divergence;
+  ManifoldCliOptions manifold;
   std::string noise;
+  std::optional<std::int64_t> num_samples;  ///< draw the noise from the base instead of --noise
   std::string out;
   std::string loglik;             ///< also write each sample's log-density here
   std::string loglik_trajectory;  ///< [len(times), N] .npy of log p_t(x_t) at the --times
@@ -82,6 +92,7 @@ struct EncodeOptions {
   ConditionOptions conditions;
   GuidanceOptions guidance;
   SolverCliOptions solver;
+  ManifoldCliOptions manifold;
   std::string data;
   std::string out;
 };
@@ -93,6 +104,7 @@ struct LoglikOptions {
   GuidanceOptions guidance;
   SolverCliOptions solver;
   DivergenceOptions divergence;
+  ManifoldCliOptions manifold;
   std::string data;
   std::string out;
   std::string loglik_trajectory;  ///< [len(times), N] .npy of log p_t(x_t) at the --times
@@ -112,6 +124,7 @@ struct ScoreOptions {
 
 struct TrainOptions {
   CommonOptions common;
+  ManifoldCliOptions manifold;  ///< the manifold of the data, recorded in the model file
   std::string data;
   std::string out;
   ConditionOptions conditions;

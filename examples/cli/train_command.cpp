@@ -1,6 +1,7 @@
 // The subcommands that make and describe models: train and info.
 #include <cstdint>
 #include <iostream>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -8,7 +9,12 @@
 #include "flowmatch/io/mlp_safetensors.hpp"
 #include "flowmatch/io/npy.hpp"
 #include "flowmatch/io/safetensors.hpp"
+#include "flowmatch/manifold/geodesic_path.hpp"
+#include "flowmatch/manifold/training.hpp"
 #include "flowmatch/nn/mlp.hpp"
+#include "flowmatch/nn/mlp_workspace.hpp"
+#include "flowmatch/scheduler/condot.hpp"
+#include "flowmatch/train/adam.hpp"
 #include "flowmatch/train/checkpoint.hpp"
 #include "flowmatch/train/lr_schedule.hpp"
 #include "flowmatch/train/objective.hpp"
@@ -17,6 +23,7 @@
 #include "inputs.hpp"
 #include "options.hpp"
 #include "progress_report.hpp"
+#include "runtime_manifold.hpp"
 
 namespace flowmatch_cli {
 
@@ -43,6 +50,53 @@ flowmatch::FlowMatchingObjective<Scalar> objective_for(const TrainOptions& optio
   return Objective::independent(sigma);
 }
 
+/// Writes @p model to @p path; with @p manifold, its name goes into the metadata, where
+/// sample, encode and loglik find it.
+template <class Scalar>
+void save_model(const std::string& path, const flowmatch::Mlp<Scalar>& model,
+                const std::optional<std::string>& manifold) {
+  flowmatch::io::SafeTensors file = flowmatch::io::mlp_to_safetensors(
+      model,
+      sizeof(Scalar) >= sizeof(double) ? flowmatch::io::DType::F64 : flowmatch::io::DType::F32);
+  if (manifold) file.metadata[kManifoldMetadataKey] = *manifold;
+  flowmatch::io::write_safetensors(path, file);
+}
+
+/// train --manifold: Adam on the Riemannian flow-matching loss of @p model projected onto the
+/// tangent spaces (manifold/training.hpp), on batches of the geodesic CondOT path from the
+/// manifold's base distribution to @p data (in the library's coordinates), drawn with
+/// replacement. Single-threaded, unconditional, without couplings or checkpoints.
+template <class Scalar>
+flowmatch::Mlp<Scalar> train_on_manifold(const TrainOptions& options,
+                                         const RuntimeManifold<Scalar>& manifold,
+                                         const flowmatch::Matrix<Scalar>& data,
+                                         flowmatch::Mlp<Scalar> model) {
+  if (!options.conditions.cond.empty() || !options.conditions.labels.empty() ||
+      options.coupling != "independent" || options.sigma != 0 || !options.resume.empty() ||
+      !options.checkpoint.empty() || options.common.threads != 1) {
+    throw std::invalid_argument(
+        "train --manifold takes no --cond, --labels, --coupling, --sigma, --resume, "
+        "--checkpoint or --threads");
+  }
+  const flowmatch::GeodesicPath path(manifold, flowmatch::CondOT<Scalar>());
+  flowmatch::Adam<Scalar> adam(flowmatch::parameter_count(model));
+  flowmatch::MlpWorkspace<Scalar> workspace;
+  flowmatch::MlpGradient<Scalar> gradient = model.zero_gradient();
+  std::mt19937_64 generator(options.seed);
+  std::uniform_int_distribution<flowmatch::Index> pick(0, data.cols() - 1);
+  flowmatch::Matrix<Scalar> x1(data.rows(), options.batch);
+  ProgressReport report(0, options.steps);
+  for (std::int64_t step = 1; step <= options.steps; ++step) {
+    for (flowmatch::Index col = 0; col < x1.cols(); ++col) x1.col(col) = data.col(pick(generator));
+    const auto batch = flowmatch::riemannian_flow_matching_batch(path, x1, generator);
+    const Scalar loss =
+        flowmatch::mlp_riemannian_flow_matching_loss(manifold, model, workspace, batch, gradient);
+    adam.step(model.parameters(), gradient.flat(), static_cast<Scalar>(options.lr));
+    if (step % 10 == 0 || step == options.steps) report({step, static_cast<double>(loss), 0.0});
+  }
+  return model;
+}
+
 }  // namespace
 
 template <class Scalar>
@@ -59,6 +113,17 @@ void run_train(const TrainOptions& options) {
   config.activation = flowmatch::activation_from_name(options.activation);
   std::mt19937_64 initialisation(options.seed);
   flowmatch::Mlp<Scalar> model(config, initialisation);
+
+  if (options.manifold.manifold) {
+    const RuntimeManifold<Scalar> manifold(*options.manifold.manifold, data.rows());
+    if (!manifold.is_euclidean()) {
+      flowmatch::Matrix<Scalar> points = data;
+      manifold.points_to_library(points, "--data " + options.data, options.manifold.project);
+      save_model(options.out, train_on_manifold(options, manifold, points, std::move(model)),
+                 manifold.name());
+      return;
+    }
+  }
 
   flowmatch::FlowMatchingObjective<Scalar> objective = objective_for<Scalar>(options);
   if (conditions) objective.label_dropout = static_cast<Scalar>(options.label_dropout);
@@ -103,7 +168,7 @@ void run_train(const TrainOptions& options) {
   ProgressReport report(trainer.step_count(), options.steps);
   report_to = &report;
   trainer.train(options.steps - trainer.step_count(), std::ref(report));
-  flowmatch::io::save_mlp(options.out, trainer.model());
+  save_model(options.out, trainer.model(), options.manifold.manifold);
   if (!options.checkpoint.empty())
     flowmatch::save_checkpoint(options.checkpoint, trainer.checkpoint());
 }
@@ -135,6 +200,8 @@ void run_info(const InfoOptions& options) {
             << "\n"
             << "parameters: " << flowmatch::parameter_count(model) << "\n";
   if (checkpoint) std::cout << "step: " << file.metadata.at("step") << "\n";
+  const auto manifold = file.metadata.find(kManifoldMetadataKey);
+  if (manifold != file.metadata.end()) std::cout << "manifold: " << manifold->second << "\n";
 }
 
 template void run_train<float>(const TrainOptions&);

@@ -129,6 +129,35 @@ flowmatch::Mlp<double> linear_model(Index classes) {
   return model;
 }
 
+/// A model u = s·(r·a ⊙ x + w·t + b) of dimension @p dim without hidden layers, a_i = 0.5 − 0.2i,
+/// w_i = 0.2, b_i = 1 − 0.5i, s = @p scale (zero velocity for 0) and r = @p rate (0 for a field
+/// that does not depend on x, continuous on a torus).
+flowmatch::Mlp<double> scaled_linear_model(Index dim, double scale, double rate) {
+  flowmatch::MlpConfig config;
+  config.dim = dim;
+  flowmatch::Mlp<double> model(config);
+  Matrix<double> weight = Matrix<double>::Zero(dim, dim + 1);
+  Vector<double> bias(dim);
+  for (Index i = 0; i < dim; ++i) {
+    weight(i, i) = scale * rate * (0.5 - 0.2 * static_cast<double>(i));
+    weight(i, dim) = scale * 0.2;
+    bias(i) = scale * (1 - 0.5 * static_cast<double>(i));
+  }
+  model.set_weight(0, weight);
+  model.set_bias(0, bias);
+  return model;
+}
+
+/// The entries of the [N, D] array at @p path in the columns [first, first + count) of each
+/// row (all columns without @p first), as N rows.
+Matrix<double> row_blocks(const std::string& path, const std::vector<std::string>& args,
+                          std::size_t first_arg) {
+  const Matrix<double> points = flowmatch::io::load_npy_batch<double>(path);
+  const Index first = args.size() > first_arg ? std::stol(args[first_arg]) : 0;
+  const Index count = args.size() > first_arg + 1 ? std::stol(args[first_arg + 1]) : points.rows();
+  return points.middleRows(first, count).transpose();
+}
+
 std::vector<double> numbers(const std::string& text) {
   std::vector<double> values;
   std::size_t begin = 0;
@@ -179,6 +208,33 @@ int run(const std::vector<std::string>& args) {
     const Index classes = args.size() > 2 ? std::stol(args[2]) : 0;
     flowmatch::io::save_mlp(args.at(1), linear_model(classes));
     return 0;
+  }
+  if (mode == "model") {  // model OUT d scale [rate]: scaled_linear_model, rate 1 by default
+    const double rate = args.size() > 4 ? std::stod(args[4]) : 1;
+    flowmatch::io::save_mlp(
+        args.at(1), scaled_linear_model(std::stol(args.at(2)), std::stod(args.at(3)), rate));
+    return 0;
+  }
+  if (mode == "unit-rows") {  // unit-rows FILE TOL [first count]: each row's block has norm 1
+    const Matrix<double> rows = row_blocks(args.at(1), args, 3);
+    const double largest = (rows.rowwise().norm().array() - 1).abs().maxCoeff();
+    std::cout << args[1] << ": largest | |x| - 1 | " << largest << "\n";
+    return largest <= std::stod(args.at(2)) ? 0 : 1;
+  }
+  if (mode == "in-range") {  // in-range FILE LO HI [first count]: entries in [LO, HI)
+    const Matrix<double> rows = row_blocks(args.at(1), args, 4);
+    return rows.minCoeff() >= std::stod(args.at(2)) && rows.maxCoeff() < std::stod(args.at(3)) ? 0
+                                                                                               : 1;
+  }
+  if (mode == "constant") {  // constant FILE VALUE TOL: every entry is VALUE
+    const flowmatch::io::NpyArray array = flowmatch::io::read_npy(args.at(1));
+    double largest = 0;
+    for (const double value : array.values) {
+      const double difference = std::abs(value - std::stod(args.at(2)));
+      if (!(difference <= largest)) largest = difference;  // NaN too
+    }
+    std::cout << args[1] << ": largest difference " << largest << "\n";
+    return !array.values.empty() && largest <= std::stod(args.at(3)) ? 0 : 1;
   }
   if (mode == "normal") {  // normal OUT N d seed [shift]: N(shift, I) points, [N, d]
     std::mt19937_64 generator(std::stoull(args.at(4)));

@@ -506,6 +506,104 @@ ok "discrete train again with the same seed" "$tool" discrete train --data token
   --vocab 3 --out discrete_again.safetensors "${tiny[@]}"
 cmp -s discrete.safetensors discrete_again.safetensors || fail "discrete train is not reproducible"
 
+# --- manifolds: --manifold, --num-samples, --project ----------------------------------------
+"$check" model flow3.safetensors 3 1
+# On a torus a field of the angles is continuous only if it agrees at -pi and pi: these two
+# do not depend on x.
+"$check" model flow2.safetensors 2 1 0
+"$check" model flow4.safetensors 4 1 0
+"$check" model still3.safetensors 3 0
+ok "sample --manifold sphere --num-samples" "$tool" sample --model flow3.safetensors \
+  --manifold sphere --num-samples 50 --seed 7 --out sphere_x1.npy --stats
+grep -q '"accepted":100,' last.out || fail "sphere: rk4 at the default step 0.01: $(cat last.out)"
+"$check" shape sphere_x1.npy 50,3 || fail "sphere samples have shape [50, 3]"
+"$check" unit-rows sphere_x1.npy 1e-12 || fail "sphere samples are unit vectors"
+ok "sample --manifold sphere again with the same --seed" "$tool" sample \
+  --model flow3.safetensors --manifold sphere --num-samples 50 --seed 7 --out sphere_again.npy
+cmp -s sphere_x1.npy sphere_again.npy || fail "the same --seed draws the same samples"
+ok "encode --manifold sphere" "$tool" encode --model flow3.safetensors --manifold sphere \
+  --data sphere_x1.npy --out sphere_x0.npy
+ok "sample the encoded points" "$tool" sample --model flow3.safetensors --manifold sphere \
+  --noise sphere_x0.npy --out sphere_round.npy
+"$check" close sphere_round.npy sphere_x1.npy 1e-7 || fail "sphere: sample(encode(x)) = x"
+ok "sample --manifold torus" "$tool" sample --model flow2.safetensors --manifold torus \
+  --num-samples 200 --seed 3 --out torus_x1.npy
+"$check" in-range torus_x1.npy -3.141592653589793 3.141592653589793 ||
+  fail "torus samples are angles in [-pi, pi)"
+ok "encode --manifold torus" "$tool" encode --model flow2.safetensors --manifold torus \
+  --data torus_x1.npy --out torus_x0.npy
+"$check" in-range torus_x0.npy -3.141592653589793 3.141592653589793 ||
+  fail "encoded torus points are angles in [-pi, pi)"
+ok "sample the encoded torus points" "$tool" sample --model flow2.safetensors \
+  --manifold torus --noise torus_x0.npy --out torus_round.npy --method midpoint \
+  --step-size 0.001 --stepping exponential
+"$check" close torus_round.npy torus_x1.npy 1e-7 || fail "torus: sample(encode(x)) = x"
+product=product:sphere,torus
+ok "sample --manifold $product" "$tool" sample --model flow4.safetensors --manifold "$product" \
+  --num-samples 50 --seed 5 --out product_x1.npy
+"$check" unit-rows product_x1.npy 1e-12 0 3 || fail "the sphere factor holds unit vectors"
+"$check" in-range product_x1.npy -3.141592653589793 3.141592653589793 3 1 ||
+  fail "the torus factor holds angles in [-pi, pi)"
+ok "encode --manifold $product" "$tool" encode --model flow4.safetensors --manifold "$product" \
+  --data product_x1.npy --out product_x0.npy
+ok "sample the encoded product points" "$tool" sample --model flow4.safetensors \
+  --manifold "$product" --noise product_x0.npy --out product_round.npy
+"$check" close product_round.npy product_x1.npy 1e-7 || fail "product: sample(encode(x)) = x"
+# A zero velocity keeps the uniform base: log p = -log 4 pi on S^2.
+ok "loglik --manifold sphere of a zero-velocity model" "$tool" loglik \
+  --model still3.safetensors --manifold sphere --data sphere_x1.npy --out sphere_ll.npy --stats
+"$check" constant sphere_ll.npy -2.5310242469692907 1e-14 || fail "loglik on S^2 is -log(4 pi)"
+ok "loglik --manifold sphere" "$tool" loglik --model flow3.safetensors --manifold sphere \
+  --data sphere_x1.npy --out sphere_ll.npy
+"$check" normal off_sphere.npy 10 3 1
+rejects "points off the sphere" off_ll.npy "$tool" loglik --model still3.safetensors \
+  --manifold sphere --data off_sphere.npy --out off_ll.npy
+grep -q 'from the manifold sphere, beyond the tolerance' last.err ||
+  fail "the message names the manifold and the tolerance: $(cat last.err)"
+ok "loglik --project" "$tool" loglik --model still3.safetensors --manifold sphere \
+  --data off_sphere.npy --out off_ll.npy --project
+"$check" constant off_ll.npy -2.5310242469692907 1e-14 || fail "projected points on S^2"
+"$check" normal off_torus.npy 4 2 1 5
+rejects "angles outside [-pi, pi)" off_x0.npy "$tool" encode --model flow2.safetensors \
+  --manifold torus --data off_torus.npy --out off_x0.npy
+ok "encode --project of angles outside [-pi, pi)" "$tool" encode --model flow2.safetensors \
+  --manifold torus --data off_torus.npy --out off_x0.npy --project
+rejects "an adaptive method on a manifold" none.npy "$tool" sample --model flow3.safetensors \
+  --manifold sphere --num-samples 5 --method dopri5 --out none.npy
+rejects "--rtol on a manifold" none.npy "$tool" sample --model flow3.safetensors \
+  --manifold sphere --num-samples 5 --rtol 1e-6 --out none.npy
+rejects "a sphere of the wrong dimension" none.npy "$tool" sample --model flow3.safetensors \
+  --manifold product:sphere,torus --num-samples 5 --out none.npy
+rejects "an unknown manifold" none.npy "$tool" sample --model flow3.safetensors \
+  --manifold klein --num-samples 5 --out none.npy
+rejects "sample without --noise or --num-samples" none.npy "$tool" sample \
+  --model flow3.safetensors --out none.npy
+"$check" normal sphere_raw.npy 200 3 4 2
+rejects "train on points off the sphere" sphere_model.safetensors "$tool" train \
+  --manifold sphere --data sphere_raw.npy --out sphere_model.safetensors --steps 5
+ok "train --manifold sphere --project" "$tool" train --manifold sphere --project \
+  --data sphere_raw.npy --out sphere_model.safetensors --hidden 16,16 --steps 30 --batch 64
+ok "info of the sphere model" "$tool" info --model sphere_model.safetensors &&
+  grep -qx 'manifold: sphere' last.out || fail "info shows the manifold: $(cat last.out)"
+ok "sample the trained model (its manifold from the file)" "$tool" sample \
+  --model sphere_model.safetensors --num-samples 20 --seed 2 --out sphere_trained.npy
+"$check" unit-rows sphere_trained.npy 1e-12 || fail "samples of the trained model on S^2"
+ok "loglik of the trained model" "$tool" loglik --model sphere_model.safetensors \
+  --data sphere_trained.npy --out sphere_trained_ll.npy
+rejects "score of a model trained on a manifold" none.npy "$tool" score \
+  --model sphere_model.safetensors --data sphere_trained.npy --t 0.5 --out none.npy
+ok "sample --precision float on the sphere" "$tool" sample --model sphere_model.safetensors \
+  --num-samples 20 --seed 2 --out sphere_float.npy --precision float
+"$check" unit-rows sphere_float.npy 1e-6 || fail "float samples on S^2"
+rejects "--manifold other than the model file's" none.npy "$tool" sample \
+  --model sphere_model.safetensors --manifold torus --num-samples 5 --out none.npy
+grep -q 'disagrees with the model' last.err || fail "the message names the disagreement"
+rejects "train --manifold with --coupling ot" none.safetensors "$tool" train --manifold sphere \
+  --project --data sphere_raw.npy --out none.safetensors --coupling ot --steps 5
+ok "sample --num-samples in R^d" "$tool" sample --model linear.safetensors --num-samples 20 \
+  --seed 1 --out euclidean.npy
+"$check" shape euclidean.npy 20,2 || fail "euclidean samples have shape [20, 2]"
+
 # --- error paths ----------------------------------------------------------------------------
 printf 'not an npy file' > corrupt.npy
 head -c 40 linear.safetensors > corrupt.safetensors
