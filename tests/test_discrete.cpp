@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "discrete_support.hpp"
 #include "flowmatch/core/errors.hpp"
 #include "flowmatch/discrete/denoiser.hpp"
 #include "flowmatch/discrete/elbo.hpp"
@@ -51,6 +52,9 @@ using flowmatch::Reduction;
 using flowmatch::Token;
 using flowmatch::TokenMatrix;
 using flowmatch::Vector;
+using flowmatch_test::random_tokens;
+using flowmatch_test::state_counts;
+using flowmatch_test::total_variation;
 
 constexpr Index vocabulary = 3;
 constexpr Index length = 3;
@@ -71,15 +75,6 @@ DiscreteJoint correlated_joint() {
   return DiscreteJoint(weights / weights.sum(), vocabulary, length);
 }
 
-// The counts of each of the 27 sequences among the columns of @p tokens.
-Vector<double> state_counts(const DiscreteJoint& joint, const TokenMatrix& tokens) {
-  Vector<double> counts = Vector<double>::Zero(joint.sequences());
-  for (Index sequence = 0; sequence < tokens.cols(); ++sequence) {
-    counts(joint.index_of(tokens, sequence)) += 1;
-  }
-  return counts;
-}
-
 // Pearson's statistic Σ (O − E)²/E of @p counts against the probabilities @p expected.
 double chi_square(const Vector<double>& counts, const Vector<double>& expected) {
   const double total = counts.sum();
@@ -95,10 +90,6 @@ double chi_square(const Vector<double>& counts, const Vector<double>& expected) 
 double chi_square_critical(double dof) {
   const double spread = 2.0 / (9.0 * dof);
   return dof * std::pow(1.0 - spread + 3.090232 * std::sqrt(spread), 3.0);
-}
-
-double total_variation(const Vector<double>& counts, const Vector<double>& expected) {
-  return 0.5 * (counts / counts.sum() - expected).cwiseAbs().sum();
 }
 
 // All 27 sequences, one per column, in index order.
@@ -127,13 +118,6 @@ Matrix<Scalar> random_posterior(Index states, Index positions, Index sequences,
     }
   }
   return posterior;
-}
-
-TokenMatrix random_tokens(Index rows, Index cols, Index states, std::mt19937_64& generator) {
-  std::uniform_int_distribution<Token> token(0, states - 1);
-  TokenMatrix tokens(rows, cols);
-  for (Index entry = 0; entry < tokens.size(); ++entry) tokens(entry) = token(generator);
-  return tokens;
 }
 
 template <class Scalar>

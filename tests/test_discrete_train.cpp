@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "discrete_support.hpp"
 #include "flowmatch/core/errors.hpp"
 #include "flowmatch/discrete/carry_over.hpp"
 #include "flowmatch/discrete/denoiser.hpp"
@@ -49,6 +50,7 @@ using flowmatch::Reduction;
 using flowmatch::Token;
 using flowmatch::TokenMatrix;
 using flowmatch::Vector;
+using flowmatch_test::random_tokens;
 
 static_assert(flowmatch::Denoiser<MlpDenoiser<double>, double>);
 static_assert(flowmatch::Denoiser<MlpDenoiser<float>, float>);
@@ -65,13 +67,6 @@ DiscreteJoint training_joint() {
     weights(index) = 1.0 + 5.0 * (first == third) + 3.0 * (second == 0 && third != 0);
   }
   return DiscreteJoint(weights / weights.sum(), 3, 3);
-}
-
-TokenMatrix random_tokens(Index rows, Index cols, Index states, std::mt19937_64& generator) {
-  std::uniform_int_distribution<Token> token(0, states - 1);
-  TokenMatrix tokens(rows, cols);
-  for (Index entry = 0; entry < tokens.size(); ++entry) tokens(entry) = token(generator);
-  return tokens;
 }
 
 template <class Scalar>
@@ -111,9 +106,8 @@ Matrix<double> plain_softmax(const Matrix<double>& logits, Index vocabulary) {
 }
 
 double total_variation(const DiscreteJoint& joint, const TokenMatrix& tokens) {
-  Vector<double> frequencies = Vector<double>::Zero(joint.sequences());
-  for (Index n = 0; n < tokens.cols(); ++n) frequencies(joint.index_of(tokens, n)) += 1;
-  return 0.5 * (frequencies / double(tokens.cols()) - joint.probabilities()).cwiseAbs().sum();
+  return flowmatch_test::total_variation(flowmatch_test::state_counts(joint, tokens),
+                                         joint.probabilities());
 }
 
 // Σ_x p_data(x)·bound(x): the ELBO averaged over the joint, with its standard error.
