@@ -36,20 +36,12 @@ namespace flowmatch {
 
 namespace detail {
 
-/// c(x, F(x)) = Manifold::projection_divergence at the field's velocities, into @p out.
-template <Manifold M, class Field>
-void projection_term(const M& manifold, const Field& field, typename M::scalar_type t,
-                     const ConstMatrixRef<typename M::scalar_type>& points,
-                     VectorRef<typename M::scalar_type> out) {
-  const Matrix<typename M::scalar_type> velocity =
-      evaluate_velocity<typename M::scalar_type>(field, t, points);
-  manifold.projection_divergence(points, velocity, out);
-}
-
-/// The exact divergence into @p out, without the argument checks (riemannian_divergence).
+/// The exact divergence into @p out, without the argument checks (riemannian_divergence),
+/// from the field's ambient @p velocity F(x) at @p points (for the projection term).
 template <Manifold M, class Field>
 void exact_riemannian_divergence(const M& manifold, const Field& field, typename M::scalar_type t,
                                  const ConstMatrixRef<typename M::scalar_type>& points,
+                                 const ConstMatrixRef<typename M::scalar_type>& velocity,
                                  VectorRef<typename M::scalar_type> out) {
   using Scalar = typename M::scalar_type;
   const Index dim = points.rows(), samples = points.cols();
@@ -61,7 +53,7 @@ void exact_riemannian_divergence(const M& manifold, const Field& field, typename
   }
   Matrix<Scalar> products(dim, dim * samples);
   derive(capability::Jvp{}, field, t, ConstMatrixRef<Scalar>(repeated), axes, products);
-  projection_term(manifold, field, t, points, out);
+  manifold.projection_divergence(points, velocity, out);
   Matrix<Scalar> projected(dim, samples);
   for (Index axis = 0; axis < dim; ++axis) {
     manifold.project_tangents(points, products.middleCols(axis * samples, samples), projected);
@@ -84,12 +76,13 @@ void require_probes(std::string_view name, const ConstMatrixRef<Scalar>& points,
 }
 
 /// Hutchinson's estimate into @p out, without the argument checks
-/// (riemannian_hutchinson_divergence): the ambient probes are projected onto the tangent
-/// spaces at @p points.
+/// (riemannian_hutchinson_divergence), from the field's ambient @p velocity F(x) at
+/// @p points: the ambient probes are projected onto the tangent spaces at @p points.
 template <Manifold M, class Field>
 void hutchinson_riemannian_divergence(const M& manifold, const Field& field,
                                       typename M::scalar_type t,
                                       const ConstMatrixRef<typename M::scalar_type>& points,
+                                      const ConstMatrixRef<typename M::scalar_type>& velocity,
                                       const ConstMatrixRef<typename M::scalar_type>& probes,
                                       VectorRef<typename M::scalar_type> out) {
   using Scalar = typename M::scalar_type;
@@ -102,7 +95,7 @@ void hutchinson_riemannian_divergence(const M& manifold, const Field& field,
   Vector<Scalar> trace(samples);
   HutchinsonBuffers<Scalar> buffers;
   hutchinson_divergence<Scalar>(field, t, points, tangent_probes, trace, buffers);
-  projection_term(manifold, field, t, points, out);
+  manifold.projection_divergence(points, velocity, out);
   out += trace;
 }
 
@@ -116,9 +109,11 @@ template <Manifold M, class Field>
 Vector<typename M::scalar_type> riemannian_divergence(
     const M& manifold, const Field& field, typename M::scalar_type t,
     const ConstMatrixRef<typename M::scalar_type>& points) {
+  using Scalar = typename M::scalar_type;
   detail::require_on_manifold("riemannian_divergence: points", manifold, points);
-  Vector<typename M::scalar_type> divergence(points.cols());
-  detail::exact_riemannian_divergence(manifold, field, t, points, divergence);
+  const Matrix<Scalar> velocity = evaluate_velocity<Scalar>(field, t, points);
+  Vector<Scalar> divergence(points.cols());
+  detail::exact_riemannian_divergence(manifold, field, t, points, velocity, divergence);
   return divergence;
 }
 
@@ -136,8 +131,11 @@ Vector<typename M::scalar_type> riemannian_hutchinson_divergence(
   detail::require_on_manifold("riemannian_hutchinson_divergence: points", manifold, points);
   detail::require_probes<typename M::scalar_type>("riemannian_hutchinson_divergence: probes",
                                                   points, probes);
+  const Matrix<typename M::scalar_type> velocity =
+      evaluate_velocity<typename M::scalar_type>(field, t, points);
   Vector<typename M::scalar_type> divergence(points.cols());
-  detail::hutchinson_riemannian_divergence(manifold, field, t, points, probes, divergence);
+  detail::hutchinson_riemannian_divergence(manifold, field, t, points, velocity, probes,
+                                           divergence);
   return divergence;
 }
 

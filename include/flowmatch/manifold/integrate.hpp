@@ -37,6 +37,7 @@
 #include "flowmatch/detail/validate.hpp"
 #include "flowmatch/field/capabilities.hpp"
 #include "flowmatch/manifold/manifold.hpp"
+#include "flowmatch/solver/options.hpp"
 #include "flowmatch/solver/result.hpp"
 
 namespace flowmatch {
@@ -57,6 +58,10 @@ enum class ManifoldStepping {
 /// Settings of integrate_on_manifold.
 template <class Scalar = double>
 struct ManifoldSolverOptions {
+  /// The observer of the Euclidean solvers (SolverOptions::Observer): called with the time
+  /// reached, the state there and the statistics so far.
+  using Observer = typename SolverOptions<Scalar>::Observer;
+
   /// The integration method.
   ManifoldMethod method = ManifoldMethod::rk4;
   /// How steps and stages return to the manifold.
@@ -66,6 +71,12 @@ struct ManifoldSolverOptions {
   std::optional<Scalar> step_size;
   /// Keep the state at every grid time in SolveResult::trajectory.
   bool return_trajectory = false;
+  /// Optional observer called after each step, as SolverOptions::observer: t runs in the
+  /// direction of integration and ends on each grid time exactly; the state is the
+  /// dimension()×N points, on the manifold (log_likelihood_on_manifold passes the
+  /// (dimension() + 1)×N state of log_likelihood: the points, then a row with the integral of
+  /// the divergence from t = 1). An exception it throws ends the integration and propagates.
+  Observer observer;
 };
 
 namespace detail {
@@ -113,8 +124,10 @@ void require_finite_on_manifold(const char* what, const Eigen::DenseBase<Derived
 
 /// The fixed-step integrator of integrate_on_manifold: its buffers and one step. With a
 /// @p Rate other than std::nullptr_t it also integrates one scalar per sample,
-/// dℓ/dt = rate(t, x), called as `rate(t, points, VectorRef out)` at every stage (the
-/// log-density change of log_likelihood_on_manifold), with the same tableau.
+/// dℓ/dt = rate(t, x), called as `rate(t, points, velocity, VectorRef out)` at every stage
+/// with the field's ambient velocity at the stage's points, before the tangent projection (the
+/// log-density change of log_likelihood_on_manifold, whose divergence needs the velocity and
+/// so costs no evaluation of its own), with the same tableau.
 template <Manifold M, class Field, class Rate = std::nullptr_t>
 class ManifoldStepper {
  public:
@@ -162,13 +175,14 @@ class ManifoldStepper {
       evaluate_velocity<Scalar>(field_, stage_time, stage_, slopes_[i]);
       ++stats.nfe;
       require_finite_on_manifold("velocity", slopes_[i], stage_time);
+      if constexpr (accumulates) {
+        rate_(stage_time, ConstMatrixRef<Scalar>(stage_), ConstMatrixRef<Scalar>(slopes_[i]),
+              VectorRef<Scalar>(rates_[i]));
+        require_finite_on_manifold("rate", rates_[i], stage_time);
+      }
       manifold_.project_tangents(stage_, slopes_[i], slopes_[i]);
       if (stepping_ == ManifoldStepping::exponential) {
         manifold_.log_differential(point, stage_, slopes_[i], slopes_[i]);
-      }
-      if constexpr (accumulates) {
-        rate_(stage_time, stage_, rates_[i]);
-        require_finite_on_manifold("rate", rates_[i], stage_time);
       }
     }
     if constexpr (accumulates) {
@@ -213,14 +227,27 @@ class ManifoldStepper {
 };
 
 /// Runs @p stepper through the grid @p times (checked) from result.state: the steps of each
-/// interval (options.step_size, else one), the statistics and, with options.return_trajectory,
-/// the state at each grid time.
+/// interval (options.step_size, else one), the statistics, the observer after each step and,
+/// with options.return_trajectory, the state at each grid time. With @p accumulated, the
+/// observer sees the points with the accumulated scalars as one more row.
 template <class Stepper, class Scalar>
 void run_manifold_grid(Stepper& stepper, std::span<const Scalar> times,
                        const ManifoldSolverOptions<Scalar>& options, SolveResult<Scalar>& result,
                        std::type_identity_t<Vector<Scalar>*> accumulated) {
   result.times.assign(times.begin(), times.end());
   if (options.return_trajectory) result.trajectory.push_back(result.state);
+  Matrix<Scalar> augmented;  // the observed state with the accumulated row
+  const auto observe = [&](Scalar t) {
+    if (!options.observer) return;
+    if (accumulated == nullptr) {
+      options.observer(t, result.state, result.stats);
+      return;
+    }
+    augmented.resize(result.state.rows() + 1, result.state.cols());
+    augmented.topRows(result.state.rows()) = result.state;
+    augmented.bottomRows(1) = accumulated->transpose();
+    options.observer(t, augmented, result.stats);
+  };
   for (std::size_t interval = 0; interval + 1 < times.size(); ++interval) {
     const Scalar start = times[interval], end = times[interval + 1];
     const std::size_t steps =
@@ -229,13 +256,15 @@ void run_manifold_grid(Stepper& stepper, std::span<const Scalar> times,
     for (std::size_t k = 0; k < steps; ++k) {
       const Scalar t = start + static_cast<Scalar>(k) * step;
       // The last step ends on the grid time exactly.
-      const Scalar length = k + 1 == steps ? end - t : step;
+      const bool last = k + 1 == steps;
+      const Scalar length = last ? end - t : step;
       stepper.step(result.state, accumulated, t, length, result.stats);
       ++result.stats.accepted;
       const double size = std::abs(static_cast<double>(length));
       result.stats.min_step =
           result.stats.accepted == 1 ? size : std::min(result.stats.min_step, size);
       result.stats.max_step = std::max(result.stats.max_step, size);
+      observe(last ? end : start + static_cast<Scalar>(k + 1) * step);
     }
     if (options.return_trajectory) result.trajectory.push_back(result.state);
   }
@@ -255,7 +284,9 @@ void validate_manifold_options(const ManifoldSolverOptions<Scalar>& options) {
 /// velocities are projected onto the tangent spaces, so an ambient field works as it is.
 /// @param x dimension()×N points on the manifold (within detail::manifold_tolerance).
 /// @return the state at the last grid time, the state at every grid time with
-/// options.return_trajectory, the grid and the statistics (nfe, accepted steps).
+/// options.return_trajectory, the grid and the statistics (nfe: one evaluation of the field
+/// per stage, so stages × steps; accepted: every step), as SolverOptions' fixed-step methods
+/// report them; options.observer sees every step.
 /// Throws std::invalid_argument for bad shapes, non-finite or off-manifold points, a bad grid
 /// or options, std::domain_error for grid times outside [0, 1], and numerical_error with the
 /// time and the first bad column when a velocity or a state becomes non-finite.

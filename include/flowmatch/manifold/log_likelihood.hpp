@@ -36,7 +36,9 @@ struct ManifoldLikelihoodResult {
   Vector<Scalar> log_prob;
   /// x₀, the points carried back to t = 0 (dimension()×N).
   Matrix<Scalar> noise;
-  /// Function evaluations of the velocity (the divergence's are not counted) and steps.
+  /// The work, counted as log_likelihood counts it: nfe is the number of evaluations of the
+  /// field, one per stage (stages × steps), each giving the velocity and, from one batched
+  /// Jacobian-vector product at the same points, its divergence.
   SolverStats stats;
 };
 
@@ -78,7 +80,9 @@ ManifoldLikelihoodResult<typename M::scalar_type> manifold_log_likelihood(
 /// log p_1(x) of the flow of the ambient field @p field projected onto @p manifold, from the
 /// base distribution at t = 0, with the exact Riemannian divergence (see the file comment).
 /// @param x dimension()×N points on the manifold; @param options the method, stepping and the
-/// step size, which must be set (return_trajectory is not used).
+/// step size, which must be set, and the observer, which sees the (dimension() + 1)×N state
+/// (x_t, ℓ_t) after each step, ℓ_t = ∫₁ᵗ div_M u dt as in log_likelihood (return_trajectory is
+/// not used).
 /// Throws std::invalid_argument for bad shapes, non-finite or off-manifold points or options,
 /// numerical_error with the time and first bad column for non-finite values.
 template <Manifold M, VelocityField<typename M::scalar_type> Field>
@@ -88,8 +92,9 @@ ManifoldLikelihoodResult<typename M::scalar_type> log_likelihood_on_manifold(
   using Scalar = typename M::scalar_type;
   detail::require_on_manifold("log_likelihood_on_manifold: x", manifold, x);
   const auto divergence = [&manifold, &field](Scalar t, const ConstMatrixRef<Scalar>& points,
+                                              const ConstMatrixRef<Scalar>& velocity,
                                               VectorRef<Scalar> out) {
-    detail::exact_riemannian_divergence(manifold, field, t, points, out);
+    detail::exact_riemannian_divergence(manifold, field, t, points, velocity, out);
   };
   return detail::manifold_log_likelihood("log_likelihood_on_manifold", manifold, field, x,
                                          divergence, options);
@@ -107,10 +112,10 @@ ManifoldLikelihoodResult<typename M::scalar_type> log_likelihood_on_manifold(
   using Scalar = typename M::scalar_type;
   detail::require_on_manifold("log_likelihood_on_manifold: x", manifold, x);
   detail::require_probes<Scalar>("log_likelihood_on_manifold: probes", x, probes);
-  const auto divergence = [&manifold, &field, &probes](Scalar t,
-                                                       const ConstMatrixRef<Scalar>& points,
-                                                       VectorRef<Scalar> out) {
-    detail::hutchinson_riemannian_divergence(manifold, field, t, points, probes, out);
+  const auto divergence = [&manifold, &field, &probes](
+                              Scalar t, const ConstMatrixRef<Scalar>& points,
+                              const ConstMatrixRef<Scalar>& velocity, VectorRef<Scalar> out) {
+    detail::hutchinson_riemannian_divergence(manifold, field, t, points, velocity, probes, out);
   };
   return detail::manifold_log_likelihood("log_likelihood_on_manifold", manifold, field, x,
                                          divergence, options);
