@@ -331,6 +331,20 @@ auto with_divergence_estimator(const DivergenceOptions& options, Run&& run) {
   return run(hutchinson);
 }
 
+/// Calls @p run with the divergence chosen by --divergence for log_likelihood_on_manifold:
+/// no argument for the exact divergence; for Hutchinson's, the ambient probes of the points
+/// @p x, --probes per point, Rademacher entries drawn from --seed as the Euclidean estimator
+/// draws them (with_divergence_estimator).
+template <class Scalar, class Run>
+auto with_manifold_divergence(const DivergenceOptions& options, const Matrix<Scalar>& x,
+                              Run&& run) {
+  if (options.divergence == "exact") return run();
+  std::mt19937_64 generator(options.seed);
+  const Matrix<Scalar> probes = flowmatch::draw_probes<Scalar>(
+      x.rows(), x.cols(), options.probes, flowmatch::ProbeDistribution::rademacher, generator);
+  return run(probes);
+}
+
 /// A log-likelihood integration from @p start to @p end through the --times (one pass: x, its
 /// log-density and, with --trajectory, the states at the --times); writes the trajectory files
 /// and prints the statistics. @p loglik_trajectory, if not empty, receives log p_t(x_t) at the
@@ -591,13 +605,14 @@ void run_loglik(const LoglikOptions& options) {
       mlp, options.common.threads, load_conditions<Scalar>(options.conditions, data.cols(), *mlp),
       load_guidance<Scalar>(options.guidance, data.cols(), *mlp));
   if (manifold) {
-    reject_on_manifold(options.divergence.divergence != "exact", "--divergence hutchinson");
     reject_on_manifold(!options.solver.times.empty() || !options.solver.trajectory.empty() ||
                            !options.loglik_trajectory.empty(),
                        "loglik --times, --trajectory or --loglik-trajectory");
-    const auto result = flowmatch::log_likelihood_on_manifold(
-        *manifold, field, data,
-        manifold_solver_options<Scalar>(options.solver, options.manifold.stepping));
+    const auto solver = manifold_solver_options<Scalar>(options.solver, options.manifold.stepping);
+    const auto result =
+        with_manifold_divergence<Scalar>(options.divergence, data, [&](const auto&... probes) {
+          return flowmatch::log_likelihood_on_manifold(*manifold, field, data, probes..., solver);
+        });
     if (options.solver.stats) std::cout << stats_json(result.stats).dump() << "\n";
     flowmatch::io::save_npy_vector<double>(options.out, result.log_prob.template cast<double>());
     return;

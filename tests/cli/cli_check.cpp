@@ -293,6 +293,23 @@ int run(const std::vector<std::string>& args) {
                ? 0
                : 1;
   }
+  if (mode == "unbiased") {  // unbiased A B Z: mean of A − B within Z standard errors of 0
+    const flowmatch::io::NpyArray estimate = flowmatch::io::read_npy(args.at(1));
+    const flowmatch::io::NpyArray exact = flowmatch::io::read_npy(args.at(2));
+    if (estimate.values.size() != exact.values.size() || exact.values.size() < 2) return 1;
+    const auto count = static_cast<Index>(exact.values.size());
+    const Vector<double> difference =
+        Eigen::Map<const Vector<double>>(estimate.values.data(), count) -
+        Eigen::Map<const Vector<double>>(exact.values.data(), count);
+    const double mean = difference.mean();
+    // The standard error of the mean, from the sample variance.
+    const double error = std::sqrt((difference.array() - mean).square().sum() /
+                                   static_cast<double>((count - 1) * count));
+    std::cout << args[1] << " - " << args[2] << ": mean " << mean << ", standard error " << error
+              << "\n";
+    // A zero spread would mean the estimate did not vary at all: no estimator ran.
+    return error > 0 && std::abs(mean) <= std::stod(args.at(3)) * error ? 0 : 1;
+  }
   if (mode == "shape") {  // shape FILE d0,d1,...
     const flowmatch::io::NpyArray array = flowmatch::io::read_npy(args.at(1));
     std::vector<std::int64_t> expected;

@@ -554,7 +554,35 @@ ok "loglik --manifold sphere of a zero-velocity model" "$tool" loglik \
   --model still3.safetensors --manifold sphere --data sphere_x1.npy --out sphere_ll.npy --stats
 "$check" constant sphere_ll.npy -2.5310242469692907 1e-14 || fail "loglik on S^2 is -log(4 pi)"
 ok "loglik --manifold sphere" "$tool" loglik --model flow3.safetensors --manifold sphere \
-  --data sphere_x1.npy --out sphere_ll.npy
+  --data sphere_x1.npy --out sphere_ll.npy --stats
+grep -q '"nfe":400,' last.out || fail "sphere loglik: 100 rk4 steps, 4 evaluations each: $(cat last.out)"
+# Hutchinson's estimate is unbiased: its log-likelihoods differ from the exact ones by a mean
+# within five standard errors of zero (the field's Jacobian is not diagonal in the tangent
+# basis, so the probes do vary the estimate).
+ok "loglik --manifold sphere --divergence hutchinson" "$tool" loglik \
+  --model flow3.safetensors --manifold sphere --data sphere_x1.npy --out sphere_ll_hutch.npy \
+  --divergence hutchinson --probes 2 --seed 11 --stats
+grep -q '"nfe":400,' last.out || fail "Hutchinson loglik: 400 evaluations: $(cat last.out)"
+"$check" unbiased sphere_ll_hutch.npy sphere_ll.npy 5 || fail "Hutchinson on S^2 against exact"
+ok "loglik --manifold sphere --divergence hutchinson again" "$tool" loglik \
+  --model flow3.safetensors --manifold sphere --data sphere_x1.npy --out sphere_ll_again.npy \
+  --divergence hutchinson --probes 2 --seed 11
+cmp -s sphere_ll_hutch.npy sphere_ll_again.npy || fail "the same --seed gives the same probes"
+rejects "--probes 0 on a manifold" none.npy "$tool" loglik --model flow3.safetensors \
+  --manifold sphere --data sphere_x1.npy --out none.npy --divergence hutchinson --probes 0
+grep -q -- '--probes' last.err || fail "the message names --probes: $(cat last.err)"
+rejects "an unknown --divergence on a manifold" none.npy "$tool" loglik \
+  --model flow3.safetensors --manifold sphere --data sphere_x1.npy --out none.npy \
+  --divergence trace
+grep -q -- '--divergence' last.err || fail "the message names --divergence: $(cat last.err)"
+# A field that does not depend on x has a zero ambient Jacobian: Hutchinson's tangential trace
+# is zero as the exact one, so the two agree to rounding on a product too.
+ok "loglik --manifold $product" "$tool" loglik --model flow4.safetensors --manifold "$product" \
+  --data product_x1.npy --out product_ll.npy
+ok "loglik --manifold $product --divergence hutchinson" "$tool" loglik \
+  --model flow4.safetensors --manifold "$product" --data product_x1.npy \
+  --out product_ll_hutch.npy --divergence hutchinson --probes 3 --seed 4
+"$check" close product_ll_hutch.npy product_ll.npy 1e-12 || fail "Hutchinson on a product"
 "$check" normal off_sphere.npy 10 3 1
 rejects "points off the sphere" off_ll.npy "$tool" loglik --model still3.safetensors \
   --manifold sphere --data off_sphere.npy --out off_ll.npy
