@@ -1197,6 +1197,22 @@ const std::array<MethodStages, 3> method_stages{
      {ManifoldMethod::midpoint, 2, flowmatch::Method::midpoint},
      {ManifoldMethod::rk4, 4, flowmatch::Method::rk4}}};
 
+// Calls run(options, stages) with the options of every method and stepping at the step size
+// @p step.
+template <class Run>
+void for_each_method_and_stepping(double step, Run&& run) {
+  for (const auto& [method, stages, euclidean] : method_stages) {
+    for (const auto stepping : {ManifoldStepping::projection, ManifoldStepping::exponential}) {
+      INFO("stages " << stages << ", exponential " << (stepping == ManifoldStepping::exponential));
+      ManifoldSolverOptions<double> options;
+      options.method = method;
+      options.stepping = stepping;
+      options.step_size = step;
+      run(options, stages);
+    }
+  }
+}
+
 // A rotation field on S² that counts its evaluations and its Jacobian-vector product calls.
 struct CountingField {
   SpinningField field;
@@ -1231,52 +1247,45 @@ TEST_CASE("manifold solver: the observer sees every step in order, on the manifo
   const Sphere<> sphere(3);
   std::mt19937_64 generator(71);
   const Matrix<double> x = flowmatch::sample_base(sphere, 10, generator);
-  for (const auto& [method, stages, euclidean] : method_stages) {
-    for (const auto stepping : {ManifoldStepping::projection, ManifoldStepping::exponential}) {
-      for (const auto& grid : {std::vector<double>{0.0, 0.5, 1.0}, std::vector<double>{1.0, 0.0}}) {
-        INFO("stages " << stages << ", exponential " << (stepping == ManifoldStepping::exponential)
-                       << ", from " << grid.front());
-        ManifoldSolverOptions<double> options;
-        options.method = method;
-        options.stepping = stepping;
-        options.step_size = 0.1;
-        std::vector<double> times;
-        std::vector<Matrix<double>> states;
-        std::vector<flowmatch::SolverStats> seen;
-        options.observer = [&](double t, const Matrix<double>& state,
-                               const flowmatch::SolverStats& stats) {
-          times.push_back(t);
-          states.push_back(state);
-          seen.push_back(stats);
-        };
-        const auto result = flowmatch::integrate_on_manifold(
-            sphere, nonlinear_field, x, std::span<const double>(grid), options);
-        REQUIRE(result.stats.accepted == 10);
-        REQUIRE(times.size() == 10);
-        const double direction = grid.back() > grid.front() ? 1.0 : -1.0;
-        for (std::size_t k = 0; k < times.size(); ++k) {
-          // Step k + 1 of 0.1 ends at t_0 ± 0.1·(k + 1), with the statistics of k + 1 steps.
-          CHECK_THAT(times[k], Catch::Matchers::WithinAbs(
-                                   grid.front() + direction * 0.1 * double(k + 1), 1e-15));
-          CHECK(seen[k].accepted == k + 1);
-          CHECK(seen[k].nfe == stages * (k + 1));
-          CHECK((states[k].colwise().norm().array() - 1).abs().maxCoeff() < rounding<double>());
-        }
-        // Grid times are reached exactly, and the last observation is the result.
-        for (const double t : grid) {
-          if (t != grid.front()) CHECK(std::find(times.begin(), times.end(), t) != times.end());
-        }
-        CHECK(states.back() == result.state);
-        // The state observed after three steps is that of a solve stopped there.
-        ManifoldSolverOptions<double> unobserved = options;
-        unobserved.observer = nullptr;
-        const auto stopped = flowmatch::integrate_on_manifold(sphere, nonlinear_field, x,
-                                                              {grid.front(), times[2]}, unobserved);
-        CHECK(stopped.stats.accepted == 3);
-        CHECK(max_column_error<double>(stopped.state, states[2]) < rounding<double>());
+  for_each_method_and_stepping(0.1, [&](ManifoldSolverOptions<double> options, std::size_t stages) {
+    for (const auto& grid : {std::vector<double>{0.0, 0.5, 1.0}, std::vector<double>{1.0, 0.0}}) {
+      INFO("from " << grid.front());
+      std::vector<double> times;
+      std::vector<Matrix<double>> states;
+      std::vector<flowmatch::SolverStats> seen;
+      options.observer = [&](double t, const Matrix<double>& state,
+                             const flowmatch::SolverStats& stats) {
+        times.push_back(t);
+        states.push_back(state);
+        seen.push_back(stats);
+      };
+      const auto result = flowmatch::integrate_on_manifold(sphere, nonlinear_field, x,
+                                                           std::span<const double>(grid), options);
+      REQUIRE(result.stats.accepted == 10);
+      REQUIRE(times.size() == 10);
+      const double direction = grid.back() > grid.front() ? 1.0 : -1.0;
+      for (std::size_t k = 0; k < times.size(); ++k) {
+        // Step k + 1 of 0.1 ends at t_0 ± 0.1·(k + 1), with the statistics of k + 1 steps.
+        CHECK_THAT(times[k], Catch::Matchers::WithinAbs(
+                                 grid.front() + direction * 0.1 * double(k + 1), 1e-15));
+        CHECK(seen[k].accepted == k + 1);
+        CHECK(seen[k].nfe == stages * (k + 1));
+        CHECK((states[k].colwise().norm().array() - 1).abs().maxCoeff() < rounding<double>());
       }
+      // Grid times are reached exactly, and the last observation is the result.
+      for (const double t : grid) {
+        if (t != grid.front()) CHECK(std::find(times.begin(), times.end(), t) != times.end());
+      }
+      CHECK(states.back() == result.state);
+      // The state observed after three steps is that of a solve stopped there.
+      ManifoldSolverOptions<double> unobserved = options;
+      unobserved.observer = nullptr;
+      const auto stopped = flowmatch::integrate_on_manifold(sphere, nonlinear_field, x,
+                                                            {grid.front(), times[2]}, unobserved);
+      CHECK(stopped.stats.accepted == 3);
+      CHECK(max_column_error<double>(stopped.state, states[2]) < rounding<double>());
     }
-  }
+  });
 }
 
 TEST_CASE("manifold solver: an observer that throws ends the solve as in the Euclidean one",
@@ -1325,33 +1334,26 @@ TEST_CASE("manifold solver: nfe counts every evaluation of the field, likelihood
       3, x.cols(), 2, flowmatch::ProbeDistribution::rademacher, generator);
   std::size_t velocities = 0, products = 0;
   const CountingField field{SpinningField{test_axis()}, &velocities, &products};
-  for (const auto& [method, stages, euclidean] : method_stages) {
-    for (const auto stepping : {ManifoldStepping::projection, ManifoldStepping::exponential}) {
-      INFO("stages " << stages << ", exponential " << (stepping == ManifoldStepping::exponential));
-      ManifoldSolverOptions<double> options;
-      options.method = method;
-      options.stepping = stepping;
-      options.step_size = 1.0 / 8;
-      const std::size_t expected = 8 * stages;
-      velocities = products = 0;
-      const auto solve = flowmatch::integrate_on_manifold(sphere, field, x, {0.0, 1.0}, options);
-      CHECK(solve.stats.nfe == expected);
-      CHECK(velocities == expected);
-      CHECK(products == 0);
-      velocities = products = 0;
-      const auto exact = flowmatch::log_likelihood_on_manifold(sphere, field, x, options);
-      CHECK(exact.stats.nfe == expected);
-      CHECK(exact.stats.accepted == 8);
-      CHECK(velocities == expected);
-      CHECK(products == expected);
-      velocities = products = 0;
-      const auto estimated =
-          flowmatch::log_likelihood_on_manifold(sphere, field, x, probes, options);
-      CHECK(estimated.stats.nfe == expected);
-      CHECK(velocities == expected);
-      CHECK(products == expected);
-    }
-  }
+  for_each_method_and_stepping(1.0 / 8, [&](const ManifoldSolverOptions<double>& options,
+                                            std::size_t stages) {
+    const std::size_t expected = 8 * stages;
+    velocities = products = 0;
+    const auto solve = flowmatch::integrate_on_manifold(sphere, field, x, {0.0, 1.0}, options);
+    CHECK(solve.stats.nfe == expected);
+    CHECK(velocities == expected);
+    CHECK(products == 0);
+    velocities = products = 0;
+    const auto exact = flowmatch::log_likelihood_on_manifold(sphere, field, x, options);
+    CHECK(exact.stats.nfe == expected);
+    CHECK(exact.stats.accepted == 8);
+    CHECK(velocities == expected);
+    CHECK(products == expected);
+    velocities = products = 0;
+    const auto estimated = flowmatch::log_likelihood_on_manifold(sphere, field, x, probes, options);
+    CHECK(estimated.stats.nfe == expected);
+    CHECK(velocities == expected);
+    CHECK(products == expected);
+  });
 }
 
 TEST_CASE("log-likelihood on a manifold: the observer sees (x_t, ℓ_t) in closed form",
@@ -1505,50 +1507,44 @@ TEST_CASE("product: a solve equals its factors solved separately", "[manifold][p
   };
   const auto parts = factors_of(x);
   const auto part_probes = factors_of(probes);
-  for (const auto& [method, stages, euclidean] : method_stages) {
-    for (const auto stepping : {ManifoldStepping::projection, ManifoldStepping::exponential}) {
-      INFO("stages " << stages << ", exponential " << (stepping == ManifoldStepping::exponential));
-      ManifoldSolverOptions<double> options;
-      options.method = method;
-      options.stepping = stepping;
-      options.step_size = 0.05;
-      for (const auto& grid : {std::vector<double>{0.0, 1.0}, std::vector<double>{1.0, 0.0}}) {
-        const std::span<const double> times(grid);
-        const auto whole = flowmatch::integrate_on_manifold(product, field, x, times, options);
-        const auto on_sphere =
-            flowmatch::integrate_on_manifold(sphere, field.sphere, parts[0], times, options);
-        const auto on_torus =
-            flowmatch::integrate_on_manifold(torus, field.torus, parts[1], times, options);
-        const auto on_plane =
-            flowmatch::integrate_on_manifold(plane, field.plane, parts[2], times, options);
-        const auto blocks = factors_of(whole.state);
-        CHECK(blocks[0] == on_sphere.state);
-        CHECK(blocks[1] == on_torus.state);
-        CHECK(blocks[2] == on_plane.state);
-        CHECK(whole.stats.nfe == on_sphere.stats.nfe);
-        CHECK(whole.stats.accepted == on_torus.stats.accepted);
-      }
-      // Log-likelihoods, exact and with Hutchinson's estimate from the same probes.
-      const auto check_sum = [&](const auto& whole, const auto& s, const auto& t, const auto& p) {
-        const auto blocks = factors_of(whole.noise);
-        CHECK(blocks[0] == s.noise);
-        CHECK(blocks[1] == t.noise);
-        CHECK(blocks[2] == p.noise);
-        CHECK((whole.log_prob - (s.log_prob + t.log_prob + p.log_prob)).cwiseAbs().maxCoeff() <
-              1e-12);
-        CHECK(whole.stats.nfe == s.stats.nfe);
-      };
-      check_sum(flowmatch::log_likelihood_on_manifold(product, field, x, options),
-                flowmatch::log_likelihood_on_manifold(sphere, field.sphere, parts[0], options),
-                flowmatch::log_likelihood_on_manifold(torus, field.torus, parts[1], options),
-                flowmatch::log_likelihood_on_manifold(plane, field.plane, parts[2], options));
-      check_sum(flowmatch::log_likelihood_on_manifold(product, field, x, probes, options),
-                flowmatch::log_likelihood_on_manifold(sphere, field.sphere, parts[0],
-                                                      part_probes[0], options),
-                flowmatch::log_likelihood_on_manifold(torus, field.torus, parts[1], part_probes[1],
-                                                      options),
-                flowmatch::log_likelihood_on_manifold(plane, field.plane, parts[2], part_probes[2],
-                                                      options));
-    }
-  }
+  for_each_method_and_stepping(
+      0.05, [&](const ManifoldSolverOptions<double>& options, std::size_t /*stages*/) {
+        for (const auto& grid : {std::vector<double>{0.0, 1.0}, std::vector<double>{1.0, 0.0}}) {
+          const std::span<const double> times(grid);
+          const auto whole = flowmatch::integrate_on_manifold(product, field, x, times, options);
+          const auto on_sphere =
+              flowmatch::integrate_on_manifold(sphere, field.sphere, parts[0], times, options);
+          const auto on_torus =
+              flowmatch::integrate_on_manifold(torus, field.torus, parts[1], times, options);
+          const auto on_plane =
+              flowmatch::integrate_on_manifold(plane, field.plane, parts[2], times, options);
+          const auto blocks = factors_of(whole.state);
+          CHECK(blocks[0] == on_sphere.state);
+          CHECK(blocks[1] == on_torus.state);
+          CHECK(blocks[2] == on_plane.state);
+          CHECK(whole.stats.nfe == on_sphere.stats.nfe);
+          CHECK(whole.stats.accepted == on_torus.stats.accepted);
+        }
+        // Log-likelihoods, exact and with Hutchinson's estimate from the same probes.
+        const auto check_sum = [&](const auto& whole, const auto& s, const auto& t, const auto& p) {
+          const auto blocks = factors_of(whole.noise);
+          CHECK(blocks[0] == s.noise);
+          CHECK(blocks[1] == t.noise);
+          CHECK(blocks[2] == p.noise);
+          CHECK((whole.log_prob - (s.log_prob + t.log_prob + p.log_prob)).cwiseAbs().maxCoeff() <
+                1e-12);
+          CHECK(whole.stats.nfe == s.stats.nfe);
+        };
+        check_sum(flowmatch::log_likelihood_on_manifold(product, field, x, options),
+                  flowmatch::log_likelihood_on_manifold(sphere, field.sphere, parts[0], options),
+                  flowmatch::log_likelihood_on_manifold(torus, field.torus, parts[1], options),
+                  flowmatch::log_likelihood_on_manifold(plane, field.plane, parts[2], options));
+        check_sum(flowmatch::log_likelihood_on_manifold(product, field, x, probes, options),
+                  flowmatch::log_likelihood_on_manifold(sphere, field.sphere, parts[0],
+                                                        part_probes[0], options),
+                  flowmatch::log_likelihood_on_manifold(torus, field.torus, parts[1],
+                                                        part_probes[1], options),
+                  flowmatch::log_likelihood_on_manifold(plane, field.plane, parts[2],
+                                                        part_probes[2], options));
+      });
 }
