@@ -8,6 +8,7 @@ set -u
 export LC_ALL=C
 tool=$(realpath "$1")
 check=$(realpath "$2")
+data=$(realpath "$(dirname "$0")/../data")
 work=$3
 rm -rf "$work"
 mkdir -p "$work"
@@ -628,6 +629,26 @@ rejects "--manifold other than the model file's" none.npy "$tool" sample \
 grep -q 'disagrees with the model' last.err || fail "the message names the disagreement"
 rejects "train --manifold with --coupling ot" none.safetensors "$tool" train --manifold sphere \
   --project --data sphere_raw.npy --out none.safetensors --coupling ot --steps 5
+# A model trained on S^2 by PyTorch (tests/interop/make_manifold_fixture.py): the file's
+# metadata names the sphere, and the projected solves reproduce PyTorch's float64 ones (the
+# tolerance is that of test_manifold_interop.cpp, from the number of evaluations).
+sphere_torch=$data/sphere_torch
+ok "info of a PyTorch model trained on S^2" "$tool" info \
+  --model "$sphere_torch/model.safetensors" &&
+  grep -qx 'manifold: sphere' last.out || fail "info shows its manifold: $(cat last.out)"
+for solve in euler:0.05:20 rk4:0.1:10; do
+  IFS=: read -r method step steps <<< "$solve"
+  ok "sample a PyTorch model on S^2 ($method, its manifold from the file)" "$tool" sample \
+    --model "$sphere_torch/model.safetensors" --noise "$sphere_torch/x0.npy" --method "$method" \
+    --step-size "$step" --out "torch_$method.npy" --stats
+  grep -q "\"accepted\":$steps," last.out || fail "$method: $steps steps of $step: $(cat last.out)"
+  "$check" close "torch_$method.npy" "$sphere_torch/${method}_h$step.npy" 1e-10 ||
+    fail "$method on S^2 against PyTorch"
+  "$check" unit-rows "torch_$method.npy" 1e-15 || fail "$method: PyTorch model samples on S^2"
+done
+rejects "--manifold torus for the PyTorch model trained on S^2" none.npy "$tool" sample \
+  --model "$sphere_torch/model.safetensors" --noise "$sphere_torch/x0.npy" --out none.npy \
+  --manifold torus
 ok "sample --num-samples in R^d" "$tool" sample --model linear.safetensors --num-samples 20 \
   --seed 1 --out euclidean.npy
 "$check" shape euclidean.npy 20,2 || fail "euclidean samples have shape [20, 2]"
