@@ -23,20 +23,23 @@ Files written (float64 arrays, C order, one point per row):
 The solves reproduce flowmatch's projection stepping (manifold/integrate.hpp) operation for
 operation: each stage point is π(x + h·Σ a_ij·k_j) with π(y) = y/|y|, each stage velocity is
 k_i = P_{Y_i} u(t + c_i·h, Y_i), and the step ends at π(x + h·Σ b_i·k_i); the float32 weights
-are widened exactly to float64 before evaluation.
+are widened exactly to float64 before evaluation. The model file is written by
+save_safetensors of examples/pytorch_interop.py.
 
 Usage: /usr/bin/python3 tests/interop/make_manifold_fixture.py [--out tests/data/sphere_torch]
 """
 import argparse
 import copy
-import json
-import math
 import pathlib
-import struct
+import sys
 
 import numpy as np
 import torch
 from torch import nn
+
+# The safetensors writer of the Euclidean example: the same layout, other metadata.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "examples"))
+from pytorch_interop import save_safetensors  # noqa: E402
 
 HIDDEN = 32
 MEAN_DIRECTION = (0.0, 0.6, 0.8)
@@ -97,27 +100,6 @@ def train(network, steps, generator):
         optimiser.step()
         if step % 100 == 0 or step == steps:
             print(f"step {step}: loss {loss.item():.4f}")
-
-
-def save_safetensors(path, network, metadata):
-    """The state_dict as F32 tensors: 8-byte little-endian header length, JSON header padded
-    with spaces to a multiple of 8 bytes, then the tensors' bytes back to back."""
-    header = {"__metadata__": metadata}
-    blobs = []
-    offset = 0
-    for name, tensor in network.state_dict().items():
-        data = tensor.detach().cpu().contiguous().numpy().astype("<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensor.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as file:
-        file.write(struct.pack("<Q", len(text)))
-        file.write(text)
-        for data in blobs:
-            file.write(data)
 
 
 # Explicit Runge-Kutta tableaus: stage weights a_ij (j < i), combination b_i, nodes c_i.
