@@ -761,11 +761,11 @@ TEST_CASE("Label-dropout training gives guided samples near the right conditiona
       MlpDenoiser<double>(labelled_config(), initial), path, source,
       [&joint](Index count, std::mt19937_64& generator) { return joint.sample(count, generator); },
       options, 7);
-  for (int step = 0; step < 1500; ++step) trainer.step();
+  for (int step = 0; step < 2500; ++step) trainer.step();
   const MlpDenoiser<double> trained = trainer.ema_denoiser();
 
   flowmatch::DiscreteSamplerOptions<double> sampler_options;
-  sampler_options.step_size = 1.0 / 32;
+  sampler_options.step_size = 1.0 / 64;
   const Index count = 3000;
   for (Token label = 0; label < 2; ++label) {
     std::mt19937_64 generator(100 + static_cast<std::uint64_t>(label));
