@@ -19,8 +19,8 @@
 
 #include "discrete_support.hpp"
 #include "flowmatch/core/errors.hpp"
-#include "flowmatch/discrete/denoiser.hpp"
 #include "flowmatch/discrete/conditional_denoiser.hpp"
+#include "flowmatch/discrete/denoiser.hpp"
 #include "flowmatch/discrete/elbo.hpp"
 #include "flowmatch/discrete/guidance.hpp"
 #include "flowmatch/discrete/loss.hpp"
@@ -903,9 +903,10 @@ flowmatch::LabelledDiscreteJoint labelled_joint() {
   }
   Vector<double> labels(2);
   labels << 0.4, 0.6;
-  return flowmatch::LabelledDiscreteJoint({DiscreteJoint(first / first.sum(), vocabulary, length),
-                                           DiscreteJoint(second / second.sum(), vocabulary, length)},
-                                          labels);
+  return flowmatch::LabelledDiscreteJoint(
+      {DiscreteJoint(first / first.sum(), vocabulary, length),
+       DiscreteJoint(second / second.sum(), vocabulary, length)},
+      labels);
 }
 
 // The counts over the 27 states of a guided run of N sequences, all with @p label and @p weight.
@@ -979,11 +980,13 @@ TEST_CASE("Guided rates match a hand computation; rows sum to zero, >= 0 off the
   // Random posteriors, tokens and weights: off-diagonal >= 0, every block sums to zero, and
   // w = 1 and w = 0 give the plain rates of the conditional and the null posterior.
   std::mt19937_64 generator(5);
-  for (const auto& source : {DiscreteSource<double>::uniform(4), DiscreteSource<double>::masked(4)}) {
+  for (const auto& source :
+       {DiscreteSource<double>::uniform(4), DiscreteSource<double>::masked(4)}) {
     const Index positions = 3;
     const Index sequences = 40;
     const TokenMatrix tokens = random_tokens(positions, sequences, source.states(), generator);
-    const Matrix<double> p_conditional = random_posterior<double>(4, positions, sequences, generator);
+    const Matrix<double> p_conditional =
+        random_posterior<double>(4, positions, sequences, generator);
     const Matrix<double> p_null = random_posterior<double>(4, positions, sequences, generator);
     std::uniform_real_distribution<double> uniform(0.0, 4.0);
     Vector<double> times(sequences);
@@ -1007,15 +1010,16 @@ TEST_CASE("Guided rates match a hand computation; rows sum to zero, >= 0 off the
     }
     const Matrix<double> ones = flowmatch::guided_rates(path, source, times, tokens, p_conditional,
                                                         p_null, Vector<double>::Ones(sequences));
-    const Matrix<double> zeros = flowmatch::guided_rates(
-        path, source, times, tokens, p_conditional, p_null, Vector<double>::Zero(sequences));
+    const Matrix<double> zeros = flowmatch::guided_rates(path, source, times, tokens, p_conditional,
+                                                         p_null, Vector<double>::Zero(sequences));
     CHECK_THAT((ones - flowmatch::mixture_rates(path, source, times, tokens, p_conditional))
                    .cwiseAbs()
                    .maxCoeff(),
                WithinAbs(0.0, 1e-12));
-    CHECK_THAT(
-        (zeros - flowmatch::mixture_rates(path, source, times, tokens, p_null)).cwiseAbs().maxCoeff(),
-        WithinAbs(0.0, 1e-12));
+    CHECK_THAT((zeros - flowmatch::mixture_rates(path, source, times, tokens, p_null))
+                   .cwiseAbs()
+                   .maxCoeff(),
+               WithinAbs(0.0, 1e-12));
   }
 }
 
@@ -1043,7 +1047,8 @@ TEST_CASE("The labelled oracle's null posterior is the label-weighted mix of its
         double term = given.probabilities()(index);
         for (Index position = 0; position < length; ++position) {
           const Token token = x_t(position, sequence);
-          term *= token == vocabulary ? 0.6 : (token == given.token_of(index, position) ? 0.4 : 0.0);
+          term *=
+              token == vocabulary ? 0.6 : (token == given.token_of(index, position) ? 0.4 : 0.0);
         }
         likelihood += term;
       }
@@ -1053,8 +1058,9 @@ TEST_CASE("The labelled oracle's null posterior is the label-weighted mix of its
     }
   }
   for (Index sequence = 0; sequence < 30; ++sequence) {
-    CHECK_THAT((mixed.col(sequence) / evidence(sequence) - null.col(sequence)).cwiseAbs().maxCoeff(),
-               WithinAbs(0.0, 1e-14));
+    CHECK_THAT(
+        (mixed.col(sequence) / evidence(sequence) - null.col(sequence)).cwiseAbs().maxCoeff(),
+        WithinAbs(0.0, 1e-14));
   }
 }
 
@@ -1106,9 +1112,9 @@ TEST_CASE("Guided sampling of a batch mixing labels and weights equals separate 
   options.return_trajectory = true;
   const std::array<double, 3> grid{0.0, 0.5, 1.0};
   std::mt19937_64 generator(99);
-  const auto batch = flowmatch::sample_discrete_guided(oracle, path, uniform, x0, labels, weights,
-                                                       std::span<const double>(grid), options,
-                                                       generator);
+  const auto batch =
+      flowmatch::sample_discrete_guided(oracle, path, uniform, x0, labels, weights,
+                                        std::span<const double>(grid), options, generator);
   CHECK(batch.stats.jumps > 0);
   for (Index sequence = 0; sequence < sequences; ++sequence) {
     auto single = options;
@@ -1123,9 +1129,8 @@ TEST_CASE("Guided sampling of a batch mixing labels and weights equals separate 
   // The labels and weights matter: the same run with every label flipped differs.
   std::mt19937_64 again(99);
   const flowmatch::LabelVector flipped = flowmatch::LabelVector::Ones(sequences) - labels;
-  const auto other = flowmatch::sample_discrete_guided(oracle, path, uniform, x0, flipped, weights,
-                                                       std::span<const double>(grid), options,
-                                                       again);
+  const auto other = flowmatch::sample_discrete_guided(
+      oracle, path, uniform, x0, flipped, weights, std::span<const double>(grid), options, again);
   CHECK(other.tokens != batch.tokens);
 }
 
@@ -1146,8 +1151,8 @@ TEST_CASE("Guided sampling rejects bad labels, weights and lengths with typed er
   };
   CHECK_NOTHROW(run());
   labels(2) = 2;  // the null label is not a class to guide towards
-  CHECK_THROWS_WITH(run(), Contains("sample_discrete_guided: labels(2) is 2") &&
-                               Contains("[0, 2)"));
+  CHECK_THROWS_WITH(run(),
+                    Contains("sample_discrete_guided: labels(2) is 2") && Contains("[0, 2)"));
   labels(2) = -1;
   CHECK_THROWS_AS(run(), std::invalid_argument);
   labels = flowmatch::LabelVector::Zero(2);
@@ -1174,10 +1179,10 @@ TEST_CASE("Guided sampling rejects bad labels, weights and lengths with typed er
   const TokenMatrix one = TokenMatrix::Zero(1, 1);
   const auto uniform = DiscreteSource<double>::uniform(3);
   Matrix<double> good = Matrix<double>::Constant(3, 1, 1.0 / 3);
-  CHECK_THROWS_AS(flowmatch::guided_rates(path, uniform, Vector<double>::Constant(1, 0.5), one,
-                                          good, Matrix<double>::Constant(3, 1, 0.5),
-                                          Vector<double>::Ones(1)),
-                  std::invalid_argument);
+  CHECK_THROWS_AS(
+      flowmatch::guided_rates(path, uniform, Vector<double>::Constant(1, 0.5), one, good,
+                              Matrix<double>::Constant(3, 1, 0.5), Vector<double>::Ones(1)),
+      std::invalid_argument);
   CHECK_THROWS_AS(flowmatch::guided_rates(path, uniform, Vector<double>::Constant(1, 0.5), one,
                                           good, good, Vector<double>::Ones(2)),
                   std::invalid_argument);

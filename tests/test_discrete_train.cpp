@@ -634,7 +634,8 @@ TEST_CASE("The logit gradients and the trainer reject bad input", "[discrete][er
   bad_limit.time_limit = 0;
   CHECK_THROWS_WITH(Trainer(masked_denoiser, path, source, data, bad_limit, 1),
                     Contains("DiscreteTrainer: options.time_limit is 0, expected in (0, 1]"));
-  CHECK_THROWS_AS(Trainer(masked_denoiser, path, source, Trainer::DataSampler(), options, 1), std::invalid_argument);
+  CHECK_THROWS_AS(Trainer(masked_denoiser, path, source, Trainer::DataSampler(), options, 1),
+                  std::invalid_argument);
   Trainer short_data(
       masked_denoiser, path, source,
       [](Index count, std::mt19937_64&) { return TokenMatrix(TokenMatrix::Zero(2, count)); },
@@ -698,6 +699,8 @@ DiscreteTrainer<CondOT<Scalar>> checkpoint_trainer(std::uint64_t seed) {
 }  // namespace
 
 static_assert(flowmatch::ConditionalDenoiser<MlpDenoiser<double>, double>);
+static_assert(!flowmatch::ConditionalDenoiser<
+              flowmatch::CarryOverDenoiser<DiscreteJointPosterior<CondOT<double>>>, double>);
 
 TEST_CASE("A conditional MlpDenoiser reads the one-hot label; its plain call is the null label",
           "[discrete][guidance]") {
@@ -762,7 +765,9 @@ TEST_CASE("Label-dropout training gives guided samples near the right conditiona
       [&joint](Index count, std::mt19937_64& generator) { return joint.sample(count, generator); },
       options, 7);
   for (int step = 0; step < 2500; ++step) trainer.step();
-  const MlpDenoiser<double> trained = trainer.ema_denoiser();
+  // Unmasked tokens keep their value: the exact posterior there (discrete/carry_over.hpp).
+  const flowmatch::CarryOverDenoiser trained(trainer.ema_denoiser());
+  static_assert(flowmatch::ConditionalDenoiser<decltype(trained), double>);
 
   flowmatch::DiscreteSamplerOptions<double> sampler_options;
   sampler_options.step_size = 1.0 / 64;
@@ -839,10 +844,10 @@ TEMPLATE_TEST_CASE("A DiscreteTrainer resumed from a checkpoint file continues b
 
   auto first_part = checkpoint_trainer<Scalar>(21);
   for (int step = 0; step < 5; ++step) first_part.step();
-  const std::string path = (std::filesystem::temp_directory_path() /
-                            ("flowmatch_test_discrete_checkpoint_" +
-                             std::to_string(sizeof(Scalar)) + ".safetensors"))
-                               .string();
+  const std::string path =
+      (std::filesystem::temp_directory_path() /
+       ("flowmatch_test_discrete_checkpoint_" + std::to_string(sizeof(Scalar)) + ".safetensors"))
+          .string();
   flowmatch::save_checkpoint(path, first_part.checkpoint());
   auto resumed = checkpoint_trainer<Scalar>(4242);  // another seed: the state comes from the file
   resumed.restore(flowmatch::load_checkpoint<Scalar>(path));

@@ -44,13 +44,12 @@ struct LabelledTokens {
 
 /// A model of p(x₁ | x_t, y) per position with scalar type @p Scalar (see the file comment).
 template <class D, class Scalar>
-concept ConditionalDenoiser =
-    Denoiser<D, Scalar> && requires(const D& denoiser, const ConstVectorRef<Scalar>& t,
-                                    const ConstTokenRef& x_t, const ConstLabelRef& labels,
-                                    MatrixRef<Scalar> posterior) {
-      { denoiser.labels() } -> std::convertible_to<Index>;
-      denoiser(t, x_t, labels, posterior);
-    };
+concept ConditionalDenoiser = Denoiser<D, Scalar> &&
+    requires(const D& denoiser, const ConstVectorRef<Scalar>& t, const ConstTokenRef& x_t,
+             const ConstLabelRef& labels, MatrixRef<Scalar> posterior) {
+  { denoiser.labels() } -> std::convertible_to<Index>;
+  denoiser(t, x_t, labels, posterior);
+};
 
 namespace detail {
 
@@ -66,8 +65,8 @@ inline void require_labels(std::string_view name, const ConstLabelRef& labels, I
   for (Index sequence = 0; sequence < labels.size(); ++sequence) {
     if (labels(sequence) >= 0 && labels(sequence) < end) continue;
     reject_argument(std::string(name) + "(" + to_text(sequence) + ")", is_value(labels(sequence)),
-                    null_allowed ? "a label in [0, " + to_text(classes) + "], " +
-                                       to_text(classes) + " being the null label"
+                    null_allowed ? "a label in [0, " + to_text(classes) + "], " + to_text(classes) +
+                                       " being the null label"
                                  : "a class label in [0, " + to_text(classes) + ")");
   }
 }

@@ -80,9 +80,15 @@ namespace flowmatch {
 [[nodiscard]] inline double guided_rate(double conditional, double unconditional, double weight) {
   const auto power = [](double base, double exponent) {
     if (exponent == 0) return 1.0;
+    if (exponent == 1) return base;
     return base > 0 ? std::pow(base, exponent) : 0.0;
   };
-  return power(conditional, weight) * power(unconditional, 1.0 - weight);
+  // A zero factor wins over an overflowing one: 0·∞ would be NaN.
+  const double conditional_factor = power(conditional, weight);
+  if (conditional_factor == 0) return 0.0;
+  const double unconditional_factor = power(unconditional, 1.0 - weight);
+  if (unconditional_factor == 0) return 0.0;
+  return conditional_factor * unconditional_factor;
 }
 
 namespace detail {
@@ -117,7 +123,7 @@ double guided_position_rates(const DiscreteSource<Scalar>& source, Index positio
                              Vector<double>& rates) {
   const Index vocabulary = source.vocabulary();
   const double to_posterior =
-      coefficients.jump_rate + coefficients.corrector * coefficients.kappa;  // a + b·κ
+      coefficients.jump_rate + coefficients.corrector * coefficients.kappa;      // a + b·κ
   const double to_source = coefficients.corrector * (1.0 - coefficients.kappa);  // b·(1 − κ)
   rates.resize(source.states());
   double total = 0;
@@ -129,8 +135,8 @@ double guided_position_rates(const DiscreteSource<Scalar>& source, Index positio
     const double spread = to_source > 0 ? to_source * source.probability(token, position) : 0.0;
     const double p_conditional = token < vocabulary ? static_cast<double>(conditional(token)) : 0.0;
     const double p_null = token < vocabulary ? static_cast<double>(unconditional(token)) : 0.0;
-    rates(token) = guided_rate(to_posterior * p_conditional + spread,
-                               to_posterior * p_null + spread, weight);
+    rates(token) =
+        guided_rate(to_posterior * p_conditional + spread, to_posterior * p_null + spread, weight);
     total += rates(token);
   }
   return total;
@@ -158,11 +164,10 @@ class GuidedEulerSampler {
 
   /// Carries @p tokens (at times[0]) over the grid @p times.
   DiscreteSampleResult<Scalar> run(std::span<const Scalar> times, TokenMatrix tokens) {
-    return walk_discrete_grid(times, options_, std::move(tokens),
-                              [this](Scalar t, Scalar h, bool final_step, TokenMatrix& state,
-                                     DiscreteSamplerStats& stats) {
-                                take_step(t, h, final_step, state, stats);
-                              });
+    return walk_discrete_grid(
+        times, options_, std::move(tokens),
+        [this](Scalar t, Scalar h, bool final_step, TokenMatrix& state,
+               DiscreteSamplerStats& stats) { take_step(t, h, final_step, state, stats); });
   }
 
  private:
@@ -210,7 +215,8 @@ class GuidedEulerSampler {
         } else {
           const double total = guided_position_rates(source_, position, token, conditional,
                                                      unconditional, weight, coefficients, rates_);
-          if (total > 0) require_rate_total(total, t, sequence, position, "guided jump rate");
+          // Σ R_w is 0 (no move) or must be finite and > 0 (a NaN is not 0 and throws too).
+          if (total != 0) require_rate_total(total, t, sequence, position, "guided jump rate");
           // Jump when u < 1 − exp(−h·Σ R_w), to a token drawn in proportion to the rates.
           if (total > 0 && uniforms[1] < -std::expm1(-coefficients.step * total)) {
             next = categorical_index(rates_, uniforms[2]);
@@ -228,9 +234,8 @@ class GuidedEulerSampler {
                                  const char* what) {
     if (std::isfinite(total) && total > 0) return;
     throw numerical_error("sample_discrete_guided: the " + std::string(what) + " of sequence " +
-                              to_text(sequence) + " at position " + to_text(position) +
-                              " totals " + to_text(total) + " at t = " + to_text(t) +
-                              " (finite and > 0 needed)",
+                              to_text(sequence) + " at position " + to_text(position) + " totals " +
+                              to_text(total) + " at t = " + to_text(t) + " (finite and > 0 needed)",
                           static_cast<double>(t), sequence);
   }
 
@@ -296,8 +301,7 @@ Matrix<typename S::scalar_type> guided_rates(
           position_distribution(null_posterior, vocabulary, position, sequence),
           static_cast<double>(weights(sequence)), coefficients, position_rates);
       position_rates(current) = -total;
-      position_distribution(rates, states, position, sequence) =
-          position_rates.cast<Scalar>();
+      position_distribution(rates, states, position, sequence) = position_rates.cast<Scalar>();
     }
   }
   return rates;
@@ -334,8 +338,8 @@ DiscreteSampleResult<typename S::scalar_type> sample_discrete_guided(
                          false);
   detail::require_guidance_weights<Scalar>("sample_discrete_guided: weights", weights, x0.cols());
   const std::uint64_t key = std::uniform_int_distribution<std::uint64_t>()(generator);
-  detail::GuidedEulerSampler<Scalar, S, D> sampler(denoiser, path, source, labels, weights,
-                                                   options, key);
+  detail::GuidedEulerSampler<Scalar, S, D> sampler(denoiser, path, source, labels, weights, options,
+                                                   key);
   return sampler.run(times, TokenMatrix(x0));
 }
 

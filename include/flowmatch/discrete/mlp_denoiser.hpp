@@ -178,8 +178,8 @@ class MlpDenoiser {
     require_conditional("MlpDenoiser::encode_labels");
     detail::require_labels("MlpDenoiser::encode_labels: labels", labels, labels.size(),
                            this->labels(), true);
-    detail::require_shape("MlpDenoiser::encode_labels: condition", condition,
-                          network_.cond_dim(), labels.size());
+    detail::require_shape("MlpDenoiser::encode_labels: condition", condition, network_.cond_dim(),
+                          labels.size());
     condition.setZero();
     for (Index sequence = 0; sequence < labels.size(); ++sequence) {
       condition(labels(sequence), sequence) = Scalar(1);
@@ -233,8 +233,8 @@ class MlpDenoiser {
                   const ConstTokenRef& x_t, const MatrixRef<Scalar>& posterior) const {
     detail::require_tokens(std::string(function) + ": x_t", x_t, vocabulary_, masked_, length_);
     detail::require_sequence_times(function, t, x_t.cols());
-    detail::require_shape(std::string(function) + ": posterior", posterior,
-                          vocabulary_ * length_, x_t.cols());
+    detail::require_shape(std::string(function) + ": posterior", posterior, vocabulary_ * length_,
+                          x_t.cols());
   }
 
   // Replaces the logits in @p posterior by a softmax per position; throws on a non-finite one.

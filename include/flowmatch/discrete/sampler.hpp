@@ -269,11 +269,10 @@ class DiscreteEulerSampler {
 
   /// Carries @p tokens (at times[0]) over the grid.
   DiscreteSampleResult<Scalar> run(TokenMatrix tokens) {
-    return walk_discrete_grid(times_, options_, std::move(tokens),
-                              [this](Scalar t, Scalar h, bool final_step, TokenMatrix& state,
-                                     DiscreteSamplerStats& stats) {
-                                take_step(t, h, final_step, state, stats);
-                              });
+    return walk_discrete_grid(
+        times_, options_, std::move(tokens),
+        [this](Scalar t, Scalar h, bool final_step, TokenMatrix& state,
+               DiscreteSamplerStats& stats) { take_step(t, h, final_step, state, stats); });
   }
 
  private:
@@ -289,7 +288,8 @@ class DiscreteEulerSampler {
     const bool to_data = final_step || !(path_.remaining(t) > Scalar(0));
     JumpCoefficients coefficients;
     if (!to_data) coefficients = jump_coefficients(path_, options_, t, h);
-    const std::uint64_t counter = discrete_words_per_token * static_cast<std::uint64_t>(stats.steps) *
+    const std::uint64_t counter = discrete_words_per_token *
+                                  static_cast<std::uint64_t>(stats.steps) *
                                   static_cast<std::uint64_t>(length);
     for (Index sequence = 0; sequence < tokens.cols(); ++sequence) {
       SampleStream stream(

@@ -274,11 +274,10 @@ class DiscreteTrainer {
       detail::reject_argument("DiscreteTrainer: data", "is empty", "a sampler");
     }
     if (denoiser_.conditional() != static_cast<bool>(labelled_data_)) {
-      detail::reject_argument(
-          "DiscreteTrainer: denoiser",
-          denoiser_.conditional() ? "is conditional" : "is unconditional",
-          denoiser_.conditional() ? "labelled data for a conditional denoiser"
-                                  : "plain data for an unconditional denoiser");
+      detail::reject_argument("DiscreteTrainer: denoiser",
+                              denoiser_.conditional() ? "is conditional" : "is unconditional",
+                              denoiser_.conditional() ? "labelled data for a conditional denoiser"
+                                                      : "plain data for an unconditional denoiser");
     }
     detail::require_probability("DiscreteTrainer: options.label_dropout", options_.label_dropout);
     detail::require_count<Index>("DiscreteTrainer: options.batch_size", options_.batch_size, 1);
@@ -301,12 +300,12 @@ class DiscreteTrainer {
     logit_gradient_.resize(rows, options_.batch_size);
     if (denoiser_.conditional()) {
       condition_.resize(denoiser_.network().cond_dim(), options_.batch_size);
-      null_condition_ = Vector<Scalar>::Unit(denoiser_.network().cond_dim(), denoiser_.null_label());
+      null_condition_ =
+          Vector<Scalar>::Unit(denoiser_.network().cond_dim(), denoiser_.null_label());
     }
   }
 
  public:
-
   /// Takes one training step (see the file comment) and returns its loss, the mean over the
   /// batch's tokens at the parameters before the update.
   /// @throws std::invalid_argument if the data batch is not L×B with tokens in [0, K);

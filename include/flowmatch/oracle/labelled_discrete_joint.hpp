@@ -45,8 +45,8 @@ class LabelledDiscreteJoint {
       detail::reject_argument("LabelledDiscreteJoint: classes", "is empty", "C >= 1 joints");
     }
     const Index count = static_cast<Index>(classes_.size());
-    detail::require_shape("LabelledDiscreteJoint: label_probabilities", label_probabilities_,
-                          count, 1);
+    detail::require_shape("LabelledDiscreteJoint: label_probabilities", label_probabilities_, count,
+                          1);
     detail::require_distributions("LabelledDiscreteJoint", "label_probabilities",
                                   label_probabilities_, count, 1e-9);
     Vector<double> mixture = Vector<double>::Zero(classes_.front().sequences());
@@ -89,8 +89,8 @@ class LabelledDiscreteJoint {
       const Index label =
           detail::categorical_index(label_probabilities_, detail::unit_uniform(stream));
       const DiscreteJoint& joint = classes_[static_cast<std::size_t>(label)];
-      const Index index = detail::categorical_index(joint.probabilities(),
-                                                    detail::unit_uniform(stream));
+      const Index index =
+          detail::categorical_index(joint.probabilities(), detail::unit_uniform(stream));
       drawn.labels(sequence) = label;
       for (Index position = 0; position < first.length(); ++position) {
         drawn.tokens(position, sequence) = joint.token_of(index, position);
