@@ -699,8 +699,6 @@ DiscreteTrainer<CondOT<Scalar>> checkpoint_trainer(std::uint64_t seed) {
 }  // namespace
 
 static_assert(flowmatch::ConditionalDenoiser<MlpDenoiser<double>, double>);
-static_assert(!flowmatch::ConditionalDenoiser<
-              flowmatch::CarryOverDenoiser<DiscreteJointPosterior<CondOT<double>>>, double>);
 
 TEST_CASE("A conditional MlpDenoiser reads the one-hot label; its plain call is the null label",
           "[discrete][guidance]") {
