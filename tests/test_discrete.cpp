@@ -1064,6 +1064,40 @@ TEST_CASE("The labelled oracle's null posterior is the label-weighted mix of its
   }
 }
 
+TEST_CASE("Exact draws of the labelled joint: labels from pi, sequences from p(x | y)",
+          "[discrete][guidance][oracle]") {
+  const auto joint = labelled_joint();
+  std::mt19937_64 generator(77);
+  const flowmatch::LabelledTokens drawn = joint.sample(20000, generator);
+  Vector<double> label_counts = Vector<double>::Zero(2);
+  std::array<TokenMatrix, 2> by_label;
+  for (Token label = 0; label < 2; ++label) {
+    std::vector<Index> columns;
+    for (Index n = 0; n < drawn.labels.size(); ++n) {
+      if (drawn.labels(n) == label) columns.push_back(n);
+    }
+    label_counts(label) = static_cast<double>(columns.size());
+    by_label[static_cast<std::size_t>(label)] = drawn.tokens(Eigen::all, columns);
+  }
+  CHECK(chi_square(label_counts, joint.label_probabilities()) < chi_square_critical(1));
+  for (Token label = 0; label < 2; ++label) {
+    const Vector<double> counts =
+        state_counts(joint.marginal(), by_label[static_cast<std::size_t>(label)]);
+    CHECK(chi_square(counts, joint.conditional(label).probabilities()) < chi_square_critical(26));
+  }
+  // Bad joints.
+  CHECK_THROWS_AS(flowmatch::LabelledDiscreteJoint({}, Vector<double>()), std::invalid_argument);
+  CHECK_THROWS_AS(flowmatch::LabelledDiscreteJoint({joint.conditional(0), joint.conditional(1)},
+                                                   Vector<double>::Constant(2, 0.3)),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(
+      flowmatch::LabelledDiscreteJoint({joint.conditional(0), correlated_joint(),
+                                        DiscreteJoint(Vector<double>::Constant(4, 0.25), 2, 2)},
+                                       Vector<double>::Constant(3, 1.0 / 3)),
+      std::invalid_argument);
+  CHECK_THROWS_AS(joint.conditional(2), std::invalid_argument);
+}
+
 TEST_CASE("Guided sampling: w = 1 reproduces p(x | y), w = 0 reproduces p(x) (chi-square)",
           "[discrete][guidance][sampler]") {
   const auto joint = labelled_joint();
@@ -1092,29 +1126,31 @@ TEST_CASE("Guided sampling: w = 1 reproduces p(x | y), w = 0 reproduces p(x) (ch
         marginal, joint.conditional(1).probabilities());
 }
 
-TEST_CASE("Guided sampling of a batch mixing labels and weights equals separate runs bit for bit",
-          "[discrete][guidance][sampler]") {
+TEMPLATE_TEST_CASE(
+    "Guided sampling of a batch mixing labels and weights equals separate runs bit for bit",
+    "[discrete][guidance][sampler]", double, float) {
+  using Scalar = TestType;
   const auto joint = labelled_joint();
-  const MixturePath<CondOT<double>> path;
-  const auto uniform = DiscreteSource<double>::uniform(vocabulary);
-  const flowmatch::LabelledDiscreteJointPosterior<CondOT<double>> oracle(joint, path, uniform);
+  const MixturePath<CondOT<Scalar>> path;
+  const auto uniform = DiscreteSource<Scalar>::uniform(vocabulary);
+  const flowmatch::LabelledDiscreteJointPosterior<CondOT<Scalar>> oracle(joint, path, uniform);
   const Index sequences = 12;
   std::mt19937_64 draws(17);
   const TokenMatrix x0 = uniform.sample(length, sequences, draws);
   flowmatch::LabelVector labels(sequences);
-  Vector<double> weights(sequences);
+  Vector<Scalar> weights(sequences);
   for (Index sequence = 0; sequence < sequences; ++sequence) {
     labels(sequence) = sequence % 2;
-    weights(sequence) = 0.75 * static_cast<double>(sequence % 5);  // 0, 0.75, …, 3
+    weights(sequence) = Scalar(0.75) * static_cast<Scalar>(sequence % 5);  // 0, 0.75, …, 3
   }
-  auto options = with_step(1.0 / 32);
-  options.eta = [](double t) { return 2 * t * (1 - t); };
+  auto options = with_step(Scalar(1.0 / 32));
+  options.eta = [](Scalar t) { return 2 * t * (1 - t); };
   options.return_trajectory = true;
-  const std::array<double, 3> grid{0.0, 0.5, 1.0};
+  const std::array<Scalar, 3> grid{Scalar(0), Scalar(0.5), Scalar(1)};
   std::mt19937_64 generator(99);
   const auto batch =
       flowmatch::sample_discrete_guided(oracle, path, uniform, x0, labels, weights,
-                                        std::span<const double>(grid), options, generator);
+                                        std::span<const Scalar>(grid), options, generator);
   CHECK(batch.stats.jumps > 0);
   for (Index sequence = 0; sequence < sequences; ++sequence) {
     auto single = options;
@@ -1122,7 +1158,7 @@ TEST_CASE("Guided sampling of a batch mixing labels and weights equals separate 
     std::mt19937_64 same(99);
     const auto alone = flowmatch::sample_discrete_guided(
         oracle, path, uniform, x0.col(sequence), labels.segment(sequence, 1),
-        weights.segment(sequence, 1), std::span<const double>(grid), single, same);
+        weights.segment(sequence, 1), std::span<const Scalar>(grid), single, same);
     CHECK(alone.tokens.col(0) == batch.tokens.col(sequence));
     CHECK(alone.trajectory[1].col(0) == batch.trajectory[1].col(sequence));
   }
@@ -1130,7 +1166,7 @@ TEST_CASE("Guided sampling of a batch mixing labels and weights equals separate 
   std::mt19937_64 again(99);
   const flowmatch::LabelVector flipped = flowmatch::LabelVector::Ones(sequences) - labels;
   const auto other = flowmatch::sample_discrete_guided(
-      oracle, path, uniform, x0, flipped, weights, std::span<const double>(grid), options, again);
+      oracle, path, uniform, x0, flipped, weights, std::span<const Scalar>(grid), options, again);
   CHECK(other.tokens != batch.tokens);
 }
 

@@ -40,39 +40,23 @@ class LabelledDiscreteJoint {
   /// @param label_probabilities π, C entries, finite, >= 0, summing to 1 within 1e-9.
   /// @throws std::invalid_argument otherwise.
   LabelledDiscreteJoint(std::vector<DiscreteJoint> classes, Vector<double> label_probabilities)
-      : classes_(std::move(classes)), label_probabilities_(std::move(label_probabilities)) {
-    if (classes_.empty()) {
-      detail::reject_argument("LabelledDiscreteJoint: classes", "is empty", "C >= 1 joints");
-    }
-    const Index count = static_cast<Index>(classes_.size());
-    detail::require_shape("LabelledDiscreteJoint: label_probabilities", label_probabilities_, count,
-                          1);
-    detail::require_distributions("LabelledDiscreteJoint", "label_probabilities",
-                                  label_probabilities_, count, 1e-9);
-    Vector<double> mixture = Vector<double>::Zero(classes_.front().sequences());
-    for (Index label = 0; label < count; ++label) {
-      const DiscreteJoint& joint = classes_[static_cast<std::size_t>(label)];
-      if (joint.vocabulary() != classes_.front().vocabulary() ||
-          joint.length() != classes_.front().length()) {
-        detail::reject_argument("LabelledDiscreteJoint: classes[" + detail::to_text(label) + "]",
-                                "has another vocabulary or length", "those of classes[0]");
-      }
-      mixture += label_probabilities_(label) * joint.probabilities();
-    }
-    marginal_.emplace_back(mixture / mixture.sum(), classes_.front().vocabulary(),
-                           classes_.front().length());
-  }
+      : classes_(std::move(classes)),
+        label_probabilities_(std::move(label_probabilities)),
+        marginal_(mixture(classes_, label_probabilities_)) {}
 
   /// C.
   [[nodiscard]] Index labels() const { return static_cast<Index>(classes_.size()); }
   /// p(x | y) of label @p label in [0, C).
+  /// @throws std::invalid_argument for a label outside [0, C).
   [[nodiscard]] const DiscreteJoint& conditional(Index label) const {
-    detail::require_labels("LabelledDiscreteJoint::conditional: label",
-                           LabelVector::Constant(1, label), 1, labels(), false);
+    if (label < 0 || label >= labels()) {
+      detail::reject_argument("LabelledDiscreteJoint::conditional: label", detail::is_value(label),
+                              "a class label in [0, " + detail::to_text(labels()) + ")");
+    }
     return classes_[static_cast<std::size_t>(label)];
   }
   /// The mixture p(x) = Σ_y π(y)·p(x | y).
-  [[nodiscard]] const DiscreteJoint& marginal() const { return marginal_.front(); }
+  [[nodiscard]] const DiscreteJoint& marginal() const { return marginal_; }
   /// π.
   [[nodiscard]] const Vector<double>& label_probabilities() const { return label_probabilities_; }
 
@@ -100,9 +84,33 @@ class LabelledDiscreteJoint {
   }
 
  private:
+  // Σ_y π(y)·p(x | y), after checking the classes and π (see the constructor).
+  static DiscreteJoint mixture(const std::vector<DiscreteJoint>& classes,
+                               const Vector<double>& label_probabilities) {
+    if (classes.empty()) {
+      detail::reject_argument("LabelledDiscreteJoint: classes", "is empty", "C >= 1 joints");
+    }
+    const Index count = static_cast<Index>(classes.size());
+    detail::require_shape("LabelledDiscreteJoint: label_probabilities", label_probabilities, count,
+                          1);
+    detail::require_distributions("LabelledDiscreteJoint", "label_probabilities",
+                                  label_probabilities, count, 1e-9);
+    const DiscreteJoint& first = classes.front();
+    Vector<double> probabilities = Vector<double>::Zero(first.sequences());
+    for (Index label = 0; label < count; ++label) {
+      const DiscreteJoint& joint = classes[static_cast<std::size_t>(label)];
+      if (joint.vocabulary() != first.vocabulary() || joint.length() != first.length()) {
+        detail::reject_argument("LabelledDiscreteJoint: classes[" + detail::to_text(label) + "]",
+                                "has another vocabulary or length", "those of classes[0]");
+      }
+      probabilities += label_probabilities(label) * joint.probabilities();
+    }
+    return DiscreteJoint(probabilities / probabilities.sum(), first.vocabulary(), first.length());
+  }
+
   std::vector<DiscreteJoint> classes_;
   Vector<double> label_probabilities_;
-  std::vector<DiscreteJoint> marginal_;  // one entry (DiscreteJoint has no default state)
+  DiscreteJoint marginal_;  // the mixture p(x)
 };
 
 /// The exact posteriors p(x₁ | x_t, y) and p(x₁ | x_t) of a LabelledDiscreteJoint: a
