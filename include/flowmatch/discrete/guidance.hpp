@@ -187,7 +187,7 @@ class GuidedEulerSampler {
     ++stats.evaluations;
     const bool to_data = final_step || !(path_.remaining(t) > Scalar(0));
     JumpCoefficients coefficients;
-    if (!to_data) coefficients = jump_coefficients(path_, options_, t, h);
+    if (!to_data) coefficients = jump_coefficients("sample_discrete_guided", path_, options_, t, h);
     const std::uint64_t counter = discrete_words_per_token *
                                   static_cast<std::uint64_t>(stats.steps) *
                                   static_cast<std::uint64_t>(length);

@@ -152,9 +152,9 @@ inline constexpr std::uint64_t discrete_words_per_token = 4;
 
 /// κ, a = κ̇/(1 − κ), b = η(t)·κ̇/(κ(1 − κ)) and h of a step from @p t of length @p h, at a time
 /// where κ < 1 (1 − κ = σ); throws std::invalid_argument for a negative or non-finite η(t) and
-/// flowmatch::numerical_error for non-finite rates.
+/// flowmatch::numerical_error for non-finite rates, named "<function>: ...".
 template <class Scalar, class S>
-JumpCoefficients jump_coefficients(const MixturePath<S>& path,
+JumpCoefficients jump_coefficients(std::string_view function, const MixturePath<S>& path,
                                    const DiscreteSamplerOptions<Scalar>& options, Scalar t,
                                    Scalar h) {
   JumpCoefficients coefficients;
@@ -167,7 +167,7 @@ JumpCoefficients jump_coefficients(const MixturePath<S>& path,
   if (options.eta) {
     const Scalar eta = options.eta(t);
     if (!(eta >= Scalar(0)) || !std::isfinite(eta)) {
-      reject_argument("sample_discrete: options.eta(" + to_text(t) + ")", is_value(eta),
+      reject_argument(std::string(function) + ": options.eta(" + to_text(t) + ")", is_value(eta),
                       "finite and >= 0");
     }
     if (eta > Scalar(0)) {
@@ -175,8 +175,8 @@ JumpCoefficients jump_coefficients(const MixturePath<S>& path,
     }
   }
   if (!std::isfinite(coefficients.jump_rate) || !std::isfinite(coefficients.corrector)) {
-    throw numerical_error("sample_discrete: the jump rates are not finite at t = " + to_text(t) +
-                              " (kappa = " + to_text(kappa) + ")",
+    throw numerical_error(std::string(function) + ": the jump rates are not finite at t = " +
+                              to_text(t) + " (kappa = " + to_text(kappa) + ")",
                           static_cast<double>(t));
   }
   return coefficients;
@@ -287,7 +287,7 @@ class DiscreteEulerSampler {
     ++stats.evaluations;
     const bool to_data = final_step || !(path_.remaining(t) > Scalar(0));
     JumpCoefficients coefficients;
-    if (!to_data) coefficients = jump_coefficients(path_, options_, t, h);
+    if (!to_data) coefficients = jump_coefficients("sample_discrete", path_, options_, t, h);
     const std::uint64_t counter = discrete_words_per_token *
                                   static_cast<std::uint64_t>(stats.steps) *
                                   static_cast<std::uint64_t>(length);
