@@ -19,8 +19,10 @@
 
 #include "discrete_support.hpp"
 #include "flowmatch/core/errors.hpp"
+#include "flowmatch/discrete/conditional_denoiser.hpp"
 #include "flowmatch/discrete/denoiser.hpp"
 #include "flowmatch/discrete/elbo.hpp"
+#include "flowmatch/discrete/guidance.hpp"
 #include "flowmatch/discrete/loss.hpp"
 #include "flowmatch/discrete/mixture_path.hpp"
 #include "flowmatch/discrete/rates.hpp"
@@ -28,6 +30,7 @@
 #include "flowmatch/discrete/source.hpp"
 #include "flowmatch/discrete/tokens.hpp"
 #include "flowmatch/oracle/discrete_joint.hpp"
+#include "flowmatch/oracle/labelled_discrete_joint.hpp"
 #include "flowmatch/parallel/thread_pool.hpp"
 #include "flowmatch/scheduler/condot.hpp"
 #include "flowmatch/scheduler/convex_cosine.hpp"
@@ -879,3 +882,344 @@ TEST_CASE("Bad input throws typed exceptions naming the argument", "[discrete][e
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Guidance: predictor-free guided rates and the guided sampler, against the exact conditional
+// and unconditional posteriors of a labelled joint.
+
+namespace {
+
+// Two classes over {0, 1, 2}^3: class 0 with weight 1 + 4·[x₀ = x₁] + [x₂ = 0], class 1 with
+// 1 + 4·[x₁ = x₂] + 2·[x₀ = 2]; π = (0.4, 0.6).
+flowmatch::LabelledDiscreteJoint labelled_joint() {
+  Vector<double> first(27);
+  Vector<double> second(27);
+  for (Index index = 0; index < 27; ++index) {
+    const Index a = index % 3;
+    const Index b = (index / 3) % 3;
+    const Index c = index / 9;
+    first(index) = 1.0 + 4.0 * (a == b) + (c == 0);
+    second(index) = 1.0 + 4.0 * (b == c) + 2.0 * (a == 2);
+  }
+  Vector<double> labels(2);
+  labels << 0.4, 0.6;
+  return flowmatch::LabelledDiscreteJoint(
+      {DiscreteJoint(first / first.sum(), vocabulary, length),
+       DiscreteJoint(second / second.sum(), vocabulary, length)},
+      labels);
+}
+
+// The counts over the 27 states of a guided run of N sequences, all with @p label and @p weight.
+template <class S>
+Vector<double> guided_counts(const flowmatch::LabelledDiscreteJoint& joint,
+                             const DiscreteSource<double>& source, Token label, double weight,
+                             Index sequences, std::uint64_t seed) {
+  const MixturePath<S> path;
+  const flowmatch::LabelledDiscreteJointPosterior<S> oracle(joint, path, source);
+  std::mt19937_64 generator(seed);
+  const TokenMatrix x0 = source.sample(length, sequences, generator);
+  const flowmatch::LabelVector labels = flowmatch::LabelVector::Constant(sequences, label);
+  const Vector<double> weights = Vector<double>::Constant(sequences, weight);
+  const auto result = flowmatch::sample_discrete_guided(oracle, path, source, x0, labels, weights,
+                                                        with_step(1.0 / 128), generator);
+  CHECK(result.stats.evaluations == 128);  // one stacked call per step
+  return state_counts(joint.marginal(), result.tokens);
+}
+
+}  // namespace
+
+static_assert(flowmatch::ConditionalDenoiser<
+              flowmatch::LabelledDiscreteJointPosterior<CondOT<double>>, double>);
+static_assert(!flowmatch::ConditionalDenoiser<DiscreteJointPosterior<CondOT<double>>, double>);
+
+TEST_CASE("guided_rate: powers with r^0 = 1 and 0^e = 0 for e != 0", "[discrete][guidance]") {
+  using flowmatch::guided_rate;
+  CHECK(guided_rate(0.3, 0.7, 1.0) == 0.3);  // w = 1: R_cond exactly
+  CHECK(guided_rate(0.3, 0.7, 0.0) == 0.7);  // w = 0: R_null exactly
+  CHECK(guided_rate(0.0, 0.7, 0.0) == 0.7);  // 0^0 = 1
+  CHECK(guided_rate(0.3, 0.0, 1.0) == 0.3);
+  CHECK(guided_rate(0.0, 0.7, 0.5) == 0.0);
+  CHECK(guided_rate(0.3, 0.0, 2.0) == 0.0);  // 0^(−1) is not +inf: excluded stays excluded
+  CHECK(guided_rate(0.0, 0.0, 3.0) == 0.0);
+  CHECK_THAT(guided_rate(0.3, 0.2, 2.0), WithinRel(0.09 / 0.2, 1e-15));
+  CHECK_THAT(guided_rate(0.36, 0.04, 0.5), WithinRel(std::sqrt(0.36 * 0.04), 1e-15));
+}
+
+TEST_CASE("Guided rates match a hand computation; rows sum to zero, >= 0 off the diagonal",
+          "[discrete][guidance]") {
+  const MixturePath<CondOT<double>> path;  // κ = t: a = 1/(1 − t) = 2 at t = 0.5
+  const auto uniform = DiscreteSource<double>::uniform(3);
+  Vector<double> t = Vector<double>::Constant(3, 0.5);
+  TokenMatrix x_t(1, 3);
+  x_t << 0, 2, 1;
+  Matrix<double> conditional(3, 3);
+  Matrix<double> null(3, 3);
+  conditional.col(0) << 0.5, 0.3, 0.2;
+  null.col(0) << 0.2, 0.2, 0.6;
+  conditional.col(1) << 0.1, 0.0, 0.9;  // a zero rate
+  null.col(1) << 0.5, 0.25, 0.25;
+  conditional.col(2) << 0.6, 0.1, 0.3;
+  null.col(2) << 0.0, 0.4, 0.6;  // a zero null rate under w > 1
+  Vector<double> weights(3);
+  weights << 2.0, 0.5, 3.0;
+  const Matrix<double> rates =
+      flowmatch::guided_rates(path, uniform, t, x_t, conditional, null, weights);
+  REQUIRE(rates.rows() == 3);
+  // Column 0, current 0, w = 2: R(j) = 2·p_c(j)²/p_n(j).
+  CHECK_THAT(rates(1, 0), WithinRel(2 * 0.09 / 0.2, 1e-14));
+  CHECK_THAT(rates(2, 0), WithinRel(2 * 0.04 / 0.6, 1e-14));
+  CHECK_THAT(rates(0, 0), WithinRel(-(0.9 + 2 * 0.04 / 0.6), 1e-14));
+  // Column 1, current 2, w = 1/2: R(j) = 2·√(p_c(j)·p_n(j)); token 1 has p_c = 0.
+  CHECK_THAT(rates(0, 1), WithinRel(2 * std::sqrt(0.1 * 0.5), 1e-14));
+  CHECK(rates(1, 1) == 0.0);
+  CHECK_THAT(rates(2, 1), WithinRel(-2 * std::sqrt(0.05), 1e-14));
+  // Column 2, current 1, w = 3: token 0 has p_n = 0, so its rate is 0 (not +inf).
+  CHECK(rates(0, 2) == 0.0);
+  CHECK_THAT(rates(2, 2), WithinRel(2 * std::pow(0.3, 3) / (0.6 * 0.6), 1e-14));
+
+  // Random posteriors, tokens and weights: off-diagonal >= 0, every block sums to zero, and
+  // w = 1 and w = 0 give the plain rates of the conditional and the null posterior.
+  std::mt19937_64 generator(5);
+  for (const auto& source :
+       {DiscreteSource<double>::uniform(4), DiscreteSource<double>::masked(4)}) {
+    const Index positions = 3;
+    const Index sequences = 40;
+    const TokenMatrix tokens = random_tokens(positions, sequences, source.states(), generator);
+    const Matrix<double> p_conditional =
+        random_posterior<double>(4, positions, sequences, generator);
+    const Matrix<double> p_null = random_posterior<double>(4, positions, sequences, generator);
+    std::uniform_real_distribution<double> uniform(0.0, 4.0);
+    Vector<double> times(sequences);
+    Vector<double> w(sequences);
+    for (Index sequence = 0; sequence < sequences; ++sequence) {
+      times(sequence) = uniform(generator) / 4.5;
+      w(sequence) = uniform(generator);
+    }
+    const Matrix<double> guided =
+        flowmatch::guided_rates(path, source, times, tokens, p_conditional, p_null, w);
+    const Index states = source.states();
+    for (Index sequence = 0; sequence < sequences; ++sequence) {
+      for (Index position = 0; position < positions; ++position) {
+        const auto block = flowmatch::position_distribution(guided, states, position, sequence);
+        const Token current = tokens(position, sequence);
+        CHECK_THAT(block.sum(), WithinAbs(0.0, 1e-12 * (1 + block.cwiseAbs().maxCoeff())));
+        for (Index token = 0; token < states; ++token) {
+          if (token != current) CHECK(block(token) >= 0);
+        }
+      }
+    }
+    const Matrix<double> ones = flowmatch::guided_rates(path, source, times, tokens, p_conditional,
+                                                        p_null, Vector<double>::Ones(sequences));
+    const Matrix<double> zeros = flowmatch::guided_rates(path, source, times, tokens, p_conditional,
+                                                         p_null, Vector<double>::Zero(sequences));
+    CHECK_THAT((ones - flowmatch::mixture_rates(path, source, times, tokens, p_conditional))
+                   .cwiseAbs()
+                   .maxCoeff(),
+               WithinAbs(0.0, 1e-12));
+    CHECK_THAT((zeros - flowmatch::mixture_rates(path, source, times, tokens, p_null))
+                   .cwiseAbs()
+                   .maxCoeff(),
+               WithinAbs(0.0, 1e-12));
+  }
+}
+
+TEST_CASE("The labelled oracle's null posterior is the label-weighted mix of its conditionals",
+          "[discrete][guidance][oracle]") {
+  // p(x₁ | x_t) = Σ_y p(y | x_t)·p(x₁ | x_t, y), p(y | x_t) ∝ π(y)·Σ_x₁ p(x₁ | y)·p(x_t | x₁).
+  const auto joint = labelled_joint();
+  const MixturePath<CondOT<double>> path;
+  const auto masked = DiscreteSource<double>::masked(vocabulary);
+  const flowmatch::LabelledDiscreteJointPosterior<CondOT<double>> oracle(joint, path, masked);
+  std::mt19937_64 generator(8);
+  const TokenMatrix x_t = random_tokens(length, 30, masked.states(), generator);
+  Vector<double> t = Vector<double>::Constant(30, 0.4);
+  Matrix<double> null(9, 30);
+  oracle(t, x_t, null);
+  Matrix<double> mixed = Matrix<double>::Zero(9, 30);
+  Vector<double> evidence = Vector<double>::Zero(30);
+  for (Token label = 0; label < 2; ++label) {
+    Matrix<double> conditional(9, 30);
+    oracle(t, x_t, flowmatch::LabelVector::Constant(30, label), conditional);
+    const DiscreteJoint& given = joint.conditional(label);
+    for (Index sequence = 0; sequence < 30; ++sequence) {
+      double likelihood = 0;  // p(x_t | y)
+      for (Index index = 0; index < given.sequences(); ++index) {
+        double term = given.probabilities()(index);
+        for (Index position = 0; position < length; ++position) {
+          const Token token = x_t(position, sequence);
+          term *=
+              token == vocabulary ? 0.6 : (token == given.token_of(index, position) ? 0.4 : 0.0);
+        }
+        likelihood += term;
+      }
+      const double weight = joint.label_probabilities()(label) * likelihood;
+      mixed.col(sequence) += weight * conditional.col(sequence);
+      evidence(sequence) += weight;
+    }
+  }
+  for (Index sequence = 0; sequence < 30; ++sequence) {
+    CHECK_THAT(
+        (mixed.col(sequence) / evidence(sequence) - null.col(sequence)).cwiseAbs().maxCoeff(),
+        WithinAbs(0.0, 1e-14));
+  }
+}
+
+TEST_CASE("Exact draws of the labelled joint: labels from pi, sequences from p(x | y)",
+          "[discrete][guidance][oracle]") {
+  const auto joint = labelled_joint();
+  std::mt19937_64 generator(77);
+  const flowmatch::LabelledTokens drawn = joint.sample(20000, generator);
+  Vector<double> label_counts = Vector<double>::Zero(2);
+  std::array<TokenMatrix, 2> by_label;
+  for (Token label = 0; label < 2; ++label) {
+    std::vector<Index> columns;
+    for (Index n = 0; n < drawn.labels.size(); ++n) {
+      if (drawn.labels(n) == label) columns.push_back(n);
+    }
+    label_counts(label) = static_cast<double>(columns.size());
+    by_label[static_cast<std::size_t>(label)] = drawn.tokens(Eigen::all, columns);
+  }
+  CHECK(chi_square(label_counts, joint.label_probabilities()) < chi_square_critical(1));
+  for (Token label = 0; label < 2; ++label) {
+    const Vector<double> counts =
+        state_counts(joint.marginal(), by_label[static_cast<std::size_t>(label)]);
+    CHECK(chi_square(counts, joint.conditional(label).probabilities()) < chi_square_critical(26));
+  }
+  // Bad joints.
+  CHECK_THROWS_AS(flowmatch::LabelledDiscreteJoint({}, Vector<double>()), std::invalid_argument);
+  CHECK_THROWS_AS(flowmatch::LabelledDiscreteJoint({joint.conditional(0), joint.conditional(1)},
+                                                   Vector<double>::Constant(2, 0.3)),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(
+      flowmatch::LabelledDiscreteJoint({joint.conditional(0), correlated_joint(),
+                                        DiscreteJoint(Vector<double>::Constant(4, 0.25), 2, 2)},
+                                       Vector<double>::Constant(3, 1.0 / 3)),
+      std::invalid_argument);
+  CHECK_THROWS_AS(joint.conditional(2), std::invalid_argument);
+}
+
+TEST_CASE("Guided sampling: w = 1 reproduces p(x | y), w = 0 reproduces p(x) (chi-square)",
+          "[discrete][guidance][sampler]") {
+  const auto joint = labelled_joint();
+  const Index sequences = 12000;
+  const double critical = chi_square_critical(26);
+  const auto masked = DiscreteSource<double>::masked(vocabulary);
+  const auto uniform = DiscreteSource<double>::uniform(vocabulary);
+  const auto check = [&](const char* name, const Vector<double>& counts,
+                         const Vector<double>& expected, const Vector<double>& other) {
+    const double statistic = chi_square(counts, expected);
+    INFO(name << ": chi-square " << statistic << " (critical " << critical << "), TV "
+              << total_variation(counts, expected) << ", TV to the other target "
+              << total_variation(counts, other));
+    CHECK(statistic < critical);
+    // The test can fail: the other distribution is rejected by far.
+    CHECK(chi_square(counts, other) > 10 * critical);
+  };
+  const Vector<double>& marginal = joint.marginal().probabilities();
+  check("w = 1, label 0, masked",
+        guided_counts<CondOT<double>>(joint, masked, 0, 1.0, sequences, 2024),
+        joint.conditional(0).probabilities(), marginal);
+  check("w = 1, label 1, uniform",
+        guided_counts<CondOT<double>>(joint, uniform, 1, 1.0, sequences, 2025),
+        joint.conditional(1).probabilities(), marginal);
+  check("w = 0, masked", guided_counts<CondOT<double>>(joint, masked, 1, 0.0, sequences, 2026),
+        marginal, joint.conditional(1).probabilities());
+}
+
+TEMPLATE_TEST_CASE(
+    "Guided sampling of a batch mixing labels and weights equals separate runs bit for bit",
+    "[discrete][guidance][sampler]", double, float) {
+  using Scalar = TestType;
+  const auto joint = labelled_joint();
+  const MixturePath<CondOT<Scalar>> path;
+  const auto uniform = DiscreteSource<Scalar>::uniform(vocabulary);
+  const flowmatch::LabelledDiscreteJointPosterior<CondOT<Scalar>> oracle(joint, path, uniform);
+  const Index sequences = 12;
+  std::mt19937_64 draws(17);
+  const TokenMatrix x0 = uniform.sample(length, sequences, draws);
+  flowmatch::LabelVector labels(sequences);
+  Vector<Scalar> weights(sequences);
+  for (Index sequence = 0; sequence < sequences; ++sequence) {
+    labels(sequence) = sequence % 2;
+    weights(sequence) = Scalar(0.75) * static_cast<Scalar>(sequence % 5);  // 0, 0.75, …, 3
+  }
+  auto options = with_step(Scalar(1.0 / 32));
+  options.eta = [](Scalar t) { return 2 * t * (1 - t); };
+  options.return_trajectory = true;
+  const std::array<Scalar, 3> grid{Scalar(0), Scalar(0.5), Scalar(1)};
+  std::mt19937_64 generator(99);
+  const auto batch =
+      flowmatch::sample_discrete_guided(oracle, path, uniform, x0, labels, weights,
+                                        std::span<const Scalar>(grid), options, generator);
+  CHECK(batch.stats.jumps > 0);
+  for (Index sequence = 0; sequence < sequences; ++sequence) {
+    auto single = options;
+    single.first_sequence_index = static_cast<std::uint64_t>(sequence);
+    std::mt19937_64 same(99);
+    const auto alone = flowmatch::sample_discrete_guided(
+        oracle, path, uniform, x0.col(sequence), labels.segment(sequence, 1),
+        weights.segment(sequence, 1), std::span<const Scalar>(grid), single, same);
+    CHECK(alone.tokens.col(0) == batch.tokens.col(sequence));
+    CHECK(alone.trajectory[1].col(0) == batch.trajectory[1].col(sequence));
+  }
+  // The labels and weights matter: the same run with every label flipped differs.
+  std::mt19937_64 again(99);
+  const flowmatch::LabelVector flipped = flowmatch::LabelVector::Ones(sequences) - labels;
+  const auto other = flowmatch::sample_discrete_guided(
+      oracle, path, uniform, x0, flipped, weights, std::span<const Scalar>(grid), options, again);
+  CHECK(other.tokens != batch.tokens);
+}
+
+TEST_CASE("Guided sampling rejects bad labels, weights and lengths with typed errors",
+          "[discrete][guidance][errors]") {
+  const auto joint = labelled_joint();
+  const MixturePath<CondOT<double>> path;
+  const auto masked = DiscreteSource<double>::masked(vocabulary);
+  const flowmatch::LabelledDiscreteJointPosterior<CondOT<double>> oracle(joint, path, masked);
+  const TokenMatrix x0 = TokenMatrix::Constant(length, 3, vocabulary);
+  flowmatch::LabelVector labels = flowmatch::LabelVector::Zero(3);
+  Vector<double> weights = Vector<double>::Ones(3);
+  const auto options = with_step(0.25);
+  std::mt19937_64 generator(1);
+  const auto run = [&] {
+    return flowmatch::sample_discrete_guided(oracle, path, masked, x0, labels, weights, options,
+                                             generator);
+  };
+  CHECK_NOTHROW(run());
+  labels(2) = 2;  // the null label is not a class to guide towards
+  CHECK_THROWS_WITH(run(),
+                    Contains("sample_discrete_guided: labels(2) is 2") && Contains("[0, 2)"));
+  labels(2) = -1;
+  CHECK_THROWS_AS(run(), std::invalid_argument);
+  labels = flowmatch::LabelVector::Zero(2);
+  CHECK_THROWS_WITH(run(), Contains("sample_discrete_guided: labels has 2 entries"));
+  labels = flowmatch::LabelVector::Zero(3);
+  weights(1) = -0.5;
+  CHECK_THROWS_WITH(run(), Contains("sample_discrete_guided: weights(1) is -0.5"));
+  weights(1) = std::numeric_limits<double>::infinity();
+  CHECK_THROWS_AS(run(), std::invalid_argument);
+  weights(1) = std::numeric_limits<double>::quiet_NaN();
+  CHECK_THROWS_AS(run(), std::invalid_argument);
+  weights = Vector<double>::Ones(4);
+  CHECK_THROWS_AS(run(), std::invalid_argument);
+  weights = Vector<double>::Ones(3);
+  CHECK_THROWS_AS(flowmatch::sample_discrete_guided(oracle, path, masked, x0, labels, weights,
+                                                    with_step(0.0), generator),
+                  std::invalid_argument);
+  // The oracle itself rejects labels beyond the null label.
+  Matrix<double> posterior(9, 3);
+  CHECK_THROWS_AS(oracle(Vector<double>::Constant(3, 0.5), x0,
+                         flowmatch::LabelVector::Constant(3, 3), posterior),
+                  std::invalid_argument);
+  // guided_rates: posteriors that are not distributions, weights of the wrong length.
+  const TokenMatrix one = TokenMatrix::Zero(1, 1);
+  const auto uniform = DiscreteSource<double>::uniform(3);
+  Matrix<double> good = Matrix<double>::Constant(3, 1, 1.0 / 3);
+  CHECK_THROWS_AS(
+      flowmatch::guided_rates(path, uniform, Vector<double>::Constant(1, 0.5), one, good,
+                              Matrix<double>::Constant(3, 1, 0.5), Vector<double>::Ones(1)),
+      std::invalid_argument);
+  CHECK_THROWS_AS(flowmatch::guided_rates(path, uniform, Vector<double>::Constant(1, 0.5), one,
+                                          good, good, Vector<double>::Ones(2)),
+                  std::invalid_argument);
+}

@@ -7,26 +7,34 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <limits>
 #include <random>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <vector>
 
 #include "discrete_support.hpp"
 #include "flowmatch/core/errors.hpp"
 #include "flowmatch/discrete/carry_over.hpp"
+#include "flowmatch/discrete/conditional_denoiser.hpp"
 #include "flowmatch/discrete/denoiser.hpp"
 #include "flowmatch/discrete/elbo.hpp"
+#include "flowmatch/discrete/guidance.hpp"
 #include "flowmatch/discrete/loss.hpp"
 #include "flowmatch/discrete/mixture_path.hpp"
 #include "flowmatch/discrete/mlp_denoiser.hpp"
 #include "flowmatch/discrete/sampler.hpp"
 #include "flowmatch/discrete/source.hpp"
 #include "flowmatch/discrete/training.hpp"
+#include "flowmatch/io/io_error.hpp"
 #include "flowmatch/oracle/discrete_joint.hpp"
+#include "flowmatch/oracle/labelled_discrete_joint.hpp"
 #include "flowmatch/scheduler/condot.hpp"
+#include "flowmatch/train/checkpoint.hpp"
 
 namespace {
 
@@ -558,9 +566,9 @@ TEST_CASE("MlpDenoiser rejects bad tokens, shapes, times and bodies", "[discrete
       MlpDenoiser<double>(3, false, Mlp<double>(body)),
       Contains("MlpDenoiser: body dim is 8, expected a multiple of the vocabulary 3"));
   body.dim = 9;
-  body.cond_dim = 2;
+  body.cond_dim = 1;  // a one-hot label code has C + 1 >= 2 rows
   CHECK_THROWS_WITH(MlpDenoiser<double>(3, false, Mlp<double>(body)),
-                    Contains("MlpDenoiser: body cond_dim is 2"));
+                    Contains("MlpDenoiser: body cond_dim is 1"));
   Mlp<double> not_finite(small_config(false).body());
   not_finite.parameters()(4) = std::numeric_limits<double>::quiet_NaN();
   CHECK_THROWS_WITH(MlpDenoiser<double>(3, false, not_finite),
@@ -626,7 +634,8 @@ TEST_CASE("The logit gradients and the trainer reject bad input", "[discrete][er
   bad_limit.time_limit = 0;
   CHECK_THROWS_WITH(Trainer(masked_denoiser, path, source, data, bad_limit, 1),
                     Contains("DiscreteTrainer: options.time_limit is 0, expected in (0, 1]"));
-  CHECK_THROWS_AS(Trainer(masked_denoiser, path, source, {}, options, 1), std::invalid_argument);
+  CHECK_THROWS_AS(Trainer(masked_denoiser, path, source, Trainer::DataSampler(), options, 1),
+                  std::invalid_argument);
   Trainer short_data(
       masked_denoiser, path, source,
       [](Index count, std::mt19937_64&) { return TokenMatrix(TokenMatrix::Zero(2, count)); },
@@ -638,4 +647,309 @@ TEST_CASE("The logit gradients and the trainer reject bad input", "[discrete][er
       [](Index count, std::mt19937_64&) { return TokenMatrix(TokenMatrix::Constant(3, count, 3)); },
       options, 1);
   CHECK_THROWS_WITH(masked_data.step(), Contains("DiscreteTrainer::step: data batch has the mask"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Class labels: the conditional MlpDenoiser, label-dropout training, guided sampling.
+
+namespace {
+
+// Two classes over {0, 1, 2}²: class 0 puts weight 8 on the three sequences x₀ = x₁ and 1 on the
+// others, class 1 weight 8 on x₁ = (x₀ + 1) mod 3; π = (1/2, 1/2). Each conditional is far from
+// the mixture (total variation 1/3), and a denoiser must read the label to tell them apart.
+flowmatch::LabelledDiscreteJoint two_class_joint() {
+  Vector<double> equal(9);
+  Vector<double> shifted(9);
+  for (Index index = 0; index < 9; ++index) {
+    const Index first = index % 3;
+    const Index second = index / 3;
+    equal(index) = first == second ? 8.0 : 1.0;
+    shifted(index) = second == (first + 1) % 3 ? 8.0 : 1.0;
+  }
+  return flowmatch::LabelledDiscreteJoint(
+      {DiscreteJoint(equal / equal.sum(), 3, 2), DiscreteJoint(shifted / shifted.sum(), 3, 2)},
+      Vector<double>::Constant(2, 0.5));
+}
+
+MlpDenoiserConfig labelled_config() {
+  MlpDenoiserConfig config;
+  config.vocabulary = 3;
+  config.length = 2;
+  config.masked = true;
+  config.labels = 2;
+  config.hidden = {32, 32};
+  config.time_embedding.frequencies = 2;
+  return config;
+}
+
+template <class Scalar>
+DiscreteTrainer<CondOT<Scalar>> checkpoint_trainer(std::uint64_t seed) {
+  std::mt19937_64 initial(4);
+  DiscreteTrainerOptions<Scalar> options;
+  options.batch_size = 16;
+  options.max_gradient_norm = Scalar(1);
+  const DiscreteJoint joint = training_joint();
+  return DiscreteTrainer<CondOT<Scalar>>(
+      MlpDenoiser<Scalar>(small_config(true), initial), MixturePath<CondOT<Scalar>>(),
+      DiscreteSource<Scalar>::masked(3),
+      [joint](Index count, std::mt19937_64& generator) { return joint.sample(count, generator); },
+      options, seed);
+}
+
+}  // namespace
+
+static_assert(flowmatch::ConditionalDenoiser<MlpDenoiser<double>, double>);
+
+TEST_CASE("A conditional MlpDenoiser reads the one-hot label; its plain call is the null label",
+          "[discrete][guidance]") {
+  std::mt19937_64 generator(12);
+  const MlpDenoiser<double> denoiser(labelled_config(), generator);
+  REQUIRE(denoiser.conditional());
+  CHECK(denoiser.labels() == 2);
+  CHECK(denoiser.null_label() == 2);
+  CHECK(denoiser.network().cond_dim() == 3);
+  const TokenMatrix x_t = random_tokens(2, 6, 4, generator);
+  const Vector<double> t = random_times<double>(6, 1.0, generator);
+  flowmatch::LabelVector labels(6);
+  labels << 0, 1, 2, 1, 0, 2;
+  // Written out: the body at (t, one_hot(x_t), e_y), then a softmax per position.
+  Matrix<double> condition = Matrix<double>::Zero(3, 6);
+  for (Index n = 0; n < 6; ++n) condition(labels(n), n) = 1;
+  Matrix<double> logits(6, 6);
+  denoiser.network()(t, one_hot<double>(x_t, 3), condition, logits);
+  Matrix<double> posterior(6, 6);
+  denoiser(t, x_t, labels, posterior);
+  CHECK((posterior - plain_softmax(logits, 3)).cwiseAbs().maxCoeff() < 1e-14);
+  // The plain call is the call with the null label, bit for bit.
+  Matrix<double> null(6, 6);
+  Matrix<double> plain(6, 6);
+  denoiser(t, x_t, flowmatch::LabelVector::Constant(6, 2), null);
+  denoiser(t, x_t, plain);
+  CHECK(plain == null);
+  // The labels change the output.
+  Matrix<double> other(6, 6);
+  denoiser(t, x_t, flowmatch::LabelVector::Zero(6), other);
+  CHECK((other - null).cwiseAbs().maxCoeff() > 1e-6);
+
+  labels(3) = 3;
+  CHECK_THROWS_WITH(denoiser(t, x_t, labels, posterior), Contains("MlpDenoiser: labels(3) is 3"));
+  CHECK_THROWS_AS(denoiser(t, x_t, flowmatch::LabelVector::Zero(5), posterior),
+                  std::invalid_argument);
+  const MlpDenoiser<double> plain_denoiser(small_config(true), generator);
+  CHECK_FALSE(plain_denoiser.conditional());
+  Matrix<double> nine(9, 6);
+  CHECK_THROWS_WITH(
+      plain_denoiser(t, random_tokens(3, 6, 4, generator), flowmatch::LabelVector::Zero(6), nine),
+      Contains("is unconditional"));
+  MlpDenoiserConfig negative = labelled_config();
+  negative.labels = -1;
+  CHECK_THROWS_AS(MlpDenoiser<double>{negative}, std::invalid_argument);
+}
+
+TEST_CASE("Label-dropout training gives guided samples near the right conditional",
+          "[discrete][guidance][training]") {
+  const auto joint = two_class_joint();
+  const MixturePath<CondOT<double>> path;
+  const auto source = DiscreteSource<double>::masked(3);
+  std::mt19937_64 initial(6);
+  DiscreteTrainerOptions<double> options;
+  options.batch_size = 64;
+  options.learning_rate = flowmatch::ConstantSchedule<double>(3e-3);
+  options.time_limit = 0.99;
+  options.ema_decay = 0.98;
+  options.label_dropout = 0.2;
+  DiscreteTrainer<CondOT<double>> trainer(
+      MlpDenoiser<double>(labelled_config(), initial), path, source,
+      [&joint](Index count, std::mt19937_64& generator) { return joint.sample(count, generator); },
+      options, 7);
+  for (int step = 0; step < 2500; ++step) trainer.step();
+  // Unmasked tokens keep their value: the exact posterior there (discrete/carry_over.hpp).
+  const flowmatch::CarryOverDenoiser trained(trainer.ema_denoiser());
+  static_assert(flowmatch::ConditionalDenoiser<decltype(trained), double>);
+
+  flowmatch::DiscreteSamplerOptions<double> sampler_options;
+  sampler_options.step_size = 1.0 / 64;
+  const Index count = 3000;
+  for (Token label = 0; label < 2; ++label) {
+    std::mt19937_64 generator(100 + static_cast<std::uint64_t>(label));
+    const TokenMatrix x0 = source.sample(2, count, generator);
+    const auto result = flowmatch::sample_discrete_guided(
+        trained, path, source, x0, flowmatch::LabelVector::Constant(count, label),
+        Vector<double>::Ones(count), sampler_options, generator);
+    const double to_conditional = total_variation(joint.conditional(label), result.tokens);
+    const double to_marginal = total_variation(joint.marginal(), result.tokens);
+    std::cout << "label " << label << ", w = 1: total variation to p(x | y) " << to_conditional
+              << ", to p(x) " << to_marginal << '\n';
+    // p(x | y) and p(x) are 1/3 apart in total variation.
+    CHECK(to_conditional < 0.1);
+    CHECK(to_marginal > to_conditional + 0.15);
+  }
+  // The null label learnt by dropout: unguided samples are near the mixture.
+  std::mt19937_64 generator(300);
+  const TokenMatrix x0 = source.sample(2, count, generator);
+  const auto unconditional =
+      flowmatch::sample_discrete(trained, path, source, x0, sampler_options, generator);
+  const double to_marginal = total_variation(joint.marginal(), unconditional.tokens);
+  std::cout << "null label: total variation to p(x) " << to_marginal << '\n';
+  CHECK(to_marginal < 0.1);
+}
+
+TEST_CASE("The conditional trainer rejects mismatched data and dropout", "[discrete][errors]") {
+  const auto joint = two_class_joint();
+  using Trainer = DiscreteTrainer<CondOT<double>>;
+  const MixturePath<CondOT<double>> path;
+  const auto source = DiscreteSource<double>::masked(3);
+  const MlpDenoiser<double> conditional(labelled_config());
+  MlpDenoiserConfig plain_config = labelled_config();
+  plain_config.labels = 0;
+  const MlpDenoiser<double> plain(plain_config);
+  const Trainer::LabelledDataSampler labelled = [&joint](Index count, std::mt19937_64& generator) {
+    return joint.sample(count, generator);
+  };
+  const Trainer::DataSampler unlabelled = [&joint](Index count, std::mt19937_64& generator) {
+    return joint.marginal().sample(count, generator);
+  };
+  DiscreteTrainerOptions<double> options;
+  options.batch_size = 8;
+  CHECK_NOTHROW(Trainer(conditional, path, source, labelled, options, 1));
+  CHECK_THROWS_WITH(Trainer(conditional, path, source, unlabelled, options, 1),
+                    Contains("DiscreteTrainer: denoiser is conditional"));
+  CHECK_THROWS_WITH(Trainer(plain, path, source, labelled, options, 1),
+                    Contains("DiscreteTrainer: denoiser is unconditional"));
+  options.label_dropout = 1.5;
+  CHECK_THROWS_WITH(Trainer(conditional, path, source, labelled, options, 1),
+                    Contains("DiscreteTrainer: options.label_dropout is 1.5"));
+  options.label_dropout = 0.1;
+  Trainer bad_labels(
+      conditional, path, source,
+      [&joint](Index count, std::mt19937_64& generator) {
+        auto drawn = joint.sample(count, generator);
+        drawn.labels(0) = 5;
+        return drawn;
+      },
+      options, 1);
+  CHECK_THROWS_WITH(bad_labels.step(), Contains("DiscreteTrainer::step: data labels(0) is 5"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints.
+
+TEMPLATE_TEST_CASE("A DiscreteTrainer resumed from a checkpoint file continues bit for bit",
+                   "[discrete][training][checkpoint]", double, float) {
+  using Scalar = TestType;
+  auto uninterrupted = checkpoint_trainer<Scalar>(21);
+  for (int step = 0; step < 12; ++step) uninterrupted.step();
+
+  auto first_part = checkpoint_trainer<Scalar>(21);
+  for (int step = 0; step < 5; ++step) first_part.step();
+  const std::string path =
+      (std::filesystem::temp_directory_path() /
+       ("flowmatch_test_discrete_checkpoint_" + std::to_string(sizeof(Scalar)) + ".safetensors"))
+          .string();
+  flowmatch::save_checkpoint(path, first_part.checkpoint());
+  auto resumed = checkpoint_trainer<Scalar>(4242);  // another seed: the state comes from the file
+  resumed.restore(flowmatch::load_checkpoint<Scalar>(path));
+  std::filesystem::remove(path);
+  CHECK(resumed.step_count() == 5);
+  for (int step = 0; step < 7; ++step) resumed.step();
+
+  const auto expected = uninterrupted.checkpoint();
+  const auto actual = resumed.checkpoint();
+  CHECK(actual.step == 12);
+  CHECK(resumed.denoiser().network().parameters() ==
+        uninterrupted.denoiser().network().parameters());
+  CHECK(actual.optimizer.first_moment == expected.optimizer.first_moment);
+  CHECK(actual.optimizer.second_moment == expected.optimizer.second_moment);
+  CHECK(actual.optimizer.step == expected.optimizer.step);
+  CHECK(actual.ema.average == expected.ema.average);
+  CHECK(actual.ema.updates == expected.ema.updates);
+  CHECK(actual.generator_state == expected.generator_state);
+  CHECK(resumed.ema_denoiser().network().parameters() ==
+        uninterrupted.ema_denoiser().network().parameters());
+
+  // The comparison can fail: without the restore, the other seed gives other parameters.
+  auto unrestored = checkpoint_trainer<Scalar>(4242);
+  for (int step = 0; step < 12; ++step) unrestored.step();
+  CHECK(unrestored.denoiser().network().parameters() !=
+        uninterrupted.denoiser().network().parameters());
+}
+
+TEST_CASE("A conditional DiscreteTrainer restored in memory continues bit for bit",
+          "[discrete][training][checkpoint][guidance]") {
+  // The label-dropout draws come from the trainer's generator, which the checkpoint holds.
+  const auto joint = two_class_joint();
+  const auto make = [&joint](std::uint64_t seed) {
+    std::mt19937_64 initial(9);
+    DiscreteTrainerOptions<double> options;
+    options.batch_size = 16;
+    options.label_dropout = 0.5;
+    return DiscreteTrainer<CondOT<double>>(
+        MlpDenoiser<double>(labelled_config(), initial), MixturePath<CondOT<double>>(),
+        DiscreteSource<double>::masked(3),
+        [&joint](Index count, std::mt19937_64& generator) {
+          return joint.sample(count, generator);
+        },
+        options, seed);
+  };
+  auto uninterrupted = make(5);
+  for (int step = 0; step < 8; ++step) uninterrupted.step();
+  auto first_part = make(5);
+  for (int step = 0; step < 3; ++step) first_part.step();
+  auto resumed = make(6);
+  resumed.restore(first_part.checkpoint());
+  for (int step = 0; step < 5; ++step) resumed.step();
+  CHECK(resumed.step_count() == 8);
+  CHECK(resumed.denoiser().network().parameters() ==
+        uninterrupted.denoiser().network().parameters());
+  CHECK(resumed.checkpoint().ema.average == uninterrupted.checkpoint().ema.average);
+  auto unrestored = make(6);
+  for (int step = 0; step < 8; ++step) unrestored.step();
+  CHECK(unrestored.denoiser().network().parameters() !=
+        uninterrupted.denoiser().network().parameters());
+}
+
+TEST_CASE("DiscreteTrainer checkpoints: corrupt and mismatched files give typed errors",
+          "[discrete][checkpoint][errors]") {
+  auto trainer = checkpoint_trainer<double>(3);
+  trainer.step();
+  const auto before = trainer.checkpoint();
+  const std::string path =
+      (std::filesystem::temp_directory_path() / "flowmatch_test_discrete_corrupt.safetensors")
+          .string();
+  {
+    std::ofstream garbage(path, std::ios::binary);
+    garbage << "\x10\x00\x00\x00\x00\x00\x00\x00{not json at all";
+  }
+  CHECK_THROWS_AS(flowmatch::load_checkpoint<double>(path), flowmatch::io::format_error);
+  std::filesystem::remove(path);
+  CHECK_THROWS_AS(flowmatch::load_checkpoint<double>(path), flowmatch::io::io_error);
+
+  // A file without Adam's state is not a checkpoint.
+  auto file = flowmatch::checkpoint_to_safetensors(before);
+  file.tensors.erase("optimizer.second_moment");
+  CHECK_THROWS_AS(flowmatch::checkpoint_from_safetensors<double>(file),
+                  flowmatch::io::format_error);
+
+  // A checkpoint of another body shape, or a garbled generator, changes nothing.
+  std::mt19937_64 initial(1);
+  MlpDenoiserConfig wider = small_config(true);
+  wider.hidden = {8};
+  DiscreteTrainer<CondOT<double>> other(
+      MlpDenoiser<double>(wider, initial), MixturePath<CondOT<double>>(),
+      DiscreteSource<double>::masked(3),
+      [](Index count, std::mt19937_64&) { return TokenMatrix(TokenMatrix::Zero(3, count)); },
+      DiscreteTrainerOptions<double>(), 1);
+  CHECK_THROWS_WITH(trainer.restore(other.checkpoint()),
+                    Contains("DiscreteTrainer::restore: checkpoint.model has another shape"));
+  auto garbled = before;
+  garbled.generator_state = "not a generator state";
+  CHECK_THROWS_WITH(trainer.restore(garbled),
+                    Contains("DiscreteTrainer::restore: checkpoint.generator_state"));
+  auto short_moments = before;
+  short_moments.optimizer.first_moment.conservativeResize(3);
+  CHECK_THROWS_AS(trainer.restore(short_moments), std::invalid_argument);
+  const auto after = trainer.checkpoint();
+  CHECK(after.step == before.step);
+  CHECK(after.generator_state == before.generator_state);
+  CHECK(trainer.denoiser().network().parameters() == before.model.parameters());
 }

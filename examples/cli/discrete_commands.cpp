@@ -1,9 +1,13 @@
 // discrete train|sample|elbo: discrete flow matching on integer token files. A token file is an
 // [N, L] integer .npy (N sequences of L tokens), read as the L×N TokenMatrix
 // (discrete/tokens.hpp). The model file is the denoiser's Mlp body in safetensors, with the
-// metadata keys of kDiscreteKeys, so that sample and elbo need no repeated options.
+// metadata keys of kDiscreteKeys, so that sample and elbo need no repeated options. A model
+// trained with --labels is conditional (its body reads the one-hot label, the last class being
+// the null label); `discrete sample --label c --guidance w` samples it with predictor-free
+// guidance (discrete/guidance.hpp), and without --label it samples the unconditional model.
 #include "discrete_commands.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <iostream>
@@ -19,7 +23,9 @@
 #include <nlohmann/json.hpp>
 
 #include "flowmatch/discrete/carry_over.hpp"
+#include "flowmatch/discrete/conditional_denoiser.hpp"
 #include "flowmatch/discrete/elbo.hpp"
+#include "flowmatch/discrete/guidance.hpp"
 #include "flowmatch/discrete/mixture_path.hpp"
 #include "flowmatch/discrete/mlp_denoiser.hpp"
 #include "flowmatch/discrete/sampler.hpp"
@@ -65,6 +71,9 @@ struct DiscreteTrainOptions {
   std::string loss = "generalized-kl";
   double ema = 0.999;
   std::uint64_t seed = 0;
+  std::string labels;                       ///< [N] integer .npy; -1 marks an unlabelled sequence
+  std::optional<std::int64_t> num_classes;  ///< C; default the largest label + 1
+  std::optional<double> label_dropout;      ///< p_uncond (default 0.1 with --labels)
 };
 
 struct DiscreteSampleOptions {
@@ -73,7 +82,9 @@ struct DiscreteSampleOptions {
   std::int64_t num_samples = 0;
   std::int64_t steps = 100;
   std::optional<double> step_size;
-  std::optional<double> eta;  ///< the corrector's η(t) = eta·t
+  std::optional<double> eta;          ///< the corrector's η(t) = eta·t
+  std::optional<std::int64_t> label;  ///< the class to guide every sequence towards
+  std::optional<double> guidance;     ///< the guidance weight w (default 1 with --label)
   std::uint64_t seed = 0;
   bool stats = false;
 };
@@ -146,6 +157,37 @@ TokenMatrix load_tokens(const std::string& path, const std::string& option, Inde
   return tokens;
 }
 
+/// The labels of --labels for @p sequences sequences as a LabelVector over C = @p classes (the
+/// largest label + 1 if not given) classes, -1 (an unlabelled sequence) becoming the null label
+/// C; @p classes is set to C.
+flowmatch::LabelVector load_sequence_labels(const std::string& path, Index sequences,
+                                            std::optional<std::int64_t>& classes) {
+  const std::vector<std::int64_t> values = flowmatch::io::load_npy_labels(path);
+  const std::string name = "--labels " + path;
+  if (static_cast<Index>(values.size()) != sequences) {
+    throw std::invalid_argument(name + " has " + std::to_string(values.size()) +
+                                " labels, expected " + std::to_string(sequences) +
+                                " (one per sequence of --data)");
+  }
+  std::int64_t largest = -1;
+  for (const std::int64_t value : values) largest = std::max(largest, value);
+  if (!classes) classes = largest + 1;
+  if (*classes < 1) {
+    throw std::invalid_argument(name + " has no class label >= 0, expected labels in [0, C)");
+  }
+  flowmatch::LabelVector labels(sequences);
+  for (Index n = 0; n < sequences; ++n) {
+    const std::int64_t value = values[static_cast<std::size_t>(n)];
+    if (value < -1 || value >= *classes) {
+      throw std::invalid_argument(name + " has label " + std::to_string(value) + " at " +
+                                  std::to_string(n) + ", expected -1 (none) or a class in [0, " +
+                                  std::to_string(*classes) + ")");
+    }
+    labels(n) = value < 0 ? *classes : value;
+  }
+  return labels;
+}
+
 /// A model of `discrete train`: the denoiser, its path and its source.
 struct DiscreteModel {
   flowmatch::MlpDenoiser<double> denoiser;
@@ -207,6 +249,13 @@ auto with_denoiser(const DiscreteModel& model, Run&& run) {
 
 void run_discrete_train(const DiscreteTrainOptions& options) {
   const TokenMatrix data = load_tokens(options.data, "--data", options.vocabulary);
+  if (options.labels.empty() && (options.label_dropout || options.num_classes)) {
+    throw std::invalid_argument("discrete train: --label-dropout and --num-classes need --labels");
+  }
+  std::optional<std::int64_t> classes = options.num_classes;
+  const flowmatch::LabelVector labels =
+      options.labels.empty() ? flowmatch::LabelVector()
+                             : load_sequence_labels(options.labels, data.cols(), classes);
   flowmatch::DiscreteSource<double> source = source_from_name(options.source, options.vocabulary);
   const RuntimePath mixture_path = path_from_name(options.scheduler);
 
@@ -217,6 +266,7 @@ void run_discrete_train(const DiscreteTrainOptions& options) {
   config.hidden.assign(options.hidden.begin(), options.hidden.end());
   config.activation = flowmatch::activation_from_name(options.activation);
   config.time_embedding.frequencies = options.time_frequencies;
+  config.labels = classes.value_or(0);
   std::mt19937_64 initialisation(options.seed);
   flowmatch::MlpDenoiser<double> denoiser(config, initialisation);
 
@@ -226,26 +276,44 @@ void run_discrete_train(const DiscreteTrainOptions& options) {
   trainer_options.loss = options.loss == "cross-entropy" ? flowmatch::DiscreteLoss::cross_entropy
                                                          : flowmatch::DiscreteLoss::generalized_kl;
   trainer_options.ema_decay = options.ema;
-  // A batch: B sequences of the data drawn uniformly with replacement.
-  const auto draw_batch = [&data](Index batch, std::mt19937_64& generator) {
+  trainer_options.label_dropout = options.label_dropout.value_or(0.1);
+  // A batch: B sequences of the data (and their labels) drawn uniformly with replacement.
+  const auto draw_labelled = [&data, &labels](Index batch, std::mt19937_64& generator) {
     std::uniform_int_distribution<Index> column(0, data.cols() - 1);
-    TokenMatrix batch_tokens(data.rows(), batch);
-    for (Index n = 0; n < batch; ++n) batch_tokens.col(n) = data.col(column(generator));
-    return batch_tokens;
+    flowmatch::LabelledTokens drawn{TokenMatrix(data.rows(), batch),
+                                    flowmatch::LabelVector(labels.size() > 0 ? batch : 0)};
+    for (Index n = 0; n < batch; ++n) {
+      const Index chosen = column(generator);
+      drawn.tokens.col(n) = data.col(chosen);
+      if (labels.size() > 0) drawn.labels(n) = labels(chosen);
+    }
+    return drawn;
+  };
+  const auto draw_batch = [&draw_labelled](Index batch, std::mt19937_64& generator) {
+    return draw_labelled(batch, generator).tokens;
   };
 
   const flowmatch::MlpDenoiser<double> trained = std::visit(
       [&](const auto& path) {
         using Trainer =
             flowmatch::DiscreteTrainer<typename std::decay_t<decltype(path)>::scheduler_type>;
-        Trainer trainer(std::move(denoiser), path, source, draw_batch, trainer_options,
-                        options.seed);
-        ProgressReport report(0, options.steps);
-        for (std::int64_t step = 1; step <= options.steps; ++step) {
-          const double loss = trainer.step();
-          report(flowmatch::TrainingProgress{step, loss, 0});
+        const auto train_all = [&](Trainer& trainer) {
+          ProgressReport report(0, options.steps);
+          for (std::int64_t step = 1; step <= options.steps; ++step) {
+            const double loss = trainer.step();
+            report(flowmatch::TrainingProgress{step, loss, 0});
+          }
+          return trainer.ema_denoiser();
+        };
+        if (labels.size() > 0) {
+          Trainer trainer(std::move(denoiser), path, source,
+                          typename Trainer::LabelledDataSampler(draw_labelled), trainer_options,
+                          options.seed);
+          return train_all(trainer);
         }
-        return trainer.ema_denoiser();
+        Trainer trainer(std::move(denoiser), path, source,
+                        typename Trainer::DataSampler(draw_batch), trainer_options, options.seed);
+        return train_all(trainer);
       },
       mixture_path);
 
@@ -269,8 +337,26 @@ void run_discrete_sample(const DiscreteSampleOptions& options) {
     // The corrector's schedule must vanish at t = 0, where κ̇/κ diverges.
     sampler_options.eta = [scale = *options.eta](double t) { return scale * t; };
   }
+  if (options.guidance && !options.label) {
+    throw std::invalid_argument(
+        "discrete sample: --guidance needs --label (the class to guide to)");
+  }
+  if (options.label && !model.denoiser.conditional()) {
+    throw std::invalid_argument("discrete sample: --label " + std::to_string(*options.label) +
+                                " needs a model trained with --labels; --model " + options.model +
+                                " is unconditional");
+  }
   const auto result = with_denoiser(model, [&](const auto& denoiser, const auto& path) {
-    return flowmatch::sample_discrete(denoiser, path, model.source, x0, sampler_options, generator);
+    if (!options.label) {
+      return flowmatch::sample_discrete(denoiser, path, model.source, x0, sampler_options,
+                                        generator);
+    }
+    const flowmatch::LabelVector labels =
+        flowmatch::LabelVector::Constant(options.num_samples, *options.label);
+    const flowmatch::Vector<double> weights =
+        flowmatch::Vector<double>::Constant(options.num_samples, options.guidance.value_or(1.0));
+    return flowmatch::sample_discrete_guided(denoiser, path, model.source, x0, labels, weights,
+                                             sampler_options, generator);
   });
   flowmatch::io::save_npy_tokens(options.out, result.tokens);
   if (options.stats) {
@@ -348,6 +434,17 @@ std::function<void()> add_discrete_commands(CLI::App& app) {
                    "the last weights)")
       ->check(CLI::Range(0.0, 1.0));
   train_command->add_option("--seed", train->seed, "seed of the initial weights and the batches");
+  train_command->add_option("--labels", train->labels,
+                            "class labels of the sequences, [N] int .npy (-1: none), for a "
+                            "conditional model");
+  train_command
+      ->add_option("--num-classes", train->num_classes,
+                   "the number C of classes (default: the largest label + 1)")
+      ->check(positive);
+  train_command
+      ->add_option("--label-dropout", train->label_dropout,
+                   "the probability that a label is replaced by the null label (default 0.1)")
+      ->check(CLI::Range(0.0, 1.0));
 
   auto sample = std::make_shared<DiscreteSampleOptions>();
   CLI::App* sample_command =
@@ -366,6 +463,14 @@ std::function<void()> add_discrete_commands(CLI::App& app) {
   sample_command
       ->add_option("--eta", sample->eta,
                    "the divergence-free corrector of strength eta(t) = ETA t (default none)")
+      ->check(non_negative);
+  sample_command
+      ->add_option("--label", sample->label,
+                   "sample the class C of a conditional model (default: unconditional)")
+      ->check(non_negative);
+  sample_command
+      ->add_option("--guidance", sample->guidance,
+                   "the guidance weight w with --label (1: conditional, default; > 1 sharper)")
       ->check(non_negative);
   sample_command->add_option("--seed", sample->seed, "seed of the source and the jumps");
   sample_command->add_flag("--stats", sample->stats,

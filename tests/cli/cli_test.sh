@@ -506,6 +506,29 @@ cmp -s elbo.npy elbo_again.npy || fail "discrete elbo is not reproducible"
 ok "discrete train again with the same seed" "$tool" discrete train --data tokens.npy \
   --vocab 3 --out discrete_again.safetensors "${tiny[@]}"
 cmp -s discrete.safetensors discrete_again.safetensors || fail "discrete train is not reproducible"
+# Labelled sequences (n mod 3 − 1: classes 0 and 1, and −1 for none): a conditional model,
+# sampled with predictor-free guidance.
+"$check" labels token_labels.npy 300 2
+ok "discrete train --labels --label-dropout" "$tool" discrete train --data tokens.npy --vocab 3 \
+  --labels token_labels.npy --label-dropout 0.2 --out labelled_discrete.safetensors "${tiny[@]}"
+ok "info on the labelled discrete model" "$tool" info --model labelled_discrete.safetensors
+grep -qx 'cond_dim: 3' last.out || fail "the labelled discrete model's cond_dim: $(cat last.out)"
+ok "discrete sample --label --guidance --stats" "$tool" discrete sample \
+  --model labelled_discrete.safetensors --num-samples 40 --steps 10 --label 1 --guidance 2 \
+  --seed 6 --out guided_tokens.npy --stats
+grep -q '"evaluations":10' last.out || fail "one stacked evaluation per step: $(cat last.out)"
+"$check" shape guided_tokens.npy 40,4 && "$check" tokens-in guided_tokens.npy 3 ||
+  fail "guided samples: [40, 4] tokens in [0, 3)"
+ok "discrete sample --label --guidance again" "$tool" discrete sample \
+  --model labelled_discrete.safetensors --num-samples 40 --steps 10 --label 1 --guidance 2 \
+  --seed 6 --out guided_again.npy
+cmp -s guided_tokens.npy guided_again.npy || fail "guided discrete sampling is not reproducible"
+ok "discrete sample --label 0 --guidance 2" "$tool" discrete sample \
+  --model labelled_discrete.safetensors --num-samples 40 --steps 10 --label 0 --guidance 2 \
+  --seed 6 --out guided_other.npy
+cmp -s guided_tokens.npy guided_other.npy && fail "another --label gave the same samples"
+ok "discrete sample of the labelled model without --label" "$tool" discrete sample \
+  --model labelled_discrete.safetensors --num-samples 40 --steps 10 --out unguided_tokens.npy
 
 # --- manifolds: --manifold, --num-samples, --project ----------------------------------------
 "$check" model flow3.safetensors 3 1
@@ -749,6 +772,21 @@ rejects "discrete negative --eta" out.npy "$tool" discrete sample \
   --model discrete.safetensors --num-samples 4 --eta -1 --out out.npy
 rejects "discrete --steps with --step-size" out.npy "$tool" discrete sample \
   --model discrete.safetensors --num-samples 4 --steps 4 --step-size 0.1 --out out.npy
+rejects "discrete --labels of another count" out.safetensors "$tool" discrete train \
+  --data tokens.npy --vocab 3 --labels labels.npy --out out.safetensors "${tiny[@]}"
+rejects "discrete --label-dropout without --labels" out.safetensors "$tool" discrete train \
+  --data tokens.npy --vocab 3 --label-dropout 0.2 --out out.safetensors "${tiny[@]}"
+rejects "discrete --label-dropout above 1" out.safetensors "$tool" discrete train \
+  --data tokens.npy --vocab 3 --labels token_labels.npy --label-dropout 1.5 \
+  --out out.safetensors "${tiny[@]}"
+rejects "discrete --label beyond the classes" out.npy "$tool" discrete sample \
+  --model labelled_discrete.safetensors --num-samples 4 --label 2 --out out.npy
+rejects "discrete --label with an unconditional model" out.npy "$tool" discrete sample \
+  --model discrete.safetensors --num-samples 4 --label 0 --out out.npy
+rejects "discrete --guidance without --label" out.npy "$tool" discrete sample \
+  --model labelled_discrete.safetensors --num-samples 4 --guidance 2 --out out.npy
+rejects "discrete negative --guidance" out.npy "$tool" discrete sample \
+  --model labelled_discrete.safetensors --num-samples 4 --label 0 --guidance -1 --out out.npy
 # A failed run leaves an existing output file as it was.
 cp x1.npy kept.npy
 "$tool" sample --model linear.safetensors --noise corrupt.npy --out kept.npy 2> /dev/null &&

@@ -21,6 +21,15 @@
 /// (token j, mask K, at position l) and b' = b + Σ_l W_{l,K}. The same network then serves the
 /// uniform source (K states, a plain one-hot) and the masked one, without a conditioning input.
 ///
+/// **Class labels.** A conditional denoiser (labels C >= 1; discrete/conditional_denoiser.hpp)
+/// gives the body the one-hot code of a label y ∈ [0, C] as its condition input (C + 1 rows,
+/// the last one for the null label C):
+///
+///     z = Mlp(t, one_hot(x_t), one_hot_{C+1}(y)),
+///
+/// and its plain call (a Denoiser's) is the call with the null label, the unconditional
+/// posterior learnt by label dropout (discrete/training.hpp).
+///
 /// **Softmax.** Per position, z is shifted by its maximum m before the exponentials, so the
 /// largest term is exp(0) = 1, nothing overflows and the sum is ≥ 1; all in the scalar type.
 ///
@@ -32,6 +41,7 @@
 #include <cmath>
 #include <random>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -39,6 +49,7 @@
 #include "flowmatch/core/errors.hpp"
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/validate.hpp"
+#include "flowmatch/discrete/conditional_denoiser.hpp"
 #include "flowmatch/discrete/tokens.hpp"
 #include "flowmatch/nn/activation.hpp"
 #include "flowmatch/nn/mlp.hpp"
@@ -54,13 +65,19 @@ struct MlpDenoiserConfig {
   std::vector<Index> hidden;                 ///< widths of the body's hidden layers.
   Activation activation = Activation::silu;  ///< the body's activation.
   TimeEmbedding time_embedding{};            ///< how t enters the body.
+  /// C, the number of class labels; 0 for an unconditional denoiser. A conditional one reads
+  /// labels in [0, C], C being the null label.
+  Index labels = 0;
 
-  /// The body's MlpConfig: dim = K·L (input and logits), unconditional.
-  /// @throws std::invalid_argument if K < 1 or L < 1.
+  /// The body's MlpConfig: dim = K·L (input and logits); cond_dim = C + 1 (the one-hot label)
+  /// for a conditional denoiser, 0 otherwise.
+  /// @throws std::invalid_argument if K < 1, L < 1 or C < 0.
   [[nodiscard]] MlpConfig body() const {
     detail::require_count("MlpDenoiserConfig: vocabulary", vocabulary, Index(1));
     detail::require_count("MlpDenoiserConfig: length", length, Index(1));
-    return MlpConfig{vocabulary * length, 0, hidden, activation, time_embedding};
+    detail::require_count("MlpDenoiserConfig: labels", labels, Index(0));
+    return MlpConfig{vocabulary * length, labels > 0 ? labels + 1 : 0, hidden, activation,
+                     time_embedding};
   }
 };
 
@@ -101,8 +118,8 @@ class MlpDenoiser {
       : MlpDenoiser(config.vocabulary, config.masked, Mlp<Scalar>(config.body(), generator)) {}
 
   /// A denoiser over @p vocabulary = K data tokens around an existing @p body (for instance one
-  /// read from a file): its dim must be K·L for some L >= 1, it must be unconditional and its
-  /// parameters finite.
+  /// read from a file): its dim must be K·L for some L >= 1, its cond_dim 0 (unconditional) or
+  /// C + 1 >= 2 (C labels and the null label) and its parameters finite.
   /// @throws std::invalid_argument otherwise.
   MlpDenoiser(Index vocabulary, bool masked, Mlp<Scalar> body)
       : vocabulary_(vocabulary), masked_(masked), network_(std::move(body)) {
@@ -112,9 +129,10 @@ class MlpDenoiser {
                               "a multiple of the vocabulary " + detail::to_text(vocabulary) +
                                   " (K·L: one block of K logits per position)");
     }
-    if (network_.cond_dim() != 0) {
+    if (network_.cond_dim() == 1) {
       detail::reject_argument("MlpDenoiser: body cond_dim", detail::is_value(network_.cond_dim()),
-                              "0 (the tokens enter as the body's x)");
+                              "0 (unconditional) or C + 1 >= 2 (the one-hot code of C >= 1 "
+                              "labels and the null label)");
     }
     detail::require_finite("MlpDenoiser: body parameters", network_.parameters());
     length_ = network_.dim() / vocabulary;
@@ -126,6 +144,14 @@ class MlpDenoiser {
   [[nodiscard]] Index length() const { return length_; }
   /// Whether x_t may hold the mask token K.
   [[nodiscard]] bool masked() const { return masked_; }
+  /// C, the number of class labels (0 for an unconditional denoiser).
+  [[nodiscard]] Index labels() const {
+    return network_.cond_dim() > 0 ? network_.cond_dim() - 1 : 0;
+  }
+  /// The null label C of a conditional denoiser: its posterior is the unconditional one.
+  [[nodiscard]] Index null_label() const { return labels(); }
+  /// Whether the denoiser reads class labels (C >= 1).
+  [[nodiscard]] bool conditional() const { return network_.cond_dim() > 0; }
   /// The states of a token of x_t: K + 1 if masked, K otherwise.
   [[nodiscard]] Index states() const { return masked_ ? vocabulary_ + 1 : vocabulary_; }
 
@@ -144,20 +170,76 @@ class MlpDenoiser {
     write_one_hot(x_t, input);
   }
 
+  /// Writes the body's condition input for the N @p labels (in [0, C]) into @p condition
+  /// ((C + 1)×N): the unit vector e_y in column n for label y = labels(n).
+  /// @throws std::invalid_argument if the denoiser is unconditional, for a label outside
+  ///         [0, C] or a condition of another shape.
+  void encode_labels(const ConstLabelRef& labels, MatrixRef<Scalar> condition) const {
+    require_conditional("MlpDenoiser::encode_labels");
+    detail::require_labels("MlpDenoiser::encode_labels: labels", labels, labels.size(),
+                           this->labels(), true);
+    detail::require_shape("MlpDenoiser::encode_labels: condition", condition, network_.cond_dim(),
+                          labels.size());
+    condition.setZero();
+    for (Index sequence = 0; sequence < labels.size(); ++sequence) {
+      condition(labels(sequence), sequence) = Scalar(1);
+    }
+  }
+
   /// Writes p(x₁ | x_t) at the per-sequence times @p t (N, in [0, 1]) for the L×N tokens
   /// @p x_t into @p posterior ((K·L)×N, the layout of discrete/tokens.hpp).
+  /// For a conditional denoiser this is the posterior of the null label, p(x₁ | x_t).
   /// @throws std::invalid_argument for bad tokens or shapes; std::domain_error for a time
   ///         outside [0, 1]; flowmatch::numerical_error if a logit is not finite.
   void operator()(const ConstVectorRef<Scalar>& t, const ConstTokenRef& x_t,
                   MatrixRef<Scalar> posterior) const {
-    detail::require_tokens("MlpDenoiser: x_t", x_t, vocabulary_, masked_, length_);
-    detail::require_sequence_times("MlpDenoiser", t, x_t.cols());
-    detail::require_shape("MlpDenoiser: posterior", posterior, vocabulary_ * length_, x_t.cols());
+    if (conditional()) {
+      (*this)(t, x_t, LabelVector::Constant(x_t.cols(), null_label()), posterior);
+      return;
+    }
+    check_call("MlpDenoiser", t, x_t, posterior);
     // The input, the logits and the posterior share the posterior's storage: the Mlp reads its
     // input before writing its output.
     write_one_hot(x_t, posterior);
     network_(t, posterior, posterior);
-    for (Index sequence = 0; sequence < x_t.cols(); ++sequence) {
+    normalise(t, posterior);
+  }
+
+  /// Writes p(x₁ | x_t, y) of a conditional denoiser for the N labels @p labels (y in [0, C],
+  /// the null label C giving p(x₁ | x_t)); otherwise as the plain call.
+  /// @throws std::invalid_argument if the denoiser is unconditional, for labels outside [0, C]
+  ///         or not one per sequence; otherwise as the plain call.
+  void operator()(const ConstVectorRef<Scalar>& t, const ConstTokenRef& x_t,
+                  const ConstLabelRef& labels, MatrixRef<Scalar> posterior) const {
+    require_conditional("MlpDenoiser (with labels)");
+    check_call("MlpDenoiser", t, x_t, posterior);
+    detail::require_labels("MlpDenoiser: labels", labels, x_t.cols(), this->labels(), true);
+    Matrix<Scalar> condition(network_.cond_dim(), x_t.cols());
+    encode_labels(labels, condition);
+    write_one_hot(x_t, posterior);
+    network_(t, posterior, condition, posterior);
+    normalise(t, posterior);
+  }
+
+ private:
+  void require_conditional(std::string_view function) const {
+    if (!conditional()) {
+      detail::reject_argument(std::string(function) + ": denoiser", "is unconditional (C = 0)",
+                              "a denoiser with class labels (MlpDenoiserConfig::labels >= 1)");
+    }
+  }
+
+  void check_call(std::string_view function, const ConstVectorRef<Scalar>& t,
+                  const ConstTokenRef& x_t, const MatrixRef<Scalar>& posterior) const {
+    detail::require_tokens(std::string(function) + ": x_t", x_t, vocabulary_, masked_, length_);
+    detail::require_sequence_times(function, t, x_t.cols());
+    detail::require_shape(std::string(function) + ": posterior", posterior, vocabulary_ * length_,
+                          x_t.cols());
+  }
+
+  // Replaces the logits in @p posterior by a softmax per position; throws on a non-finite one.
+  void normalise(const ConstVectorRef<Scalar>& t, MatrixRef<Scalar> posterior) const {
+    for (Index sequence = 0; sequence < posterior.cols(); ++sequence) {
       if (!posterior.col(sequence).allFinite()) {
         throw numerical_error("MlpDenoiser: the logits of column " + detail::to_text(sequence) +
                                   " at t = " + detail::to_text(t(sequence)) + " are not finite",
@@ -169,7 +251,6 @@ class MlpDenoiser {
     }
   }
 
- private:
   void write_one_hot(const ConstTokenRef& x_t, MatrixRef<Scalar> input) const {
     input.setZero();
     for (Index sequence = 0; sequence < x_t.cols(); ++sequence) {

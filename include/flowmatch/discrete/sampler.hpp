@@ -42,6 +42,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -146,6 +147,111 @@ Token jump_token(const DiscreteSource<Scalar>& source, Index position, Token cur
 
 namespace detail {
 
+/// The uniform words each token reads from its sequence's stream at every step, used or not.
+inline constexpr std::uint64_t discrete_words_per_token = 4;
+
+/// κ, a = κ̇/(1 − κ), b = η(t)·κ̇/(κ(1 − κ)) and h of a step from @p t of length @p h, at a time
+/// where κ < 1 (1 − κ = σ); throws std::invalid_argument for a negative or non-finite η(t) and
+/// flowmatch::numerical_error for non-finite rates, named "<function>: ...".
+template <class Scalar, class S>
+JumpCoefficients jump_coefficients(std::string_view function, const MixturePath<S>& path,
+                                   const DiscreteSamplerOptions<Scalar>& options, Scalar t,
+                                   Scalar h) {
+  JumpCoefficients coefficients;
+  const double kappa = static_cast<double>(path.kappa(t));
+  const double remaining = static_cast<double>(path.remaining(t));
+  coefficients.kappa = kappa;
+  coefficients.step = static_cast<double>(h);
+  const double d_kappa = static_cast<double>(path.d_kappa(t));
+  coefficients.jump_rate = d_kappa / remaining;
+  if (options.eta) {
+    const Scalar eta = options.eta(t);
+    if (!(eta >= Scalar(0)) || !std::isfinite(eta)) {
+      reject_argument(std::string(function) + ": options.eta(" + to_text(t) + ")", is_value(eta),
+                      "finite and >= 0");
+    }
+    if (eta > Scalar(0)) {
+      coefficients.corrector = static_cast<double>(eta) * d_kappa / (kappa * remaining);
+    }
+  }
+  if (!std::isfinite(coefficients.jump_rate) || !std::isfinite(coefficients.corrector)) {
+    throw numerical_error(std::string(function) + ": the jump rates are not finite at t = " +
+                              to_text(t) + " (kappa = " + to_text(kappa) + ")",
+                          static_cast<double>(t));
+  }
+  return coefficients;
+}
+
+/// Carries @p tokens (at times[0]) over the grid @p times, each interval split into
+/// ceil(length/step_size) equal steps, calling take_step(t, h, final_step, tokens, stats) for
+/// each (final_step: the last step of a grid that ends at t = 1); keeps the trajectory if asked.
+template <class Scalar, class TakeStep>
+DiscreteSampleResult<Scalar> walk_discrete_grid(std::span<const Scalar> times,
+                                                const DiscreteSamplerOptions<Scalar>& options,
+                                                TokenMatrix tokens, TakeStep&& take_step) {
+  DiscreteSampleResult<Scalar> result;
+  result.times.assign(times.begin(), times.end());
+  if (options.return_trajectory) result.trajectory.push_back(tokens);
+  const Scalar step_size = *options.step_size;
+  for (std::size_t interval = 0; interval + 1 < times.size(); ++interval) {
+    const Scalar begin = times[interval];
+    const Scalar length = times[interval + 1] - begin;
+    const std::size_t steps = fixed_step_count(length, step_size);
+    const bool reaches_data = interval + 2 == times.size() && times.back() == Scalar(1);
+    for (std::size_t step = 0; step < steps; ++step) {
+      const Scalar t = begin + length * static_cast<Scalar>(step) / static_cast<Scalar>(steps);
+      const Scalar h = length / static_cast<Scalar>(steps);
+      take_step(t, h, reaches_data && step + 1 == steps, tokens, result.stats);
+    }
+    if (options.return_trajectory) result.trajectory.push_back(tokens);
+  }
+  result.tokens = std::move(tokens);
+  return result;
+}
+
+/// The checks of a discrete sampler's arguments (see sample_discrete), named
+/// "<function>: ...": the options, the denoiser's vocabulary against the source's, the grid,
+/// the initial tokens and the step count.
+template <class Scalar>
+void check_discrete_sampling(std::string_view function, Index denoiser_vocabulary,
+                             const DiscreteSource<Scalar>& source, const ConstTokenRef& x0,
+                             std::span<const Scalar> times,
+                             const DiscreteSamplerOptions<Scalar>& options) {
+  const std::string name(function);
+  if (!options.step_size) {
+    reject_argument("DiscreteSamplerOptions: step_size", "is not set",
+                    "a step size > 0 (the discrete Euler method takes fixed steps)");
+  }
+  require_positive("DiscreteSamplerOptions: step_size", *options.step_size);
+  require_positive("DiscreteSamplerOptions: posterior_tolerance", options.posterior_tolerance);
+  if (options.eta && options.eta(Scalar(0)) != Scalar(0)) {
+    reject_argument("DiscreteSamplerOptions: eta(0)", is_value(options.eta(Scalar(0))),
+                    "0 (the corrector's kappa'/kappa diverges at t = 0)");
+  }
+  if (denoiser_vocabulary != source.vocabulary()) {
+    reject_argument(name + ": denoiser vocabulary", is_value(denoiser_vocabulary),
+                    to_text(source.vocabulary()) + " (the source's vocabulary)");
+  }
+  validate_grid(name.c_str(), times);
+  if (times.back() < times.front()) {
+    reject_argument(
+        name + ": times",
+        "run from " + to_text(times.front()) + " down to " + to_text(times.back()),
+        "increasing times (sampling runs from the source at t = 0 towards data at t = 1)");
+  }
+  require_tokens(name + ": x0", x0, source.vocabulary(), source.masked(),
+                 source.length().value_or(-1));
+  std::size_t total_steps = 0;
+  for (std::size_t interval = 0; interval + 1 < times.size(); ++interval) {
+    total_steps += fixed_step_count(times[interval + 1] - times[interval], *options.step_size);
+  }
+  if (total_steps > options.max_steps) {
+    reject_argument(name + ": times",
+                    "need " + to_text(total_steps) + " steps of the given step_size",
+                    "at most max_steps = " + to_text(options.max_steps));
+  }
+}
+
 /// The discrete Euler sampler of one call of sample_discrete.
 template <class Scalar, class S, class D>
 class DiscreteEulerSampler {
@@ -163,29 +269,13 @@ class DiscreteEulerSampler {
 
   /// Carries @p tokens (at times[0]) over the grid.
   DiscreteSampleResult<Scalar> run(TokenMatrix tokens) {
-    DiscreteSampleResult<Scalar> result;
-    result.times.assign(times_.begin(), times_.end());
-    if (options_.return_trajectory) result.trajectory.push_back(tokens);
-    const Scalar step_size = *options_.step_size;
-    for (std::size_t interval = 0; interval + 1 < times_.size(); ++interval) {
-      const Scalar begin = times_[interval];
-      const Scalar length = times_[interval + 1] - begin;
-      const std::size_t steps = fixed_step_count(length, step_size);
-      const bool reaches_data = interval + 2 == times_.size() && times_.back() == Scalar(1);
-      for (std::size_t step = 0; step < steps; ++step) {
-        const Scalar t = begin + length * static_cast<Scalar>(step) / static_cast<Scalar>(steps);
-        const Scalar h = length / static_cast<Scalar>(steps);
-        take_step(t, h, reaches_data && step + 1 == steps, tokens, result.stats);
-      }
-      if (options_.return_trajectory) result.trajectory.push_back(tokens);
-    }
-    result.tokens = std::move(tokens);
-    return result;
+    return walk_discrete_grid(
+        times_, options_, std::move(tokens),
+        [this](Scalar t, Scalar h, bool final_step, TokenMatrix& state,
+               DiscreteSamplerStats& stats) { take_step(t, h, final_step, state, stats); });
   }
 
  private:
-  static constexpr std::uint64_t words_per_token = 4;
-
   // One step from t to t + h of every token (to x₁ when @p final_step), counting into @p stats.
   void take_step(Scalar t, Scalar h, bool final_step, TokenMatrix& tokens,
                  DiscreteSamplerStats& stats) {
@@ -197,8 +287,9 @@ class DiscreteEulerSampler {
     ++stats.evaluations;
     const bool to_data = final_step || !(path_.remaining(t) > Scalar(0));
     JumpCoefficients coefficients;
-    if (!to_data) coefficients = coefficients_at(t, h);
-    const std::uint64_t counter = words_per_token * static_cast<std::uint64_t>(stats.steps) *
+    if (!to_data) coefficients = jump_coefficients("sample_discrete", path_, options_, t, h);
+    const std::uint64_t counter = discrete_words_per_token *
+                                  static_cast<std::uint64_t>(stats.steps) *
                                   static_cast<std::uint64_t>(length);
     for (Index sequence = 0; sequence < tokens.cols(); ++sequence) {
       SampleStream stream(
@@ -217,33 +308,6 @@ class DiscreteEulerSampler {
       }
     }
     ++stats.steps;
-  }
-
-  // κ, a = κ̇/(1 − κ), b = η(t)·κ̇/(κ(1 − κ)) and h at a time where κ < 1, with 1 − κ = σ.
-  JumpCoefficients coefficients_at(Scalar t, Scalar h) const {
-    JumpCoefficients coefficients;
-    const double kappa = static_cast<double>(path_.kappa(t));
-    const double remaining = static_cast<double>(path_.remaining(t));
-    coefficients.kappa = kappa;
-    coefficients.step = static_cast<double>(h);
-    const double d_kappa = static_cast<double>(path_.d_kappa(t));
-    coefficients.jump_rate = d_kappa / remaining;
-    if (options_.eta) {
-      const Scalar eta = options_.eta(t);
-      if (!(eta >= Scalar(0)) || !std::isfinite(eta)) {
-        reject_argument("sample_discrete: options.eta(" + to_text(t) + ")", is_value(eta),
-                        "finite and >= 0");
-      }
-      if (eta > Scalar(0)) {
-        coefficients.corrector = static_cast<double>(eta) * d_kappa / (kappa * remaining);
-      }
-    }
-    if (!std::isfinite(coefficients.jump_rate) || !std::isfinite(coefficients.corrector)) {
-      throw numerical_error("sample_discrete: the jump rates are not finite at t = " + to_text(t) +
-                                " (kappa = " + to_text(kappa) + ")",
-                            static_cast<double>(t));
-    }
-    return coefficients;
   }
 
   const D& denoiser_;
@@ -277,43 +341,8 @@ DiscreteSampleResult<typename S::scalar_type> sample_discrete(
     std::span<const typename S::scalar_type> times,
     const DiscreteSamplerOptions<typename S::scalar_type>& options, Generator& generator) {
   using Scalar = typename S::scalar_type;
-  if (!options.step_size) {
-    detail::reject_argument("DiscreteSamplerOptions: step_size", "is not set",
-                            "a step size > 0 (the discrete Euler method takes fixed steps)");
-  }
-  detail::require_positive("DiscreteSamplerOptions: step_size", *options.step_size);
-  detail::require_positive("DiscreteSamplerOptions: posterior_tolerance",
-                           options.posterior_tolerance);
-  if (options.eta && options.eta(Scalar(0)) != Scalar(0)) {
-    detail::reject_argument("DiscreteSamplerOptions: eta(0)",
-                            detail::is_value(options.eta(Scalar(0))),
-                            "0 (the corrector's kappa'/kappa diverges at t = 0)");
-  }
-  if (denoiser.vocabulary() != source.vocabulary()) {
-    detail::reject_argument("sample_discrete: denoiser vocabulary",
-                            detail::is_value(denoiser.vocabulary()),
-                            detail::to_text(source.vocabulary()) + " (the source's vocabulary)");
-  }
-  detail::validate_grid("sample_discrete", times);
-  if (times.back() < times.front()) {
-    detail::reject_argument(
-        "sample_discrete: times",
-        "run from " + detail::to_text(times.front()) + " down to " + detail::to_text(times.back()),
-        "increasing times (sampling runs from the source at t = 0 towards data at t = 1)");
-  }
-  detail::require_tokens("sample_discrete: x0", x0, source.vocabulary(), source.masked(),
-                         source.length().value_or(-1));
-  std::size_t total_steps = 0;
-  for (std::size_t interval = 0; interval + 1 < times.size(); ++interval) {
-    total_steps +=
-        detail::fixed_step_count(times[interval + 1] - times[interval], *options.step_size);
-  }
-  if (total_steps > options.max_steps) {
-    detail::reject_argument(
-        "sample_discrete: times",
-        "need " + detail::to_text(total_steps) + " steps of the given step_size",
-        "at most max_steps = " + detail::to_text(options.max_steps));
-  }
+  detail::check_discrete_sampling("sample_discrete", denoiser.vocabulary(), source, x0, times,
+                                  options);
   const std::uint64_t key = std::uniform_int_distribution<std::uint64_t>()(generator);
   detail::DiscreteEulerSampler<Scalar, S, D> sampler(denoiser, path, source, times, options, key);
   return sampler.run(TokenMatrix(x0));

@@ -33,6 +33,15 @@
 ///   5. one Adam step on the body's parameters with the learning rate of the schedule, and one
 ///      update of their exponential moving average.
 /// The run is a deterministic function of the seed.
+///
+/// **Class labels.** A conditional denoiser (MlpDenoiserConfig::labels = C ≥ 1) trains on
+/// labelled data: step 1 draws the sequences with their labels y in [0, C] (C marks a sequence
+/// without a label), and after step 3 each label is replaced by the null label C with
+/// probability p_uncond = options.label_dropout (one Bernoulli draw per sequence, drawn last;
+/// drop_conditions of train/objective.hpp on the one-hot label code). The network then learns
+/// p(x₁ | x_t, y) and, through the dropped labels, the unconditional p(x₁ | x_t) that
+/// classifier-free guidance needs (discrete/guidance.hpp). In step 4 the body reads the label's
+/// one-hot code as its condition.
 #pragma once
 
 #include <cmath>
@@ -46,6 +55,7 @@
 #include "flowmatch/core/errors.hpp"
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/validate.hpp"
+#include "flowmatch/discrete/conditional_denoiser.hpp"
 #include "flowmatch/discrete/mixture_path.hpp"
 #include "flowmatch/discrete/mlp_denoiser.hpp"
 #include "flowmatch/discrete/source.hpp"
@@ -56,8 +66,10 @@
 #include "flowmatch/train/adam.hpp"
 #include "flowmatch/train/ema.hpp"
 #include "flowmatch/train/lr_schedule.hpp"
+#include "flowmatch/train/objective.hpp"
 #include "flowmatch/train/parameters.hpp"
 #include "flowmatch/train/time_sampler.hpp"
+#include "flowmatch/train/training_checkpoint.hpp"
 
 namespace flowmatch {
 
@@ -197,6 +209,9 @@ struct DiscreteTrainerOptions {
   Scalar time_limit = Scalar(1);
   std::optional<Scalar> max_gradient_norm;  ///< clip ‖∂L/∂θ‖ to this (> 0) if set.
   Scalar ema_decay = Scalar(0.999);         ///< decay of the moving average, in [0, 1].
+  /// p_uncond in [0, 1]: the probability that a label is replaced by the null label (conditional
+  /// denoisers only; see the file comment).
+  Scalar label_dropout = Scalar(0);
 };
 
 /// Trains an MlpDenoiser on a mixture path with Adam (see the file comment).
@@ -206,18 +221,38 @@ class DiscreteTrainer {
   using Scalar = typename S::scalar_type;
   /// Draws an L×B batch of data sequences: data(B, generator).
   using DataSampler = std::function<TokenMatrix(Index, Generator&)>;
+  /// Draws an L×B batch of data sequences and their B labels in [0, C]: data(B, generator).
+  using LabelledDataSampler = std::function<LabelledTokens(Index, Generator&)>;
 
-  /// A trainer of @p denoiser on @p path from @p source towards the sequences drawn by @p data,
-  /// with its generator seeded by @p seed.
-  /// @throws std::invalid_argument if the denoiser's vocabulary, states or length disagree with
-  ///         the source's, its parameters are not finite, data is empty or an option is out of
-  ///         range.
+  /// A trainer of the unconditional @p denoiser on @p path from @p source towards the sequences
+  /// drawn by @p data, with its generator seeded by @p seed.
+  /// @throws std::invalid_argument if the denoiser is conditional, its vocabulary, states or
+  ///         length disagree with the source's, its parameters are not finite, data is empty or
+  ///         an option is out of range.
   DiscreteTrainer(MlpDenoiser<Scalar> denoiser, MixturePath<S> path, DiscreteSource<Scalar> source,
                   DataSampler data, DiscreteTrainerOptions<Scalar> options, std::uint64_t seed)
+      : DiscreteTrainer(std::move(denoiser), std::move(path), std::move(source), std::move(data),
+                        LabelledDataSampler(), std::move(options), seed) {}
+
+  /// A trainer of the conditional @p denoiser (C ≥ 1 labels) on @p path from @p source towards
+  /// the labelled sequences drawn by @p data, with label dropout (see the file comment).
+  /// @throws std::invalid_argument as the unconditional constructor, if the denoiser is
+  ///         unconditional or options.label_dropout lies outside [0, 1].
+  DiscreteTrainer(MlpDenoiser<Scalar> denoiser, MixturePath<S> path, DiscreteSource<Scalar> source,
+                  LabelledDataSampler data, DiscreteTrainerOptions<Scalar> options,
+                  std::uint64_t seed)
+      : DiscreteTrainer(std::move(denoiser), std::move(path), std::move(source), DataSampler(),
+                        std::move(data), std::move(options), seed) {}
+
+ private:
+  DiscreteTrainer(MlpDenoiser<Scalar> denoiser, MixturePath<S> path, DiscreteSource<Scalar> source,
+                  DataSampler data, LabelledDataSampler labelled_data,
+                  DiscreteTrainerOptions<Scalar> options, std::uint64_t seed)
       : denoiser_(std::move(denoiser)),
         path_(std::move(path)),
         source_(std::move(source)),
         data_(std::move(data)),
+        labelled_data_(std::move(labelled_data)),
         options_(std::move(options)),
         generator_(seed),
         adam_(denoiser_.network().parameters().size(), options_.adam),
@@ -235,7 +270,16 @@ class DiscreteTrainer {
                                   " (the source's; masked denoiser for a masked source)");
     }
     source_.check_length("DiscreteTrainer: denoiser length", denoiser_.length());
-    if (!data_) detail::reject_argument("DiscreteTrainer: data", "is empty", "a sampler");
+    if (!data_ && !labelled_data_) {
+      detail::reject_argument("DiscreteTrainer: data", "is empty", "a sampler");
+    }
+    if (denoiser_.conditional() != static_cast<bool>(labelled_data_)) {
+      detail::reject_argument("DiscreteTrainer: denoiser",
+                              denoiser_.conditional() ? "is conditional" : "is unconditional",
+                              denoiser_.conditional() ? "labelled data for a conditional denoiser"
+                                                      : "plain data for an unconditional denoiser");
+    }
+    detail::require_probability("DiscreteTrainer: options.label_dropout", options_.label_dropout);
     detail::require_count<Index>("DiscreteTrainer: options.batch_size", options_.batch_size, 1);
     if (!options_.learning_rate) {
       detail::reject_argument("DiscreteTrainer: options.learning_rate", "is empty",
@@ -254,8 +298,14 @@ class DiscreteTrainer {
     input_.resize(rows, options_.batch_size);
     logits_.resize(rows, options_.batch_size);
     logit_gradient_.resize(rows, options_.batch_size);
+    if (denoiser_.conditional()) {
+      condition_.resize(denoiser_.network().cond_dim(), options_.batch_size);
+      null_condition_ =
+          Vector<Scalar>::Unit(denoiser_.network().cond_dim(), denoiser_.null_label());
+    }
   }
 
+ public:
   /// Takes one training step (see the file comment) and returns its loss, the mean over the
   /// batch's tokens at the parameters before the update.
   /// @throws std::invalid_argument if the data batch is not L×B with tokens in [0, K);
@@ -264,7 +314,15 @@ class DiscreteTrainer {
     const Index batch_size = options_.batch_size;
     const Index length = denoiser_.length();
     const Index vocabulary = denoiser_.vocabulary();
-    const TokenMatrix x1 = data_(batch_size, generator_);
+    LabelledTokens drawn;
+    if (labelled_data_) {
+      drawn = labelled_data_(batch_size, generator_);
+      detail::require_labels("DiscreteTrainer::step: data labels", drawn.labels, batch_size,
+                             denoiser_.labels(), true);
+    } else {
+      drawn.tokens = data_(batch_size, generator_);
+    }
+    const TokenMatrix& x1 = drawn.tokens;
     detail::require_tokens("DiscreteTrainer::step: data batch", x1, vocabulary, false, length);
     detail::require_shape("DiscreteTrainer::step: data batch", x1, length, batch_size);
     sample_uniform_times_into<Scalar>(times_, generator_);
@@ -274,7 +332,13 @@ class DiscreteTrainer {
     const TokenMatrix x_t = path_.sample(x0, x1, times_, generator_);
     denoiser_.encode(x_t, input_);
     const Mlp<Scalar>& network = denoiser_.network();
-    network.forward(workspace_, times_, input_, logits_);
+    if (denoiser_.conditional()) {
+      denoiser_.encode_labels(drawn.labels, condition_);
+      drop_conditions<Scalar>(condition_, options_.label_dropout, null_condition_, generator_);
+      network.forward(workspace_, times_, input_, condition_, logits_);
+    } else {
+      network.forward(workspace_, times_, input_, logits_);
+    }
     const Index bad_column = detail::first_nonfinite_index(logits_);
     if (bad_column >= 0) {
       throw numerical_error(
@@ -314,11 +378,28 @@ class DiscreteTrainer {
   /// the first step).
   [[nodiscard]] const MlpGradient<Scalar>& gradient() const { return gradient_; }
 
+  /// The full state (the body's weights, Adam's state, the moving average, the step count and
+  /// the generator), for save_checkpoint (train/checkpoint.hpp).
+  [[nodiscard]] TrainingCheckpoint<Scalar> checkpoint() const {
+    return detail::take_training_checkpoint(denoiser_.network(), adam_, ema_, step_, generator_);
+  }
+
+  /// Restores a state taken by checkpoint() (possibly through a file) of a run with a body of
+  /// the same shape; the path, source, data sampler and options stay those of this trainer, so
+  /// the run continues bit for bit as the one that took the checkpoint.
+  /// @throws std::invalid_argument if the body's shape differs, a state has the wrong size or
+  ///         the generator state does not parse; nothing is changed then.
+  void restore(const TrainingCheckpoint<Scalar>& checkpoint) {
+    detail::restore_training_checkpoint("DiscreteTrainer", checkpoint, denoiser_.network(), adam_,
+                                        ema_, step_, generator_);
+  }
+
  private:
   MlpDenoiser<Scalar> denoiser_;
   MixturePath<S> path_;
   DiscreteSource<Scalar> source_;
-  DataSampler data_;
+  DataSampler data_;                   // for an unconditional denoiser
+  LabelledDataSampler labelled_data_;  // for a conditional one
   DiscreteTrainerOptions<Scalar> options_;
   Generator generator_;
   Adam<Scalar> adam_;
@@ -330,6 +411,8 @@ class DiscreteTrainer {
   Matrix<Scalar> input_;           // one_hot(x_t), (K·L)×B
   Matrix<Scalar> logits_;          // z, (K·L)×B
   Matrix<Scalar> logit_gradient_;  // ∂L/∂z, (K·L)×B
+  Matrix<Scalar> condition_;       // the one-hot labels after dropout, (C + 1)×B
+  Vector<Scalar> null_condition_;  // e_C, the code of the null label
   std::int64_t step_ = 0;
 };
 

@@ -1,6 +1,6 @@
 /// @file checkpoint.hpp
 /// @brief A training checkpoint (weights, Adam state, EMA weights, step count, generator state;
-/// TrainingCheckpoint of trainer.hpp) as a safetensors file, restored bit for bit.
+/// TrainingCheckpoint of training_checkpoint.hpp) as a safetensors file, restored bit for bit.
 ///
 /// Requires nlohmann-json 3, as io/safetensors.hpp does.
 ///
@@ -32,7 +32,7 @@
 #include "flowmatch/io/mlp_safetensors.hpp"
 #include "flowmatch/io/safetensors.hpp"
 #include "flowmatch/nn/mlp.hpp"
-#include "flowmatch/train/trainer.hpp"
+#include "flowmatch/train/training_checkpoint.hpp"
 
 namespace flowmatch {
 

@@ -36,7 +36,6 @@
 #include <memory>
 #include <optional>
 #include <random>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -54,18 +53,9 @@
 #include "flowmatch/train/lr_schedule.hpp"
 #include "flowmatch/train/objective.hpp"
 #include "flowmatch/train/parameters.hpp"
+#include "flowmatch/train/training_checkpoint.hpp"
 
 namespace flowmatch {
-
-/// Everything a training run needs to continue exactly.
-template <class Scalar = double>
-struct TrainingCheckpoint {
-  Mlp<Scalar> model;            ///< the current weights.
-  AdamState<Scalar> optimizer;  ///< Adam's moments and step count.
-  EmaState<Scalar> ema;         ///< the moving average of the weights and its count.
-  std::int64_t step = 0;        ///< training steps taken.
-  std::string generator_state;  ///< the generator's state as written by operator<<.
-};
 
 /// Progress of a training run, as passed to the callback.
 struct TrainingProgress {
@@ -372,9 +362,7 @@ class FlowMatchingTrainer {
 
   /// The full state, for save_checkpoint.
   [[nodiscard]] TrainingCheckpoint<Scalar> checkpoint() const {
-    std::ostringstream generator_text;
-    generator_text << generator_;
-    return {model_, adam_.state(), ema_.state(), step_, generator_text.str()};
+    return detail::take_training_checkpoint(model_, adam_, ema_, step_, generator_);
   }
 
   /// Restores a state taken by checkpoint() (possibly through a file) of a run with the same
@@ -382,28 +370,8 @@ class FlowMatchingTrainer {
   /// @throws std::invalid_argument if the network shape differs, a state has the wrong size or
   ///         the generator state does not parse.
   void restore(const TrainingCheckpoint<Scalar>& checkpoint) {
-    if (!(checkpoint.model.config() == model_.config())) {
-      detail::reject_argument("FlowMatchingTrainer::restore: checkpoint.model", "has another shape",
-                              "the shape of the trained model");
-    }
-    detail::require_count<std::int64_t>("FlowMatchingTrainer::restore: checkpoint.step",
-                                        checkpoint.step, 0);
-    Generator generator;
-    std::istringstream generator_text(checkpoint.generator_state);
-    generator_text >> generator;
-    if (!generator_text) {
-      detail::reject_argument("FlowMatchingTrainer::restore: checkpoint.generator_state",
-                              "does not parse", "the generator's state");
-    }
-    Adam<Scalar> adam = adam_;
-    adam.set_state(checkpoint.optimizer);
-    ExponentialMovingAverage<Scalar> ema = ema_;
-    ema.set_state(checkpoint.ema);
-    model_ = checkpoint.model;
-    adam_ = std::move(adam);
-    ema_ = std::move(ema);
-    generator_ = generator;
-    step_ = checkpoint.step;
+    detail::restore_training_checkpoint("FlowMatchingTrainer", checkpoint, model_, adam_, ema_,
+                                        step_, generator_);
   }
 
  private:
