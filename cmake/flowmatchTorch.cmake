@@ -1,0 +1,35 @@
+# The optional LibTorch component: the INTERFACE target flowmatch::torch (header
+# flowmatch/interop/torch.hpp), which runs TorchScript models as velocity fields.
+#
+# FLOWMATCH_WITH_TORCH selects it:
+#   AUTO (default)  the target exists when find_package(Torch) succeeds (Debian: libtorch-dev);
+#   ON              LibTorch is required: configuring fails without it;
+#   OFF             LibTorch is not looked for.
+# Without the component, the core library, its tests, examples and tool build as before.
+include_guard(GLOBAL)
+
+set(FLOWMATCH_WITH_TORCH AUTO CACHE STRING
+  "Build the LibTorch component flowmatch::torch: AUTO (when LibTorch is found), ON or OFF")
+set_property(CACHE FLOWMATCH_WITH_TORCH PROPERTY STRINGS AUTO ON OFF)
+
+string(TOUPPER "${FLOWMATCH_WITH_TORCH}" flowmatch_with_torch)
+if(flowmatch_with_torch STREQUAL "AUTO")
+  find_package(Torch QUIET)
+elseif(FLOWMATCH_WITH_TORCH)
+  find_package(Torch REQUIRED)
+endif()
+
+if(Torch_FOUND OR TORCH_FOUND)
+  add_library(flowmatch_torch INTERFACE)
+  add_library(flowmatch::torch ALIAS flowmatch_torch)
+  set_target_properties(flowmatch_torch PROPERTIES EXPORT_NAME torch)
+  target_link_libraries(flowmatch_torch INTERFACE flowmatch ${TORCH_LIBRARIES})
+  # LibTorch's headers are third-party code: as system headers, their warnings do not break the
+  # -Werror builds of the targets that include them.
+  target_include_directories(flowmatch_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
+  message(STATUS "flowmatch: LibTorch ${Torch_VERSION} found, flowmatch::torch enabled")
+else()
+  message(STATUS "flowmatch: LibTorch not found or disabled (FLOWMATCH_WITH_TORCH), "
+    "flowmatch::torch not built")
+endif()
+unset(flowmatch_with_torch)
