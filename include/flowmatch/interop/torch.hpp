@@ -195,6 +195,9 @@ class TorchScriptModel {
     if (condition_ && condition_->kind == TorchCondition::Kind::vectors) {
       require_count<Index>(name("condition.dim"), condition_->dim, 1);
     }
+    if (condition_ && condition_->kind == TorchCondition::Kind::labels && condition_->dim != 1) {
+      reject_argument(name("condition.dim"), is_value(condition_->dim), "1 for labels");
+    }
     require_count<Index>(name("options.max_pass_rows"), options_.max_pass_rows, 1);
     load();
     check_signature();
