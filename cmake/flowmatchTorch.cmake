@@ -19,6 +19,22 @@ elseif(FLOWMATCH_WITH_TORCH)
   find_package(Torch REQUIRED)
 endif()
 
+# LibTorch 1.13's headers do not compile with Clang in C++20 (libstdc++'s std::vector of the
+# incomplete c10::IValue in ATen/core/List.h); GCC compiles them.
+if((Torch_FOUND OR TORCH_FOUND) AND CMAKE_CXX_COMPILER_ID MATCHES "Clang"
+   AND Torch_VERSION VERSION_LESS 2.0)
+  string(CONCAT flowmatch_torch_clang_message "LibTorch ${Torch_VERSION}'s headers do not "
+    "compile with ${CMAKE_CXX_COMPILER_ID} ${CMAKE_CXX_COMPILER_VERSION} in C++20; use GCC")
+  if(flowmatch_with_torch STREQUAL "AUTO")
+    message(STATUS "flowmatch: flowmatch::torch not built: ${flowmatch_torch_clang_message}")
+    set(Torch_FOUND FALSE)
+    set(TORCH_FOUND FALSE)
+  else()
+    message(FATAL_ERROR "FLOWMATCH_WITH_TORCH=ON: ${flowmatch_torch_clang_message}")
+  endif()
+  unset(flowmatch_torch_clang_message)
+endif()
+
 if(Torch_FOUND OR TORCH_FOUND)
   add_library(flowmatch_torch INTERFACE)
   add_library(flowmatch::torch ALIAS flowmatch_torch)
@@ -28,7 +44,7 @@ if(Torch_FOUND OR TORCH_FOUND)
   # -Werror builds of the targets that include them.
   target_include_directories(flowmatch_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
   message(STATUS "flowmatch: LibTorch ${Torch_VERSION} found, flowmatch::torch enabled")
-else()
+elseif(NOT flowmatch_with_torch STREQUAL "AUTO" OR NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
   message(STATUS "flowmatch: LibTorch not found or disabled (FLOWMATCH_WITH_TORCH), "
     "flowmatch::torch not built")
 endif()
