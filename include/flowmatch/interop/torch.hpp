@@ -41,9 +41,9 @@
 ///   - exact divergence ∇·u = Σ_i e_iᵀ (∂u/∂x) e_i: the batch is repeated once per basis
 ///     direction e_i, and one backward pass with the cotangent e_i on the i-th copy gives row
 ///     e_iᵀ J of every sample; the diagonal entries summed are the trace. The d directions go in
-///     chunks of at most TorchScriptOptions::max_pass_rows rows (d + 1 network passes of work
-///     in all, however they are chunked); velocity_divergence takes the velocity from the same
-///     forward pass;
+///     chunks of at most TorchScriptOptions::max_pass_rows rows (in all, the work of d forward
+///     and d backward passes over the batch, however they are chunked); velocity_divergence
+///     takes the velocity from the same forward pass;
 ///   - gradient of the divergence ∇_x(∇·u): the divergence pass above with the autograd graph
 ///     kept, then one more backward pass (double backward);
 ///   - velocity_vjp_divergence_gradient: one extra copy of the batch with the cotangent w in the
@@ -53,13 +53,14 @@
 /// TorchScriptField, the conditional ones (c after x) by ConditionalTorchScriptField, which
 /// classifier-free guidance (guidance/classifier_free.hpp) turns into a plain field. With
 /// labels, a condition matrix is 1×N and holds the label of every sample as a whole number; the
-/// null condition of guidance is then a dedicated label index: GuidanceOptions::null_condition =
-/// Vector{{K}} (the label the model was trained with for "no condition").
+/// null condition of guidance is then a dedicated label index K, the label the model was trained
+/// with for "no condition": GuidanceOptions::null_condition = Vector<Scalar>::Constant(1, K).
 ///
 /// **Modes and threads.** The velocity runs under torch::InferenceMode; the derivatives enable
 /// autograd for their own passes only. LibTorch computes with its own intra-op thread pool
-/// (default: one thread per core), independent of the library's ThreadPool and of the
-/// command-line tool's `--threads`: set it with set_torch_threads(n) (at::set_num_threads).
+/// (default: one thread per core), independent of the library's ThreadPool: set it with
+/// set_torch_threads(n) (at::set_num_threads; the command-line tool's `--threads` does so for
+/// a TorchScript model).
 ///
 /// **Errors.** A file that cannot be read throws io::io_error; one that is not a TorchScript
 /// archive io::format_error. A module whose forward signature, parameter dtype, output type,
@@ -68,8 +69,8 @@
 /// on every call. A non-finite velocity or derivative throws numerical_error with the time and
 /// the first bad sample.
 ///
-/// **Threads.** A field may be called from several threads at once only if the module may; the
-/// field keeps no buffers of its own.
+/// **Concurrency.** A field may be called from several threads at once only if the module may;
+/// the field keeps no buffers of its own.
 #pragma once
 
 #include <ATen/Parallel.h>
