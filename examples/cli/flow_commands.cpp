@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -39,6 +40,7 @@
 #include "options.hpp"
 #include "runtime_field.hpp"
 #include "runtime_manifold.hpp"
+#include "torchscript_model.hpp"
 
 namespace flowmatch_cli {
 
@@ -83,6 +85,113 @@ AnyField<Scalar> model_field(std::shared_ptr<const Mlp<Scalar>> mlp, int threads
   return AnyField<Scalar>(
       flowmatch::classifier_free_guidance(std::cref(*network), *conditions, *guidance_weights),
       network);
+}
+
+/// The model of a command: a safetensors network, or a TorchScript module (--shape), whose
+/// field is made once the conditions are known (command_field).
+template <class Scalar>
+struct CommandModel {
+  std::shared_ptr<const Mlp<Scalar>> mlp;  ///< null for a TorchScript module
+  std::string path;
+  std::vector<std::int64_t> shape;  ///< a TorchScript module's sample shape
+  Index dimension = 0;              ///< a TorchScript module's d, the product of the shape
+  Index condition_rows = 0;         ///< a TorchScript module's k, from the conditions given
+
+  [[nodiscard]] Index dim() const { return mlp ? mlp->dim() : dimension; }
+  [[nodiscard]] Index cond_dim() const { return mlp ? mlp->cond_dim() : condition_rows; }
+};
+
+/// The model of --model: a TorchScript file is recognised by its content, anything else is read
+/// as safetensors.
+template <class Scalar>
+CommandModel<Scalar> load_command_model(const ModelOptions& options,
+                                        const GuidanceOptions& guidance) {
+  CommandModel<Scalar> model;
+  model.path = options.path;
+  if (!is_torchscript_file(options.path)) {
+    if (!options.shape.empty()) {
+      throw std::invalid_argument("--shape applies to TorchScript models; " + options.path +
+                                  " is not one");
+    }
+    if (guidance.null_label) {
+      throw std::invalid_argument("--null-label applies to TorchScript label models; " +
+                                  options.path + " is not one (its label -1 is the null label)");
+    }
+    model.mlp = load_model<Scalar>(options.path, options.activation);
+    return model;
+  }
+#ifdef FLOWMATCH_CLI_WITH_TORCH
+  if (options.shape.empty()) {
+    throw std::invalid_argument("the TorchScript model " + options.path +
+                                " needs --shape, the shape of one sample (e.g. --shape 1,8,8)");
+  }
+  if (options.activation) {
+    throw std::invalid_argument(
+        "--activation applies to safetensors models, not to the "
+        "TorchScript model " +
+        options.path);
+  }
+  model.shape = options.shape;
+  model.dimension = 1;
+  for (const std::int64_t extent : options.shape) model.dimension *= extent;
+  return model;
+#else
+  throw std::invalid_argument(options.path +
+                              " is a TorchScript model; this build of flowmatch has no LibTorch "
+                              "(install libtorch-dev and configure again)");
+#endif
+}
+
+/// The field of @p model for @p samples samples with the conditions and guidance of the command
+/// line; LibTorch or the network on --threads threads.
+template <class Scalar>
+AnyField<Scalar> command_field(CommandModel<Scalar>& model, const ConditionOptions& conditions,
+                               const GuidanceOptions& guidance, int threads, Index samples) {
+  if (model.mlp) {
+    return model_field<Scalar>(model.mlp, threads,
+                               load_conditions<Scalar>(conditions, samples, *model.mlp),
+                               load_guidance<Scalar>(guidance, samples, *model.mlp));
+  }
+#ifdef FLOWMATCH_CLI_WITH_TORCH
+  // The module receives --cond as float [N, k] and --labels as int64 [N]; label -1 stands for
+  // the --null-label.
+  TorchScriptConditions kind = TorchScriptConditions::none;
+  std::optional<Matrix<Scalar>> bound;
+  if (!conditions.cond.empty()) {
+    kind = TorchScriptConditions::vectors;
+    bound = read_conditions<Scalar>(conditions, samples);
+  } else if (!conditions.labels.empty()) {
+    kind = TorchScriptConditions::labels;
+    const std::vector<std::int64_t> labels = flowmatch::io::load_npy_labels(conditions.labels);
+    if (static_cast<Index>(labels.size()) != samples) {
+      throw std::invalid_argument("--labels " + conditions.labels + " has " +
+                                  std::to_string(labels.size()) + " entries, expected " +
+                                  std::to_string(samples) + " (one per sample)");
+    }
+    bound = Matrix<Scalar>(1, samples);
+    for (Index n = 0; n < samples; ++n) {
+      std::int64_t label = labels[static_cast<std::size_t>(n)];
+      if (label == -1 && guidance.null_label) label = *guidance.null_label;
+      if (label < 0) {
+        throw std::invalid_argument("--labels " + conditions.labels + ": label " +
+                                    std::to_string(label) + " of sample " + std::to_string(n) +
+                                    " is negative (-1 stands for --null-label when given)");
+      }
+      (*bound)(0, n) = static_cast<Scalar>(label);
+    }
+  }
+  model.condition_rows = bound ? bound->rows() : 0;
+  const std::optional<Vector<Scalar>> weights = load_guidance<Scalar>(guidance, samples, model);
+  if (weights && kind == TorchScriptConditions::labels && !guidance.null_label) {
+    throw std::invalid_argument(
+        "guidance of a TorchScript label model needs --null-label K, the label the model was "
+        "trained with for no condition");
+  }
+  return torchscript_field<Scalar>(model.path, model.shape, kind, bound, weights,
+                                   guidance.null_label, threads);
+#else
+  throw std::logic_error("command_field: a TorchScript model in a build without LibTorch");
+#endif
 }
 
 /// Whether any setting of the adaptive methods' step control is given.
@@ -402,7 +511,10 @@ template <class Scalar>
 std::optional<RuntimeManifold<Scalar>> manifold_for(const ManifoldCliOptions& options,
                                                     const std::string& model_path,
                                                     Index dimension) {
-  const auto metadata = flowmatch::io::read_safetensors(model_path).metadata;
+  // A TorchScript model records no manifold.
+  const auto metadata = is_torchscript_file(model_path)
+                            ? std::map<std::string, std::string>{}
+                            : flowmatch::io::read_safetensors(model_path).metadata;
   const auto recorded = metadata.find(kManifoldMetadataKey);
   std::optional<RuntimeManifold<Scalar>> manifold;
   if (options.manifold) manifold.emplace(*options.manifold, dimension);
@@ -421,9 +533,9 @@ std::optional<RuntimeManifold<Scalar>> manifold_for(const ManifoldCliOptions& op
 /// The [N, d] points of @p path for @p model, in the library's coordinates of @p manifold (if
 /// any): a point farther from it than √ε (|x| − 1 on a sphere, an angle outside [−π, π] on a
 /// torus) is an error unless @p project snaps it onto the manifold.
-template <class Scalar>
+template <class Scalar, class Model>
 Matrix<Scalar> load_manifold_points(const std::string& path, const std::string& option,
-                                    const Mlp<Scalar>& model,
+                                    const Model& model,
                                     const std::optional<RuntimeManifold<Scalar>>& manifold,
                                     bool project) {
   Matrix<Scalar> points = load_points<Scalar>(path, option, model);
@@ -502,8 +614,8 @@ void reject_on_manifold(bool given, const std::string& option) {
 
 /// The starting points of `sample`: --num-samples draws from the base distribution (of the
 /// manifold, else N(0, I)) seeded by --seed, or the --noise file.
-template <class Scalar>
-Matrix<Scalar> sample_noise(const SampleOptions& options, const Mlp<Scalar>& model,
+template <class Scalar, class Model>
+Matrix<Scalar> sample_noise(const SampleOptions& options, const Model& model,
                             const std::optional<RuntimeManifold<Scalar>>& manifold) {
   if (!options.num_samples) {
     if (options.noise.empty()) throw std::invalid_argument("sample needs --noise or --num-samples");
@@ -521,12 +633,11 @@ Matrix<Scalar> sample_noise(const SampleOptions& options, const Mlp<Scalar>& mod
 
 template <class Scalar>
 void run_sample(const SampleOptions& options) {
-  const auto mlp = load_model<Scalar>(options.model.path, options.model.activation);
-  const auto manifold = manifold_for<Scalar>(options.manifold, options.model.path, mlp->dim());
-  const Matrix<Scalar> noise = sample_noise(options, *mlp, manifold);
-  AnyField<Scalar> field = model_field<Scalar>(
-      mlp, options.common.threads, load_conditions<Scalar>(options.conditions, noise.cols(), *mlp),
-      load_guidance<Scalar>(options.guidance, noise.cols(), *mlp));
+  CommandModel<Scalar> model = load_command_model<Scalar>(options.model, options.guidance);
+  const auto manifold = manifold_for<Scalar>(options.manifold, options.model.path, model.dim());
+  const Matrix<Scalar> noise = sample_noise(options, model, manifold);
+  AnyField<Scalar> field = command_field(model, options.conditions, options.guidance,
+                                         options.common.threads, noise.cols());
   if (options.loglik.empty() && !options.loglik_trajectory.empty()) {
     throw std::invalid_argument("--loglik-trajectory needs --loglik");
   }
@@ -580,13 +691,12 @@ void run_sample(const SampleOptions& options) {
 
 template <class Scalar>
 void run_encode(const EncodeOptions& options) {
-  const auto mlp = load_model<Scalar>(options.model.path, options.model.activation);
-  const auto manifold = manifold_for<Scalar>(options.manifold, options.model.path, mlp->dim());
-  const Matrix<Scalar> data = load_manifold_points<Scalar>(options.data, "--data", *mlp, manifold,
+  CommandModel<Scalar> model = load_command_model<Scalar>(options.model, options.guidance);
+  const auto manifold = manifold_for<Scalar>(options.manifold, options.model.path, model.dim());
+  const Matrix<Scalar> data = load_manifold_points<Scalar>(options.data, "--data", model, manifold,
                                                            options.manifold.project);
-  const AnyField<Scalar> field = model_field<Scalar>(
-      mlp, options.common.threads, load_conditions<Scalar>(options.conditions, data.cols(), *mlp),
-      load_guidance<Scalar>(options.guidance, data.cols(), *mlp));
+  const AnyField<Scalar> field = command_field(model, options.conditions, options.guidance,
+                                               options.common.threads, data.cols());
   if (manifold) {
     integrate_on_manifold_and_save(*manifold, field, data, 1.0, 0.0, options.solver,
                                    options.manifold.stepping, options.out);
@@ -597,13 +707,12 @@ void run_encode(const EncodeOptions& options) {
 
 template <class Scalar>
 void run_loglik(const LoglikOptions& options) {
-  const auto mlp = load_model<Scalar>(options.model.path, options.model.activation);
-  const auto manifold = manifold_for<Scalar>(options.manifold, options.model.path, mlp->dim());
-  const Matrix<Scalar> data = load_manifold_points<Scalar>(options.data, "--data", *mlp, manifold,
+  CommandModel<Scalar> model = load_command_model<Scalar>(options.model, options.guidance);
+  const auto manifold = manifold_for<Scalar>(options.manifold, options.model.path, model.dim());
+  const Matrix<Scalar> data = load_manifold_points<Scalar>(options.data, "--data", model, manifold,
                                                            options.manifold.project);
-  const AnyField<Scalar> field = model_field<Scalar>(
-      mlp, options.common.threads, load_conditions<Scalar>(options.conditions, data.cols(), *mlp),
-      load_guidance<Scalar>(options.guidance, data.cols(), *mlp));
+  const AnyField<Scalar> field = command_field(model, options.conditions, options.guidance,
+                                               options.common.threads, data.cols());
   if (manifold) {
     reject_on_manifold(!options.solver.times.empty() || !options.solver.trajectory.empty() ||
                            !options.loglik_trajectory.empty(),
@@ -628,15 +737,14 @@ void run_loglik(const LoglikOptions& options) {
 
 template <class Scalar>
 void run_score(const ScoreOptions& options) {
-  const auto mlp = load_model<Scalar>(options.model.path, options.model.activation);
-  if (manifold_for<Scalar>({}, options.model.path, mlp->dim())) {
+  CommandModel<Scalar> model = load_command_model<Scalar>(options.model, options.guidance);
+  if (manifold_for<Scalar>({}, options.model.path, model.dim())) {
     throw std::invalid_argument("score is not available for a model trained on a manifold (" +
                                 options.model.path + " records one)");
   }
-  const Matrix<Scalar> data = load_points<Scalar>(options.data, "--data", *mlp);
-  const AnyField<Scalar> field = model_field<Scalar>(
-      mlp, options.common.threads, load_conditions<Scalar>(options.conditions, data.cols(), *mlp),
-      load_guidance<Scalar>(options.guidance, data.cols(), *mlp));
+  const Matrix<Scalar> data = load_points<Scalar>(options.data, "--data", model);
+  const AnyField<Scalar> field = command_field(model, options.conditions, options.guidance,
+                                               options.common.threads, data.cols());
   const auto t = static_cast<Scalar>(options.t);
   if (options.mode == "approx") {
     if (!options.solver.times.empty() || !options.solver.trajectory.empty()) {

@@ -2,6 +2,7 @@
 // one-line error naming the file.
 #pragma once
 
+#include <concepts>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -27,10 +28,18 @@ std::shared_ptr<const flowmatch::Mlp<Scalar>> load_model(
       flowmatch::io::load_mlp<Scalar>(path, load));
 }
 
+/// The dimensions of a model whose points and conditions the tool reads: `dim()` and
+/// `cond_dim()` (0 for an unconditional model); flowmatch::Mlp is one.
+template <class Model>
+concept ModelDimensions = requires(const Model& model) {
+  { model.dim() } -> std::convertible_to<flowmatch::Index>;
+  { model.cond_dim() } -> std::convertible_to<flowmatch::Index>;
+};
+
 /// A nonempty [N, d] batch of points with the model's dimension d.
-template <class Scalar>
+template <class Scalar, ModelDimensions Model>
 flowmatch::Matrix<Scalar> load_points(const std::string& path, const std::string& option,
-                                      const flowmatch::Mlp<Scalar>& model) {
+                                      const Model& model) {
   flowmatch::Matrix<Scalar> points = flowmatch::io::load_npy_batch<Scalar>(path);
   if (points.cols() == 0) throw std::invalid_argument(option + " " + path + " holds no points");
   if (points.rows() != model.dim()) {
@@ -58,9 +67,10 @@ std::optional<flowmatch::Matrix<Scalar>> read_conditions(const ConditionOptions&
     return conditions;
   }
   if (options.labels.empty()) return std::nullopt;
+  if (!options.num_classes) throw std::invalid_argument("--labels needs --num-classes");
   const std::vector<std::int64_t> labels = flowmatch::io::load_npy_labels(options.labels);
   require_count("--labels " + options.labels, static_cast<flowmatch::Index>(labels.size()));
-  const std::int64_t classes = options.num_classes.value_or(0);
+  const std::int64_t classes = *options.num_classes;
   flowmatch::Matrix<Scalar> one_hot = flowmatch::Matrix<Scalar>::Zero(classes, samples);
   for (flowmatch::Index n = 0; n < samples; ++n) {
     const std::int64_t label = labels[static_cast<std::size_t>(n)];
@@ -100,10 +110,10 @@ std::optional<flowmatch::Matrix<Scalar>> load_conditions(const ConditionOptions&
 }
 
 /// The guidance weights of --guidance or --guidance-file (one per sample), if given.
-template <class Scalar>
+template <class Scalar, ModelDimensions Model>
 std::optional<flowmatch::Vector<Scalar>> load_guidance(const GuidanceOptions& options,
                                                        flowmatch::Index samples,
-                                                       const flowmatch::Mlp<Scalar>& model) {
+                                                       const Model& model) {
   if (!options.weight && options.weight_file.empty()) return std::nullopt;
   if (model.cond_dim() == 0) {
     throw std::invalid_argument("guidance needs a conditional model; this model is unconditional");

@@ -32,28 +32,38 @@ using namespace flowmatch_cli;
 void add_common_options(CLI::App& command, CommonOptions& options,
                         const char* threads_help = "threads evaluating the network") {
   command.add_option("--threads", options.threads, threads_help)->check(CLI::Range(1, 1024));
+  // A TorchScript model runs on LibTorch's own threads: --threads sets their number.
   command.add_option("--precision", options.precision, "float or double (default double)")
       ->check(CLI::IsMember({"float", "double"}));
 }
 
 void add_model_options(CLI::App& command, ModelOptions& options) {
-  command.add_option("--model", options.path, "the model (safetensors)")->required();
+  command
+      .add_option("--model", options.path,
+                  "the model: safetensors, or a TorchScript file (recognised by its content; "
+                  "needs --shape)")
+      ->required();
   command.add_option("--activation", options.activation,
                      "the activation, overriding the model file's metadata");
   command.add_option("--scheduler", options.scheduler,
                      "the path the model was trained on: condot (default), cosine, vp, "
                      "linear-vp or poly:N");
+  command
+      .add_option("--shape", options.shape,
+                  "a TorchScript model's sample shape, e.g. 1,8,8 (x is [N, *shape])")
+      ->delimiter(',')
+      ->check(positive);
 }
 
 void add_condition_options(CLI::App& command, ConditionOptions& options) {
   auto* cond = command.add_option("--cond", options.cond, "conditions, [N, k] float .npy");
   auto* labels = command.add_option("--labels", options.labels,
-                                    "integer labels, [N] .npy, made one-hot (-1: null condition)");
+                                    "integer labels, [N] .npy, made one-hot (-1: null condition); "
+                                    "a TorchScript model receives them as int64");
   auto* classes = command.add_option("--num-classes", options.num_classes,
                                      "the number of classes K of --labels");
   classes->check(positive);
   cond->excludes(labels);
-  labels->needs(classes);
 }
 
 void add_guidance_options(CLI::App& command, GuidanceOptions& options) {
@@ -62,6 +72,10 @@ void add_guidance_options(CLI::App& command, GuidanceOptions& options) {
   auto* file = command.add_option("--guidance-file", options.weight_file,
                                   "one guidance weight per sample, [N] float .npy");
   weight->excludes(file);
+  command
+      .add_option("--null-label", options.null_label,
+                  "the null label of a TorchScript label model, for guidance (and label -1)")
+      ->check(CLI::NonNegativeNumber);
 }
 
 void add_solver_options(CLI::App& command, SolverCliOptions& options) {

@@ -20,6 +20,7 @@ struct ModelOptions {
   std::string path;
   std::optional<std::string> activation;  ///< overrides the file's metadata
   std::string scheduler = "condot";       ///< the path the model was trained on
+  std::vector<std::int64_t> shape;        ///< a TorchScript model's sample shape, e.g. 1,8,8
 };
 
 /// Conditions of a conditional model: a float matrix, or integer labels made one-hot.
@@ -32,7 +33,8 @@ struct ConditionOptions {
 /// Classifier-free guidance: one weight for all samples, or one per sample.
 struct GuidanceOptions {
   std::optional<double> weight;
-  std::string weight_file;  ///< [N] float .npy
+  std::string weight_file;                 ///< [N] float .npy
+  std::optional<std::int64_t> null_label;  ///< a TorchScript label model's null label
 };
 
 /// The solver's settings, and what to report about the integration.

@@ -1,0 +1,56 @@
+// The TorchScript models of the tool (see torchscript_model.hpp): the only file of the tool that
+// includes LibTorch's headers.
+#include "torchscript_model.hpp"
+
+#include <functional>
+#include <memory>
+#include <stdexcept>
+
+#include "flowmatch/guidance/classifier_free.hpp"
+#include "flowmatch/interop/torch.hpp"
+#include "flowmatch/likelihood/conditioned_field.hpp"
+
+namespace flowmatch_cli {
+
+template <class Scalar>
+flowmatch::AnyField<Scalar> torchscript_field(
+    const std::string& path, const std::vector<std::int64_t>& shape, TorchScriptConditions kind,
+    const std::optional<flowmatch::Matrix<Scalar>>& conditions,
+    const std::optional<flowmatch::Vector<Scalar>>& guidance_weights,
+    std::optional<std::int64_t> null_label, int threads) {
+  flowmatch::set_torch_threads(threads);
+  if (kind == TorchScriptConditions::none) {
+    const auto field = std::make_shared<const flowmatch::TorchScriptField<Scalar>>(path, shape);
+    return flowmatch::AnyField<Scalar>(std::cref(*field), field);
+  }
+  const flowmatch::TorchCondition condition =
+      kind == TorchScriptConditions::labels
+          ? flowmatch::TorchCondition::labels()
+          : flowmatch::TorchCondition::vectors(conditions->rows());
+  const auto field = std::make_shared<const flowmatch::ConditionalTorchScriptField<Scalar>>(
+      path, shape, condition);
+  if (!guidance_weights) {
+    return flowmatch::AnyField<Scalar>(flowmatch::ConditionedField(std::cref(*field), *conditions),
+                                       field);
+  }
+  flowmatch::GuidanceOptions<Scalar> guidance;
+  if (kind == TorchScriptConditions::labels) {
+    guidance.null_condition =
+        flowmatch::Vector<Scalar>::Constant(1, static_cast<Scalar>(*null_label));
+  }
+  return flowmatch::AnyField<Scalar>(
+      flowmatch::classifier_free_guidance(std::cref(*field), *conditions, *guidance_weights,
+                                          guidance),
+      field);
+}
+
+template flowmatch::AnyField<float> torchscript_field<float>(
+    const std::string&, const std::vector<std::int64_t>&, TorchScriptConditions,
+    const std::optional<flowmatch::Matrix<float>>&, const std::optional<flowmatch::Vector<float>>&,
+    std::optional<std::int64_t>, int);
+template flowmatch::AnyField<double> torchscript_field<double>(
+    const std::string&, const std::vector<std::int64_t>&, TorchScriptConditions,
+    const std::optional<flowmatch::Matrix<double>>&,
+    const std::optional<flowmatch::Vector<double>>&, std::optional<std::int64_t>, int);
+
+}  // namespace flowmatch_cli

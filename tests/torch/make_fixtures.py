@@ -1,0 +1,230 @@
+#!/usr/bin/python3
+"""Writes the TorchScript fixtures of tests/test_torch.cpp to tests/data/torch/.
+
+Run with the system Python and python3-torch (Debian bookworm):
+
+    /usr/bin/python3 tests/torch/make_fixtures.py
+
+The outputs are committed, so that the tests need neither Python nor PyTorch. Every module
+follows the convention of flowmatch/interop/torch.hpp: forward(x, t) or forward(x, t, c), with
+x of shape [N, *sample_shape], t of shape [N] and c int64 labels [N] or float conditions [N, k];
+the output has the shape of x. Time runs from noise (t = 0) to data (t = 1).
+
+References (.npy, one sample per row, C order) come from PyTorch on the same modules:
+velocities, exact divergences (traces of autograd Jacobians), and fixed-step Euler and midpoint
+loops, so that the C++ side is checked against an independent implementation.
+"""
+
+import os
+
+import numpy as np
+import torch
+from torch import nn
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "..", "data", "torch")
+
+
+class MlpField(nn.Module):
+    """u(x, t) = MLP([x, t]) on flat samples of dimension `dim`."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dim + 1, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.Tanh(),
+            nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([x, t.unsqueeze(1)], dim=1))
+
+
+class LabelField(nn.Module):
+    """u(x, t | c) with integer labels c in [0, classes]; label `classes` is the null label."""
+
+    def __init__(self, dim: int, classes: int, hidden: int):
+        super().__init__()
+        self.embedding = nn.Embedding(classes + 1, 8)
+        self.net = nn.Sequential(
+            nn.Linear(dim + 1 + 8, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+            nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([x, t.unsqueeze(1), self.embedding(c)], dim=1))
+
+
+class VectorConditionField(nn.Module):
+    """u(x, t | c) with a float condition vector c of k entries."""
+
+    def __init__(self, dim: int, condition_dim: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dim + 1 + condition_dim, hidden), nn.SiLU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([x, t.unsqueeze(1), c], dim=1))
+
+
+class ImageField(nn.Module):
+    """u(x, t) on images [N, 1, 4, 4]: t as a second input channel, two 3×3 convolutions."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        time = t.view(-1, 1, 1, 1).expand(-1, 1, x.shape[2], x.shape[3])
+        hidden = nn.functional.silu(self.conv1(torch.cat([x, time], dim=1)))
+        return self.conv2(hidden)
+
+
+class WrongSignature(nn.Module):
+    """forward(x): no time argument."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * x
+
+
+class WrongOutputShape(nn.Module):
+    """forward(x, t) returning [N, 2d] instead of the shape of x."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.scale * torch.cat([x, x], dim=1)
+
+
+class NonFinite(nn.Module):
+    """forward(x, t) = x / (t − 0.5): infinite at t = 0.5."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.scale * x / (t - 0.5).unsqueeze(1)
+
+
+def save_module(module, name, example=None):
+    """Scripts the module (or traces it on `example`) and saves it to OUT/name."""
+    module.eval()
+    if example is None:
+        compiled = torch.jit.script(module)
+    else:
+        compiled = torch.jit.trace(module, example)
+    compiled.save(os.path.join(OUT, name))
+    return compiled
+
+
+def save_array(name, array):
+    np.save(os.path.join(OUT, name), np.ascontiguousarray(array))
+
+
+def flat(tensor):
+    """[N, *shape] → [N, d] as NumPy: one flowmatch column per row."""
+    return tensor.detach().reshape(tensor.shape[0], -1).numpy()
+
+
+def euler(field, x, steps, *extra):
+    h = 1.0 / steps
+    for k in range(steps):
+        t = torch.full((x.shape[0],), k * h, dtype=x.dtype)
+        x = x + h * field(x, t, *extra)
+    return x
+
+
+def midpoint(field, x, steps, *extra):
+    h = 1.0 / steps
+    for k in range(steps):
+        t = torch.full((x.shape[0],), k * h, dtype=x.dtype)
+        half = x + 0.5 * h * field(x, t, *extra)
+        x = x + h * field(half, t + 0.5 * h, *extra)
+    return x
+
+
+def divergence(field, x, t, *extra):
+    """tr(∂u/∂x) per sample from the autograd Jacobian of each sample alone."""
+    values = []
+    for n in range(x.shape[0]):
+        def single(point, n=n):
+            args = [a[n:n + 1] for a in extra]
+            return field(point.unsqueeze(0), t[n:n + 1], *args).reshape(-1)
+        jacobian = torch.autograd.functional.jacobian(single, x[n])
+        values.append(torch.trace(jacobian.reshape(jacobian.shape[0], -1)))
+    return torch.stack(values)
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    torch.manual_seed(7)
+    generator = torch.Generator().manual_seed(11)
+    samples = 6
+
+    with torch.no_grad():
+        # Unconditional MLP on R^3, float32 (scripted) and float64 (traced).
+        mlp32 = save_module(MlpField(3, 32), "mlp_float32.pt")
+        x0 = torch.randn(samples, 3, generator=generator)
+        save_array("mlp_x0.npy", x0.numpy())
+        t = torch.full((samples,), 0.3)
+        save_array("mlp_velocity_t0.3.npy", mlp32(x0, t).numpy())
+        save_array("mlp_euler_10.npy", euler(mlp32, x0, 10).numpy())
+        save_array("mlp_midpoint_10.npy", midpoint(mlp32, x0, 10).numpy())
+
+        mlp64_module = MlpField(3, 32).double()
+        example = (torch.randn(4, 3, dtype=torch.float64), torch.rand(4, dtype=torch.float64))
+        mlp64 = save_module(mlp64_module, "mlp_float64.pt", example)
+
+        # Integer labels, float64: 3 classes and the null label 3.
+        labels64 = save_module(LabelField(2, 3, 32).double(), "labels_float64.pt")
+        x_labels = torch.randn(samples, 2, generator=generator, dtype=torch.float64)
+        labels = torch.tensor([0, 1, 2, 0, 1, 2], dtype=torch.int64)
+        null = torch.full((samples,), 3, dtype=torch.int64)
+        weight = 2.0
+        save_array("labels_x0.npy", x_labels.numpy())
+        save_array("labels_labels.npy", labels.numpy())
+
+        def guided(x, t):
+            return (1 - weight) * labels64(x, t, null) + weight * labels64(x, t, labels)
+
+        save_array("labels_guided_w2_euler_10.npy", euler(guided, x_labels, 10).numpy())
+
+        # Float conditions [N, 2], float32.
+        vector32 = save_module(VectorConditionField(2, 2, 16), "vector_condition_float32.pt")
+        x_vector = torch.randn(samples, 2, generator=generator)
+        conditions = torch.randn(samples, 2, generator=generator)
+        save_array("vector_x.npy", x_vector.numpy())
+        save_array("vector_conditions.npy", conditions.numpy())
+        save_array("vector_velocity_t0.7.npy",
+                   vector32(x_vector, torch.full((samples,), 0.7), conditions).numpy())
+
+        # Images [N, 1, 4, 4]: float32 with an Euler reference, float64 for the derivatives.
+        image32 = save_module(ImageField(), "image_float32.pt")
+        x_image = torch.randn(5, 1, 4, 4, generator=generator)
+        save_array("image_x0.npy", flat(x_image))
+        save_array("image_euler_8.npy", flat(euler(image32, x_image, 8)))
+        image64 = save_module(ImageField().double(), "image_float64.pt")
+
+        # Modules that break the convention.
+        save_module(WrongSignature(), "wrong_signature.pt")
+        save_module(WrongOutputShape(), "wrong_output_shape.pt")
+        save_module(NonFinite(), "non_finite.pt")
+
+    # Exact divergences (float64) from autograd Jacobians, one sample at a time.
+    x_div = torch.randn(samples, 3, generator=generator, dtype=torch.float64)
+    t_div = torch.full((samples,), 0.6, dtype=torch.float64)
+    save_array("mlp64_x.npy", x_div.numpy())
+    save_array("mlp64_divergence_t0.6.npy", divergence(mlp64, x_div, t_div).detach().numpy())
+    x_img = torch.randn(3, 1, 4, 4, generator=generator, dtype=torch.float64)
+    t_img = torch.full((3,), 0.6, dtype=torch.float64)
+    save_array("image64_x.npy", flat(x_img))
+    save_array("image64_divergence_t0.6.npy", divergence(image64, x_img, t_img).detach().numpy())
+
+
+if __name__ == "__main__":
+    main()
