@@ -12,6 +12,8 @@
 #include "flowmatch/detail/validate.hpp"
 #include "flowmatch/flowmatch.hpp"
 
+namespace test_core {
+
 namespace {
 
 using flowmatch::ConstMatrixRef;
@@ -165,3 +167,5 @@ TEST_CASE(
   CHECK_THROWS_AS(detail::require_nonnegative("f: a", std::numeric_limits<double>::infinity()),
                   std::invalid_argument);
 }
+
+}  // namespace test_core

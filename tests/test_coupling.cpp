@@ -19,6 +19,8 @@
 #include "flowmatch/detail/sinkhorn_relaxation.hpp"
 #include "flowmatch/detail/stabilised_sinkhorn.hpp"
 
+namespace test_coupling {
+
 namespace {
 
 using Catch::Matchers::WithinAbs;
@@ -904,3 +906,5 @@ TEST_CASE("Sinkhorn and plan sampling reject invalid input", "[sinkhorn]") {
                                                       flowmatch::PlanSampling::per_source_row),
                     Catch::Contains("row 2"));
 }
+
+}  // namespace test_coupling

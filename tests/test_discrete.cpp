@@ -36,6 +36,8 @@
 #include "flowmatch/scheduler/convex_cosine.hpp"
 #include "flowmatch/scheduler/polynomial.hpp"
 
+namespace test_discrete {
+
 namespace {
 
 using Catch::Matchers::Contains;
@@ -1223,3 +1225,5 @@ TEST_CASE("Guided sampling rejects bad labels, weights and lengths with typed er
                                           good, good, Vector<double>::Ones(2)),
                   std::invalid_argument);
 }
+
+}  // namespace test_discrete

@@ -36,6 +36,8 @@
 #include "flowmatch/scheduler/condot.hpp"
 #include "flowmatch/train/checkpoint.hpp"
 
+namespace test_discrete_train {
+
 namespace {
 
 using Catch::Matchers::Contains;
@@ -953,3 +955,5 @@ TEST_CASE("DiscreteTrainer checkpoints: corrupt and mismatched files give typed 
   CHECK(after.generator_state == before.generator_state);
   CHECK(trainer.denoiser().network().parameters() == before.model.parameters());
 }
+
+}  // namespace test_discrete_train

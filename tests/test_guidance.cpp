@@ -22,6 +22,8 @@
 #include "flowmatch/score/exact_score.hpp"
 #include "flowmatch/solver/integrate.hpp"
 
+namespace test_guidance {
+
 namespace {
 
 using flowmatch::ConstMatrixRef;
@@ -607,3 +609,5 @@ TEST_CASE("the jvp and vjp of a guided field are the products of its Jacobian",
   Matrix<double> mismatched(3, 3);
   CHECK_THROWS_AS(guided.vjp(0.3, x, cotangent, mismatched), std::invalid_argument);
 }
+
+}  // namespace test_guidance

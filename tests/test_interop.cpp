@@ -10,6 +10,8 @@
 #include "flowmatch/nn/mlp.hpp"
 #include "flowmatch/solver/integrate.hpp"
 
+namespace test_interop {
+
 namespace {
 
 const std::string tiny2d = std::string(FLOWMATCH_TEST_DATA_DIR) + "/tiny2d/";
@@ -73,3 +75,5 @@ TEST_CASE("a saved model has the layout PyTorch wrote, so PyTorch can load it ba
     CHECK(saved.metadata.at(key) == original.metadata.at(key));
   }
 }
+
+}  // namespace test_interop

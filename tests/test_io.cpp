@@ -17,6 +17,8 @@
 #include "flowmatch/io/npy.hpp"
 #include "flowmatch/io/safetensors.hpp"
 
+namespace test_io {
+
 namespace {
 
 namespace io = flowmatch::io;
@@ -1084,3 +1086,5 @@ TEST_CASE("npy row ranges reject requests outside the file and bad files", "[npy
   CHECK(io::load_npy_batch_rows<float>(huge, 3, 1) ==
         io::load_npy_batch<double>(huge).rightCols(1).cast<float>());
 }
+
+}  // namespace test_io

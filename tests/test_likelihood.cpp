@@ -22,10 +22,13 @@
 #include "flowmatch/likelihood/divergence.hpp"
 #include "flowmatch/likelihood/log_likelihood.hpp"
 #include "flowmatch/oracle/gaussian_mixture_path.hpp"
+#include "flowmatch/parallel/parallel_field.hpp"
 #include "flowmatch/scheduler/condot.hpp"
 #include "flowmatch/score/exact_score.hpp"
 #include "generic_mixture_field.hpp"
 #include "sde_support.hpp"
+
+namespace test_likelihood {
 
 namespace {
 
@@ -542,6 +545,66 @@ TEST_CASE("Hutchinson log-likelihoods are reproducible and unbiased", "[hutchins
   CHECK(sampled.log_prob.allFinite());
 }
 
+// u(x) = A x with both Jacobian products as members, counting which one is called: the
+// estimate is exact arithmetic on A, so both products must give the same z·(A z).
+template <bool ReverseMode>
+struct CountingLinearField {
+  static constexpr bool prefers_reverse_mode = ReverseMode;
+  Matrix<double> matrix;
+  mutable int jvp_calls = 0;
+  mutable int vjp_calls = 0;
+  void operator()(double /*t*/, const ConstMatrixRef<double>& x, MatrixRef<double> out) const {
+    out.noalias() = matrix * x;
+  }
+  void jvp(double /*t*/, const ConstMatrixRef<double>& /*x*/, const ConstMatrixRef<double>& tangent,
+           MatrixRef<double> out) const {
+    ++jvp_calls;
+    out.noalias() = matrix * tangent;
+  }
+  void vjp(double /*t*/, const ConstMatrixRef<double>& /*x*/,
+           const ConstMatrixRef<double>& cotangent, MatrixRef<double> out) const {
+    ++vjp_calls;
+    out.noalias() = matrix.transpose() * cotangent;
+  }
+};
+
+TEST_CASE("Hutchinson uses the vjp of a field that prefers reverse mode, the jvp otherwise",
+          "[hutchinson]") {
+  std::mt19937_64 generator(11);
+  const Matrix<double> matrix = random_normal(4, 4, generator);
+  const Matrix<double> x = random_normal(4, 6, generator);
+  const Matrix<double> probes =
+      flowmatch::draw_probes<double>(4, 6, 3, flowmatch::ProbeDistribution::rademacher, generator);
+  // z·(A z) for each probe column, averaged over the 3 probes of each sample.
+  Vector<double> expected = Vector<double>::Zero(6);
+  for (Index k = 0; k < 3; ++k) {
+    for (Index n = 0; n < 6; ++n) {
+      const auto z = probes.col(k * 6 + n);
+      expected(n) += z.dot(matrix * z) / 3;
+    }
+  }
+  CountingLinearField<true> reverse{matrix};
+  CountingLinearField<false> forward{matrix};
+  Vector<double> estimate(6);
+  flowmatch::hutchinson_divergence<double>(reverse, 0.5, x, probes, estimate);
+  CHECK(reverse.vjp_calls == 1);
+  CHECK(reverse.jvp_calls == 0);
+  CHECK((estimate - expected).cwiseAbs().maxCoeff() < 1e-12);
+  flowmatch::hutchinson_divergence<double>(forward, 0.5, x, probes, estimate);
+  CHECK(forward.jvp_calls == 1);
+  CHECK(forward.vjp_calls == 0);
+  CHECK((estimate - expected).cwiseAbs().maxCoeff() < 1e-12);
+  // An adapter passes the preference on: a field wrapped for parallel evaluation, by reference
+  // (the 18 columns of the probes fit one chunk: one call).
+  flowmatch::ThreadPool pool(2);
+  const flowmatch::ParallelField parallel(std::cref(reverse), pool);
+  STATIC_REQUIRE(flowmatch::prefers_reverse_mode<decltype(parallel)>);
+  STATIC_REQUIRE_FALSE(flowmatch::prefers_reverse_mode<CountingLinearField<false>>);
+  flowmatch::hutchinson_divergence<double>(parallel, 0.5, x, probes, estimate);
+  CHECK(reverse.vjp_calls == 2);
+  CHECK(reverse.jvp_calls == 0);
+}
+
 TEST_CASE("conditional log-likelihoods bind the conditions to the samples", "[likelihood]") {
   // u(x | c) of the CondOT path to N(c, s² I): u = c + a(t)(x − t c), a = (t s² − (1 − t))/v,
   // v = t² s² + (1 − t)²; log p_1(x | c) = log N(x; c, s² I).
@@ -679,3 +742,5 @@ TEST_CASE("bad input to the likelihood functions throws", "[likelihood]") {
   bad.rtol = -1;
   CHECK_THROWS_AS(flowmatch::log_likelihood(oracle, points, bad), std::invalid_argument);
 }
+
+}  // namespace test_likelihood

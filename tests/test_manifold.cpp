@@ -38,6 +38,8 @@
 #include "flowmatch/solver/integrate.hpp"
 #include "flowmatch/train/adam.hpp"
 
+namespace test_manifold {
+
 namespace {
 
 using flowmatch::Euclidean;
@@ -1579,3 +1581,5 @@ TEST_CASE("product: a solve equals its factors solved separately", "[manifold][p
                                                         part_probes[2], options));
       });
 }
+
+}  // namespace test_manifold

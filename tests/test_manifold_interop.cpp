@@ -16,6 +16,8 @@
 #include "flowmatch/manifold/tangent_field.hpp"
 #include "flowmatch/nn/mlp.hpp"
 
+namespace test_manifold_interop {
+
 namespace {
 
 using flowmatch::Index;
@@ -128,3 +130,5 @@ TEST_CASE("projected Euler and RK4 on S² reproduce PyTorch's solves of the same
       solve(field, x0, ManifoldMethod::euler, 0.05, ManifoldStepping::exponential);
   CHECK(largest_difference(exponential.state, euler) > 1e3 * tolerance);
 }
+
+}  // namespace test_manifold_interop

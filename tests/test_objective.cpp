@@ -28,6 +28,8 @@
 #include "flowmatch/train/objective.hpp"
 #include "flowmatch/train/trainer.hpp"
 
+namespace test_objective {
+
 namespace {
 
 using Catch::Matchers::WithinAbs;
@@ -785,3 +787,5 @@ TEST_CASE("a float trainer lowers the loss, and resample draws columns of the da
               last);
   CHECK(last < 0.8 * first);
 }
+
+}  // namespace test_objective

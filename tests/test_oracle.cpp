@@ -23,6 +23,8 @@
 #include "flowmatch/scheduler/polynomial.hpp"
 #include "flowmatch/scheduler/vp.hpp"
 
+namespace test_oracle {
+
 namespace {
 
 using Catch::Matchers::WithinAbs;
@@ -967,3 +969,5 @@ TEST_CASE("bad inputs throw", "[oracle]") {
     CHECK_THROWS_WITH(path(0.5, not_finite, out), Catch::Contains("column 2"));
   }
 }
+
+}  // namespace test_oracle

@@ -23,6 +23,8 @@
 #include "flowmatch/parallel/thread_pool.hpp"
 #include "flowmatch/solver/integrate.hpp"
 
+namespace test_parallel {
+
 namespace {
 
 using flowmatch::Index;
@@ -299,3 +301,5 @@ TEST_CASE("conditional models give the same bits with one and with two threads",
     return flowmatch::sample(guided, x, options).state;
   });
 }
+
+}  // namespace test_parallel

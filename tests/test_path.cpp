@@ -23,6 +23,8 @@
 #include "flowmatch/scheduler/vp.hpp"
 #include "flowmatch/solver/integrate.hpp"
 
+namespace test_path {
+
 namespace {
 
 using Catch::Matchers::WithinAbs;
@@ -648,3 +650,5 @@ TEST_CASE("sample_transformed equals sampling the original field, also for VP ta
                     std::invalid_argument);
   }
 }
+
+}  // namespace test_path

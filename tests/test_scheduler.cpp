@@ -17,6 +17,8 @@
 #include "flowmatch/scheduler/scheduler.hpp"
 #include "flowmatch/scheduler/vp.hpp"
 
+namespace test_scheduler {
+
 namespace {
 
 using Catch::Matchers::WithinAbs;
@@ -344,3 +346,5 @@ TEST_CASE("Cosine: closed forms", "[scheduler]") {
   CHECK_THAT(cosine.snr_inverse(1), WithinRel(0.5, 1e-15));
   CHECK_THAT(cosine.d_alpha(1), WithinAbs(0, 0));
 }
+
+}  // namespace test_scheduler

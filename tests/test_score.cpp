@@ -21,6 +21,8 @@
 #include "flowmatch/score/velocity_score.hpp"
 #include "generic_mixture_field.hpp"
 
+namespace test_score {
+
 namespace {
 
 using Catch::Matchers::WithinAbs;
@@ -330,3 +332,5 @@ TEST_CASE("the exact score of a conditional Mlp with bound conditions is the gra
         return flowmatch::conditional_log_likelihood(mlp, condition, points, options).log_prob;
       });
 }
+
+}  // namespace test_score

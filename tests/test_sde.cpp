@@ -31,6 +31,8 @@
 #include "flowmatch/solver/sde.hpp"
 #include "sde_support.hpp"
 
+namespace test_sde {
+
 namespace {
 
 using Catch::Matchers::Contains;
@@ -645,3 +647,5 @@ TEST_CASE("sde: float", "[sde]") {
   CHECK(result.stats.nfe == 200);
   CHECK(result.stats.accepted == 100);
 }
+
+}  // namespace test_sde

@@ -22,6 +22,8 @@
 #include "flowmatch/scheduler/condot.hpp"
 #include "flowmatch/solver/integrate.hpp"
 
+namespace test_solver {
+
 namespace {
 
 using Catch::Matchers::WithinAbs;
@@ -1421,3 +1423,5 @@ TEST_CASE("fixed-step steppers give odeint's explicit Runge-Kutta steps bit for 
   check_fixed_steppers_against_odeint<double>();
   check_fixed_steppers_against_odeint<float>();
 }
+
+}  // namespace test_solver

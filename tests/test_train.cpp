@@ -19,6 +19,8 @@
 #include "flowmatch/train/time_sampler.hpp"
 #include "flowmatch/train/trainer.hpp"
 
+namespace test_train {
+
 namespace {
 
 using Catch::Matchers::WithinAbs;
@@ -768,3 +770,5 @@ TEST_CASE("bad chunking and thread options throw", "[training][threads][errors]"
   threaded.step();
   CHECK(threaded.step_count() == 1);
 }
+
+}  // namespace test_train

@@ -1,5 +1,5 @@
 // The TorchScript models of the tool (see torchscript_model.hpp): the only file of the tool that
-// includes LibTorch's headers.
+// includes LibTorch's headers, built as the module the tool loads on its first TorchScript model.
 #include "torchscript_model.hpp"
 
 #include <functional>
@@ -12,8 +12,10 @@
 
 namespace flowmatch_cli {
 
+namespace {
+
 template <class Scalar>
-flowmatch::AnyField<Scalar> torchscript_field(
+flowmatch::AnyField<Scalar> make_torchscript_field(
     const std::string& path, const std::vector<std::int64_t>& shape, TorchScriptConditions kind,
     const std::optional<flowmatch::Matrix<Scalar>>& conditions,
     const std::optional<flowmatch::Vector<Scalar>>& guidance_weights,
@@ -44,13 +46,14 @@ flowmatch::AnyField<Scalar> torchscript_field(
       field);
 }
 
-template flowmatch::AnyField<float> torchscript_field<float>(
-    const std::string&, const std::vector<std::int64_t>&, TorchScriptConditions,
-    const std::optional<flowmatch::Matrix<float>>&, const std::optional<flowmatch::Vector<float>>&,
-    std::optional<std::int64_t>, int);
-template flowmatch::AnyField<double> torchscript_field<double>(
-    const std::string&, const std::vector<std::int64_t>&, TorchScriptConditions,
-    const std::optional<flowmatch::Matrix<double>>&,
-    const std::optional<flowmatch::Vector<double>>&, std::optional<std::int64_t>, int);
+}  // namespace
 
 }  // namespace flowmatch_cli
+
+/// The module's entry point (torchscript_model.hpp).
+extern "C" const flowmatch_cli::TorchScriptFactories* flowmatch_cli_torchscript_factories() {
+  static const flowmatch_cli::TorchScriptFactories factories{
+      &flowmatch_cli::make_torchscript_field<float>,
+      &flowmatch_cli::make_torchscript_field<double>};
+  return &factories;
+}

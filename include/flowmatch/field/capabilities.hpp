@@ -117,6 +117,22 @@ concept HasVelocityVjpDivergenceGradient = requires(const F& field, Scalar t,
 };
 ///@}
 
+/// Whether a field's derivatives come from reverse-mode differentiation (a network evaluated by
+/// an autograd engine). Such a field declares `static constexpr bool prefers_reverse_mode =
+/// true;`: its vector-Jacobian product costs one backward pass where its Jacobian-vector product
+/// costs two. An estimator that may use either product uses the vjp for such a field and the jvp
+/// (forward mode, the cheaper one for the library's own fields) otherwise: Hutchinson's
+/// zᵀ (∂u/∂x) z = ((∂u/∂x)ᵀ z)ᵀ z. The adapters of field_adapter.hpp pass the declaration on.
+template <class F>
+inline constexpr bool prefers_reverse_mode = [] {
+  using Field = std::unwrap_reference_t<std::remove_cvref_t<F>>;
+  if constexpr (requires { Field::prefers_reverse_mode; }) {
+    return static_cast<bool>(Field::prefers_reverse_mode);
+  } else {
+    return false;
+  }
+}();
+
 /// @name Conditional fields
 ///@{
 

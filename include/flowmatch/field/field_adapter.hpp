@@ -73,6 +73,9 @@ class FieldAdapter {
   /// The wrapped field.
   [[nodiscard]] const wrapped_type& field() const { return field_; }
 
+  /// The wrapped field's preference of derivative mode (capabilities.hpp).
+  static constexpr bool prefers_reverse_mode = flowmatch::prefers_reverse_mode<wrapped_type>;
+
   /// No conditional member unless the adapter says otherwise.
   template <class Tag, class Scalar>
   static constexpr bool offers_conditionally = false;

@@ -583,6 +583,10 @@ class TorchScriptField {
                    TorchScriptOptions options = {})
       : model_("TorchScriptField", path, std::move(sample_shape), std::nullopt, options) {}
 
+  /// Derivatives come from autograd: a vjp is one backward pass, a jvp two, so estimators that
+  /// may use either (Hutchinson's) use the vjp (field/capabilities.hpp).
+  static constexpr bool prefers_reverse_mode = true;
+
   /// d, the number of entries of a sample.
   [[nodiscard]] Index dim() const { return model_.dim(); }
   /// The shape of one sample as the module sees it.
@@ -653,6 +657,10 @@ class ConditionalTorchScriptField {
   ConditionalTorchScriptField(const std::string& path, std::vector<std::int64_t> sample_shape,
                               TorchCondition condition, TorchScriptOptions options = {})
       : model_("ConditionalTorchScriptField", path, std::move(sample_shape), condition, options) {}
+
+  /// Derivatives come from autograd: a vjp is one backward pass, a jvp two, so estimators that
+  /// may use either (Hutchinson's) use the vjp (field/capabilities.hpp).
+  static constexpr bool prefers_reverse_mode = true;
 
   /// d, the number of entries of a sample.
   [[nodiscard]] Index dim() const { return model_.dim(); }

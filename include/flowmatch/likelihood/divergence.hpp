@@ -15,7 +15,8 @@
 ///     E[z zᵀ] = I, so the estimate is unbiased. The probes are drawn once per call from the
 ///     caller's generator and fixed along the trajectory (the ODE stays deterministic, and a
 ///     seed reproduces the result bit for bit). The K·N Jacobian-vector products are one
-///     batched evaluation on d×(K·N) columns, from the field's jvp member or else forward mode.
+///     batched evaluation on d×(K·N) columns, from the field's jvp member or else forward mode
+///     (from its vjp member for a field that prefers reverse mode: field/capabilities.hpp).
 ///     Its standard deviation falls as 1/√K.
 ///
 /// Finite differences are an explicit opt-in: wrap the field in FiniteDifferenceField.
@@ -102,7 +103,12 @@ void hutchinson_divergence(const Field& field, Scalar t, const ConstMatrixRef<Sc
   }
   const ConstMatrixRef<Scalar> points = count > 1 ? ConstMatrixRef<Scalar>(buffers.repeated) : x;
   buffers.products.resize(x.rows(), probes.cols());
-  derive(capability::Jvp{}, field, t, points, probes, buffers.products);
+  // J z, or Jᵀ z for a reverse-mode field: z·(J z) = (Jᵀ z)·z.
+  if constexpr (prefers_reverse_mode<Field> && HasVjp<std::unwrap_reference_t<Field>, Scalar>) {
+    derive(capability::Vjp{}, field, t, points, probes, buffers.products);
+  } else {
+    derive(capability::Jvp{}, field, t, points, probes, buffers.products);
+  }
   // z·(J z) per column, then the mean over the K probes of each sample.
   out.setZero();
   for (Index k = 0; k < count; ++k) {
