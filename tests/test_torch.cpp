@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "flowmatch/core/errors.hpp"
+#include "flowmatch/discrete/conditional_denoiser.hpp"
 #include "flowmatch/discrete/denoiser.hpp"
 #include "flowmatch/discrete/elbo.hpp"
 #include "flowmatch/discrete/mixture_path.hpp"
@@ -370,6 +371,9 @@ TEST_CASE("TorchScript modules that break the convention give typed errors", "[t
 static_assert(flowmatch::Denoiser<flowmatch::TorchScriptDenoiser<float>, float>);
 static_assert(flowmatch::Denoiser<flowmatch::TorchScriptDenoiser<double>, double>);
 static_assert(flowmatch::Denoiser<EigenFixtureDenoiser, double>);
+static_assert(
+    flowmatch::ConditionalDenoiser<flowmatch::ConditionalTorchScriptDenoiser<double>, double>);
+static_assert(!flowmatch::ConditionalDenoiser<flowmatch::TorchScriptDenoiser<double>, double>);
 
 TEST_CASE("TorchScript denoiser posteriors equal PyTorch's softmax of the logits", "[torch]") {
   const flowmatch::TokenMatrix tokens = denoiser_tokens();  // 3×5, mask token 4 included
@@ -445,6 +449,38 @@ TEST_CASE("TorchScript denoiser drives sample_discrete and discrete_elbo", "[tor
     CHECK((elbo.bound.array() > 0).all());
     CHECK((elbo.bound - expected.bound).cwiseAbs().maxCoeff() < 1e-10);
   }
+}
+
+TEST_CASE("TorchScript denoiser with int64 labels equals PyTorch's posteriors", "[torch]") {
+  using flowmatch::ConditionalTorchScriptDenoiser;
+  const ConditionalTorchScriptDenoiser<double> denoiser(fixture("denoiser_labels_float64.pt"), 4, 3,
+                                                        2);
+  CHECK(denoiser.labels() == 2);
+  CHECK(denoiser.null_label() == 2);
+  const flowmatch::TokenMatrix tokens = denoiser_tokens();
+  const Vector<double> t = batch("denoiser_t.npy").row(0).transpose();
+  const flowmatch::io::NpyArray array = flowmatch::io::read_npy(fixture("denoiser_labels.npy"));
+  const flowmatch::LabelVector labels =
+      Eigen::Map<const flowmatch::LabelVector>(array.integers.data(), tokens.cols());
+  Matrix<double> posterior(12, tokens.cols());
+  denoiser(t, tokens, labels, posterior);
+  CHECK((posterior - batch("denoiser_labels_posterior.npy")).cwiseAbs().maxCoeff() < 1e-12);
+
+  // The plain call is the null label's posterior (column 2 has label 2, the null label).
+  Matrix<double> unconditional(12, tokens.cols());
+  denoiser(t, tokens, unconditional);
+  CHECK((unconditional.col(2) - posterior.col(2)).cwiseAbs().maxCoeff() == 0.0);
+  CHECK((unconditional.col(0) - posterior.col(0)).cwiseAbs().maxCoeff() > 1e-3);
+
+  using Catch::Matchers::Contains;
+  flowmatch::LabelVector bad = labels;
+  bad(1) = 3;
+  CHECK_THROWS_WITH(denoiser(t, tokens, bad, posterior), Contains("labels(1)"));
+  CHECK_THROWS_TYPED(
+      flowmatch::TorchScriptDenoiser<double>(fixture("denoiser_labels_float64.pt"), 4, 3),
+      flowmatch::torch_model_error, Contains("takes (x: Tensor, t: Tensor, c: Tensor)"));
+  CHECK_THROWS_AS(ConditionalTorchScriptDenoiser<double>(fixture("denoiser_float64.pt"), 4, 3, 2),
+                  flowmatch::torch_model_error);
 }
 
 TEST_CASE("TorchScript denoisers that break the convention give typed errors", "[torch]") {

@@ -129,6 +129,20 @@ class TokenDenoiser(nn.Module):
         return self.head(torch.cat([self.embedding(x), time], dim=2)) + self.position
 
 
+class LabelDenoiser(TokenDenoiser):
+    """TokenDenoiser with a bias per class label added to the logits: forward(x, t, c) with
+    int64 labels c [N] in [0, classes], label `classes` being the null label."""
+
+    def __init__(self, vocabulary: int, length: int, width: int, classes: int):
+        super().__init__(vocabulary, length, width)
+        self.label = nn.Embedding(classes + 1, vocabulary)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        time = t.view(-1, 1, 1).expand(-1, x.shape[1], 1)
+        logits = self.head(torch.cat([self.embedding(x), time], dim=2)) + self.position
+        return logits + self.label(c).unsqueeze(1)
+
+
 class DenoiserWrongShape(nn.Module):
     """forward(x, t) returning logits [N, L, K + 1]: one token too many."""
 
@@ -280,6 +294,14 @@ def denoiser_fixtures():
                 save_array("denoiser_position.npy", module.position.numpy())
         save_array("denoiser_tokens.npy", tokens.numpy())
         save_module(DenoiserWrongShape(vocabulary), "denoiser_wrong_shape.pt")
+        # Two class labels and the null label 2, float64.
+        labelled = save_module(LabelDenoiser(vocabulary, length, 5, 2).double(),
+                               "denoiser_labels_float64.pt")
+        labels = torch.tensor([0, 1, 2, 0, 1], dtype=torch.int64)
+        t = torch.tensor([0.0, 0.2, 0.5, 0.7, 0.95], dtype=torch.float64)
+        save_array("denoiser_labels.npy", labels.numpy())
+        save_array("denoiser_labels_posterior.npy",
+                   flat(torch.softmax(labelled(tokens, t, labels), dim=2)))
 
 
 if __name__ == "__main__":
