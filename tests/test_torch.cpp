@@ -18,6 +18,7 @@
 #include "flowmatch/discrete/conditional_denoiser.hpp"
 #include "flowmatch/discrete/denoiser.hpp"
 #include "flowmatch/discrete/elbo.hpp"
+#include "flowmatch/discrete/guidance.hpp"
 #include "flowmatch/discrete/mixture_path.hpp"
 #include "flowmatch/discrete/sampler.hpp"
 #include "flowmatch/discrete/source.hpp"
@@ -33,6 +34,12 @@
 #include "flowmatch/score/exact_score.hpp"
 #include "flowmatch/solver/integrate.hpp"
 #include "flowmatch/solver/method.hpp"
+
+// LibTorch's c10/util/logging_is_not_google_glog.h redefines CHECK as a fatal logging check
+// (a failure aborts, a success is not counted): restore Catch's.
+#undef CHECK
+#define CHECK(...) \
+  INTERNAL_CATCH_TEST("CHECK", Catch::ResultDisposition::ContinueOnFailure, __VA_ARGS__)
 
 namespace {
 
@@ -471,6 +478,26 @@ TEST_CASE("TorchScript denoiser with int64 labels equals PyTorch's posteriors", 
   denoiser(t, tokens, unconditional);
   CHECK((unconditional.col(2) - posterior.col(2)).cwiseAbs().maxCoeff() == 0.0);
   CHECK((unconditional.col(0) - posterior.col(0)).cwiseAbs().maxCoeff() > 1e-3);
+
+  SECTION("guided sampling runs and is reproducible at a fixed seed") {
+    const flowmatch::MixturePath<flowmatch::CondOT<double>> path;
+    const auto source = flowmatch::DiscreteSource<double>::masked(4);
+    const flowmatch::TokenMatrix x0 = flowmatch::TokenMatrix::Constant(3, 6, 4);  // all masked
+    const flowmatch::LabelVector classes =
+        (flowmatch::LabelVector(6) << 0, 1, 0, 1, 0, 1).finished();
+    const Vector<double> weights = Vector<double>::Constant(6, 2.0);
+    flowmatch::DiscreteSamplerOptions<double> options;
+    options.step_size = 0.1;
+    const auto guided = [&] {
+      std::mt19937_64 generator(17);
+      return flowmatch::sample_discrete_guided(denoiser, path, source, x0, classes, weights,
+                                               options, generator);
+    };
+    const auto first = guided();
+    CHECK(first.tokens == guided().tokens);
+    CHECK((first.tokens.array() >= 0).all());
+    CHECK((first.tokens.array() < 4).all());
+  }
 
   using Catch::Matchers::Contains;
   flowmatch::LabelVector bad = labels;
