@@ -71,6 +71,9 @@
 ///
 /// **Concurrency.** A field may be called from several threads at once only if the module may;
 /// the field keeps no buffers of its own.
+///
+/// The denoisers of discrete flow matching (TorchScriptDenoiser, logits [N, L, K] from int64
+/// tokens) are in interop/torch_denoiser.hpp and share the loading and the checks above.
 #pragma once
 
 #include <ATen/Parallel.h>
