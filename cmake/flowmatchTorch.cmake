@@ -1,5 +1,6 @@
-# The optional LibTorch component: the INTERFACE target flowmatch::torch (header
-# flowmatch/interop/torch.hpp), which runs TorchScript models as velocity fields.
+# The optional LibTorch component: the INTERFACE target flowmatch::torch (headers
+# flowmatch/interop/torch.hpp and torch_denoiser.hpp), which runs TorchScript models as velocity
+# fields and as denoisers of discrete flow matching.
 #
 # FLOWMATCH_WITH_TORCH selects it:
 #   AUTO (default)  the target exists when find_package(Torch) succeeds (Debian: libtorch-dev);

@@ -6,22 +6,40 @@
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "flowmatch/core/errors.hpp"
+#include "flowmatch/discrete/conditional_denoiser.hpp"
+#include "flowmatch/discrete/denoiser.hpp"
+#include "flowmatch/discrete/elbo.hpp"
+#include "flowmatch/discrete/guidance.hpp"
+#include "flowmatch/discrete/mixture_path.hpp"
+#include "flowmatch/discrete/sampler.hpp"
+#include "flowmatch/discrete/source.hpp"
+#include "flowmatch/discrete/tokens.hpp"
 #include "flowmatch/guidance/classifier_free.hpp"
 #include "flowmatch/interop/torch.hpp"
+#include "flowmatch/interop/torch_denoiser.hpp"
 #include "flowmatch/io/io_error.hpp"
 #include "flowmatch/io/npy.hpp"
 #include "flowmatch/likelihood/divergence.hpp"
 #include "flowmatch/likelihood/log_likelihood.hpp"
+#include "flowmatch/scheduler/condot.hpp"
 #include "flowmatch/score/exact_score.hpp"
 #include "flowmatch/solver/integrate.hpp"
 #include "flowmatch/solver/method.hpp"
+
+// LibTorch's c10/util/logging_is_not_google_glog.h redefines CHECK as a fatal logging check
+// (a failure aborts, a success is not counted): restore Catch's.
+#undef CHECK
+#define CHECK(...) \
+  INTERNAL_CATCH_TEST("CHECK", Catch::ResultDisposition::ContinueOnFailure, __VA_ARGS__)
 
 namespace {
 
@@ -98,6 +116,49 @@ FieldContract guided_contract() {
   contract.samples = 5;
   return contract;
 }
+
+// The token batch of the denoiser fixtures (int64 [N, L]) as an L×N matrix.
+flowmatch::TokenMatrix denoiser_tokens() {
+  const flowmatch::io::NpyArray array = flowmatch::io::read_npy(fixture("denoiser_tokens.npy"));
+  const Index sequences = static_cast<Index>(array.shape.at(0));
+  const Index length = static_cast<Index>(array.shape.at(1));
+  return Eigen::Map<const flowmatch::TokenMatrix>(array.integers.data(), length, sequences);
+}
+
+// The function of denoiser_float64.pt computed from its exported parameters with Eigen: logits
+// W·[E(x), t] + b + P_l at position l, then a softmax per position (an independent reference).
+class EigenFixtureDenoiser {
+ public:
+  EigenFixtureDenoiser()
+      : embedding_(batch("denoiser_embedding.npy")),  // width × (K + 1): column = token
+        weight_(batch("denoiser_head_weight.npy")),   // (width + 1) × K
+        bias_(batch("denoiser_head_bias.npy")),       // 1 × K
+        position_(batch("denoiser_position.npy")) {}  // K × L
+
+  [[nodiscard]] Index vocabulary() const { return weight_.cols(); }
+
+  void operator()(const flowmatch::ConstVectorRef<double>& t, const flowmatch::ConstTokenRef& x_t,
+                  flowmatch::MatrixRef<double> posterior) const {
+    const Index vocabulary = weight_.cols();
+    const Index width = embedding_.rows();
+    for (Index sequence = 0; sequence < x_t.cols(); ++sequence) {
+      for (Index position = 0; position < x_t.rows(); ++position) {
+        Vector<double> logits =
+            weight_.topRows(width).transpose() * embedding_.col(x_t(position, sequence)) +
+            weight_.row(width).transpose() * t(sequence) + bias_.row(0).transpose() +
+            position_.col(position);
+        logits = (logits.array() - logits.maxCoeff()).exp().matrix();
+        posterior.col(sequence).segment(position * vocabulary, vocabulary) = logits / logits.sum();
+      }
+    }
+  }
+
+ private:
+  Matrix<double> embedding_;
+  Matrix<double> weight_;
+  Matrix<double> bias_;
+  Matrix<double> position_;
+};
 
 }  // namespace
 
@@ -311,6 +372,201 @@ TEST_CASE("TorchScript modules that break the convention give typed errors", "[t
     labels << 0.0, 7.0;  // the embedding has 4 rows
     CHECK_THROWS_TYPED(conditional(0.5, x, labels, out), flowmatch::torch_model_error,
                        Contains("index out of range"));
+  }
+}
+
+static_assert(flowmatch::Denoiser<flowmatch::TorchScriptDenoiser<float>, float>);
+static_assert(flowmatch::Denoiser<flowmatch::TorchScriptDenoiser<double>, double>);
+static_assert(flowmatch::Denoiser<EigenFixtureDenoiser, double>);
+static_assert(
+    flowmatch::ConditionalDenoiser<flowmatch::ConditionalTorchScriptDenoiser<double>, double>);
+static_assert(!flowmatch::ConditionalDenoiser<flowmatch::TorchScriptDenoiser<double>, double>);
+
+TEST_CASE("TorchScript denoiser posteriors equal PyTorch's softmax of the logits", "[torch]") {
+  const flowmatch::TokenMatrix tokens = denoiser_tokens();  // 3×5, mask token 4 included
+  const Matrix<double> times = batch("denoiser_t.npy");     // 1×5
+  REQUIRE(tokens.rows() == 3);
+  SECTION("float32") {
+    const flowmatch::TorchScriptDenoiser<float> denoiser(fixture("denoiser_float32.pt"), 4, 3);
+    CHECK(denoiser.vocabulary() == 4);
+    CHECK(denoiser.length() == 3);
+    const Vector<float> t = times.row(0).transpose().cast<float>();
+    Matrix<float> posterior(12, tokens.cols());
+    denoiser(t, tokens, posterior);
+    const Matrix<float> expected = batch<float>("denoiser_float32_posterior.npy");
+    CHECK((posterior - expected).cwiseAbs().maxCoeff() < 1e-6f);
+    for (Index n = 0; n < tokens.cols(); ++n) {
+      for (Index l = 0; l < 3; ++l) {
+        CHECK(std::abs(flowmatch::position_distribution(posterior, 4, l, n).sum() - 1.0f) < 1e-6f);
+      }
+    }
+  }
+  SECTION("float64, against PyTorch and an Eigen computation from the parameters") {
+    const flowmatch::TorchScriptDenoiser<double> denoiser(fixture("denoiser_float64.pt"), 4, 3);
+    const Vector<double> t = times.row(0).transpose();
+    Matrix<double> posterior(12, tokens.cols());
+    denoiser(t, tokens, posterior);
+    const Matrix<double> expected = batch("denoiser_float64_posterior.npy");
+    CHECK((posterior - expected).cwiseAbs().maxCoeff() < 1e-12);
+    Matrix<double> eigen(12, tokens.cols());
+    EigenFixtureDenoiser()(t, tokens, eigen);
+    CHECK((eigen - expected).cwiseAbs().maxCoeff() < 1e-12);
+    for (Index n = 0; n < tokens.cols(); ++n) {
+      for (Index l = 0; l < 3; ++l) {
+        CHECK(std::abs(flowmatch::position_distribution(posterior, 4, l, n).sum() - 1.0) < 1e-12);
+      }
+    }
+    // A block of columns (outer stride > rows) reaches the module without a copy.
+    Matrix<double> part(12, 2);
+    denoiser(t.segment(2, 2), tokens.middleCols(2, 2), part);
+    CHECK((part - expected.middleCols(2, 2)).cwiseAbs().maxCoeff() < 1e-12);
+  }
+}
+
+TEST_CASE("TorchScript denoiser drives sample_discrete and discrete_elbo", "[torch]") {
+  using Path = flowmatch::MixturePath<flowmatch::CondOT<double>>;
+  const flowmatch::TorchScriptDenoiser<double> denoiser(fixture("denoiser_float64.pt"), 4, 3);
+  const EigenFixtureDenoiser reference;
+  const Path path;
+  const auto source = flowmatch::DiscreteSource<double>::masked(4);
+  std::mt19937_64 draw(5);
+  const flowmatch::TokenMatrix x0 = source.sample(3, 16, draw);
+  flowmatch::DiscreteSamplerOptions<double> options;
+  options.step_size = 0.05;
+  const auto sample = [&](const auto& model) {
+    std::mt19937_64 generator(21);
+    return flowmatch::sample_discrete(model, path, source, x0, options, generator);
+  };
+  const auto first = sample(denoiser);
+  const auto second = sample(denoiser);
+  CHECK(first.stats.steps == 20);
+  CHECK(first.tokens == second.tokens);  // reproducible at a fixed seed
+  CHECK(first.tokens == sample(reference).tokens);
+  CHECK((first.tokens.array() >= 0).all());
+  CHECK((first.tokens.array() < 4).all());  // no mask token left at t = 1
+
+  SECTION("the ELBO equals the Eigen-side denoiser's") {
+    std::mt19937_64 generator(8);
+    const flowmatch::TokenMatrix x1 = first.tokens.leftCols(4);
+    const auto elbo = flowmatch::discrete_elbo(denoiser, path, source, x1, 8, generator);
+    generator.seed(8);
+    const auto expected = flowmatch::discrete_elbo(reference, path, source, x1, 8, generator);
+    REQUIRE(elbo.bound.size() == 4);
+    CHECK(elbo.bound.allFinite());
+    CHECK((elbo.bound.array() > 0).all());
+    CHECK((elbo.bound - expected.bound).cwiseAbs().maxCoeff() < 1e-10);
+  }
+}
+
+TEST_CASE("TorchScript denoiser with int64 labels equals PyTorch's posteriors", "[torch]") {
+  using flowmatch::ConditionalTorchScriptDenoiser;
+  const ConditionalTorchScriptDenoiser<double> denoiser(fixture("denoiser_labels_float64.pt"), 4, 3,
+                                                        2);
+  CHECK(denoiser.labels() == 2);
+  CHECK(denoiser.null_label() == 2);
+  const flowmatch::TokenMatrix tokens = denoiser_tokens();
+  const Vector<double> t = batch("denoiser_t.npy").row(0).transpose();
+  const flowmatch::io::NpyArray array = flowmatch::io::read_npy(fixture("denoiser_labels.npy"));
+  const flowmatch::LabelVector labels =
+      Eigen::Map<const flowmatch::LabelVector>(array.integers.data(), tokens.cols());
+  Matrix<double> posterior(12, tokens.cols());
+  denoiser(t, tokens, labels, posterior);
+  CHECK((posterior - batch("denoiser_labels_posterior.npy")).cwiseAbs().maxCoeff() < 1e-12);
+
+  // The plain call is the null label's posterior (column 2 has label 2, the null label).
+  Matrix<double> unconditional(12, tokens.cols());
+  denoiser(t, tokens, unconditional);
+  CHECK((unconditional.col(2) - posterior.col(2)).cwiseAbs().maxCoeff() == 0.0);
+  CHECK((unconditional.col(0) - posterior.col(0)).cwiseAbs().maxCoeff() > 1e-3);
+
+  SECTION("guided sampling runs and is reproducible at a fixed seed") {
+    const flowmatch::MixturePath<flowmatch::CondOT<double>> path;
+    const auto source = flowmatch::DiscreteSource<double>::masked(4);
+    const flowmatch::TokenMatrix x0 = flowmatch::TokenMatrix::Constant(3, 6, 4);  // all masked
+    const flowmatch::LabelVector classes =
+        (flowmatch::LabelVector(6) << 0, 1, 0, 1, 0, 1).finished();
+    const Vector<double> weights = Vector<double>::Constant(6, 2.0);
+    flowmatch::DiscreteSamplerOptions<double> options;
+    options.step_size = 0.1;
+    const auto guided = [&] {
+      std::mt19937_64 generator(17);
+      return flowmatch::sample_discrete_guided(denoiser, path, source, x0, classes, weights,
+                                               options, generator);
+    };
+    const auto first = guided();
+    CHECK(first.tokens == guided().tokens);
+    CHECK((first.tokens.array() >= 0).all());
+    CHECK((first.tokens.array() < 4).all());
+  }
+
+  using Catch::Matchers::Contains;
+  flowmatch::LabelVector bad = labels;
+  bad(1) = 3;
+  CHECK_THROWS_WITH(denoiser(t, tokens, bad, posterior), Contains("labels(1)"));
+  CHECK_THROWS_TYPED(
+      flowmatch::TorchScriptDenoiser<double>(fixture("denoiser_labels_float64.pt"), 4, 3),
+      flowmatch::torch_model_error, Contains("takes (x: Tensor, t: Tensor, c: Tensor)"));
+  CHECK_THROWS_AS(ConditionalTorchScriptDenoiser<double>(fixture("denoiser_float64.pt"), 4, 3, 2),
+                  flowmatch::torch_model_error);
+}
+
+TEST_CASE("TorchScript denoisers that break the convention give typed errors", "[torch]") {
+  using Catch::Matchers::Contains;
+  using flowmatch::TorchScriptDenoiser;
+  SECTION("logits of the wrong shape, and a vocabulary or length the module does not have") {
+    CHECK_THROWS_TYPED(TorchScriptDenoiser<float>(fixture("denoiser_wrong_shape.pt"), 4, 3),
+                       flowmatch::torch_model_error, Contains("has shape [1, 3, 5]"));
+    CHECK_THROWS_TYPED(TorchScriptDenoiser<float>(fixture("denoiser_float32.pt"), 5, 3),
+                       flowmatch::torch_model_error, Contains("[1, 3, 5] (logits [N, L, K])"));
+    CHECK_THROWS_AS(TorchScriptDenoiser<float>(fixture("denoiser_float32.pt"), 4, 2),
+                    flowmatch::torch_model_error);
+  }
+  SECTION("a float64 module as a float32 denoiser") {
+    CHECK_THROWS_TYPED(TorchScriptDenoiser<float>(fixture("denoiser_float64.pt"), 4, 3),
+                       flowmatch::torch_model_error, Contains("has dtype Double"));
+  }
+  SECTION("velocity modules: a forward without t, and one whose output is not logits") {
+    CHECK_THROWS_TYPED(TorchScriptDenoiser<float>(fixture("wrong_signature.pt"), 4, 3),
+                       flowmatch::torch_model_error, Contains("takes (x: Tensor)"));
+    // torch.cat promotes the int64 tokens, so the MLP runs and returns [N, L].
+    CHECK_THROWS_TYPED(TorchScriptDenoiser<float>(fixture("mlp_float32.pt"), 4, 3),
+                       flowmatch::torch_model_error, Contains("has shape [1, 3], expected"));
+    CHECK_THROWS_TYPED(TorchScriptDenoiser<float>(fixture("mlp_float32.pt"), 4, 2),
+                       flowmatch::torch_model_error, Contains("failed on x of shape [1, 2]"));
+  }
+  SECTION("files that are missing or not TorchScript; bad sizes") {
+    CHECK_THROWS_AS(TorchScriptDenoiser<float>(fixture("missing.pt"), 4, 3),
+                    flowmatch::io::io_error);
+    CHECK_THROWS_AS(TorchScriptDenoiser<float>(fixture("denoiser_tokens.npy"), 4, 3),
+                    flowmatch::io::format_error);
+    CHECK_THROWS_AS(TorchScriptDenoiser<float>(fixture("denoiser_float32.pt"), 0, 3),
+                    std::invalid_argument);
+  }
+  SECTION("tokens beyond the embedding, and batches of the wrong form") {
+    const TorchScriptDenoiser<double> denoiser(fixture("denoiser_float64.pt"), 4, 3);
+    flowmatch::TokenMatrix tokens = flowmatch::TokenMatrix::Zero(3, 2);
+    const Vector<double> t = Vector<double>::Constant(2, 0.5);
+    Matrix<double> posterior(12, 2);
+    tokens(1, 1) = 5;  // the embedding has K + 1 = 5 rows
+    CHECK_THROWS_TYPED(denoiser(t, tokens, posterior), flowmatch::torch_model_error,
+                       Contains("index out of range"));
+    CHECK_THROWS_AS(denoiser(t, flowmatch::TokenMatrix::Zero(2, 2), posterior),
+                    std::invalid_argument);
+    CHECK_THROWS_AS(
+        denoiser(Vector<double>::Zero(3), flowmatch::TokenMatrix::Zero(3, 2), posterior),
+        std::invalid_argument);
+  }
+  SECTION("non-finite logits name the time and the sequence") {
+    const TorchScriptDenoiser<double> denoiser(fixture("denoiser_float64.pt"), 4, 3);
+    Vector<double> t(2);
+    t << 0.5, std::numeric_limits<double>::infinity();
+    Matrix<double> posterior(12, 2);
+    try {
+      denoiser(t, flowmatch::TokenMatrix::Zero(3, 2), posterior);
+      FAIL("no numerical_error");
+    } catch (const flowmatch::numerical_error& error) {
+      CHECK(error.sample() == 1);
+    }
   }
 }
 

@@ -8,7 +8,9 @@ Run with the system Python and python3-torch (Debian bookworm):
 The outputs are committed, so that the tests need neither Python nor PyTorch. Every module
 follows the convention of flowmatch/interop/torch.hpp: forward(x, t) or forward(x, t, c), with
 x of shape [N, *sample_shape], t of shape [N] and c int64 labels [N] or float conditions [N, k];
-the output has the shape of x. Time runs from noise (t = 0) to data (t = 1).
+the output has the shape of x. Time runs from noise (t = 0) to data (t = 1). The denoisers of
+discrete flow matching follow flowmatch/interop/torch_denoiser.hpp: forward(x, t) with int64
+tokens x [N, L] and t [N], returning logits [N, L, K].
 
 References (.npy, one sample per row, C order) come from PyTorch on the same modules:
 velocities, exact divergences (traces of autograd Jacobians), and fixed-step Euler and midpoint
@@ -109,6 +111,47 @@ class NonFinite(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.scale * x / (t - 0.5).unsqueeze(1)
+
+
+class TokenDenoiser(nn.Module):
+    """Logits [N, L, K] of p(x1 | x_t) at every position (flowmatch/interop/torch_denoiser.hpp):
+    an embedding of the K + 1 tokens (the mask token K included), the time, a linear head and a
+    bias per position."""
+
+    def __init__(self, vocabulary: int, length: int, width: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocabulary + 1, width)
+        self.head = nn.Linear(width + 1, vocabulary)
+        self.position = nn.Parameter(torch.randn(length, vocabulary))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        time = t.view(-1, 1, 1).expand(-1, x.shape[1], 1)
+        return self.head(torch.cat([self.embedding(x), time], dim=2)) + self.position
+
+
+class LabelDenoiser(TokenDenoiser):
+    """TokenDenoiser with a bias per class label added to the logits: forward(x, t, c) with
+    int64 labels c [N] in [0, classes], label `classes` being the null label."""
+
+    def __init__(self, vocabulary: int, length: int, width: int, classes: int):
+        super().__init__(vocabulary, length, width)
+        self.label = nn.Embedding(classes + 1, vocabulary)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        time = t.view(-1, 1, 1).expand(-1, x.shape[1], 1)
+        logits = self.head(torch.cat([self.embedding(x), time], dim=2)) + self.position
+        return logits + self.label(c).unsqueeze(1)
+
+
+class DenoiserWrongShape(nn.Module):
+    """forward(x, t) returning logits [N, L, K + 1]: one token too many."""
+
+    def __init__(self, vocabulary: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocabulary + 1, vocabulary + 1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.embedding(x) * t.view(-1, 1, 1)
 
 
 def save_module(module, name, example=None):
@@ -224,6 +267,41 @@ def main():
     t_img = torch.full((3,), 0.6, dtype=torch.float64)
     save_array("image64_x.npy", flat(x_img))
     save_array("image64_divergence_t0.6.npy", divergence(image64, x_img, t_img).detach().numpy())
+
+    denoiser_fixtures()
+
+
+def denoiser_fixtures():
+    """The TorchScript denoisers over K = 4 tokens and L = 3 positions, their parameters (for an
+    Eigen-side reference of the same function) and PyTorch's posteriors (the softmax of the
+    logits) at a batch of masked and unmasked tokens."""
+    torch.manual_seed(13)
+    vocabulary, length = 4, 3
+    tokens = torch.tensor([[0, 1, 2], [3, 4, 4], [4, 4, 4], [2, 0, 3], [1, 4, 0]],
+                          dtype=torch.int64)
+    with torch.no_grad():
+        for dtype, suffix in ((torch.float32, "float32"), (torch.float64, "float64")):
+            module = TokenDenoiser(vocabulary, length, 5).to(dtype)
+            scripted = save_module(module, "denoiser_" + suffix + ".pt")
+            t = torch.tensor([0.0, 0.2, 0.5, 0.7, 0.95], dtype=dtype)
+            posterior = torch.softmax(scripted(tokens, t), dim=2)
+            save_array("denoiser_" + suffix + "_posterior.npy", flat(posterior))
+            if dtype == torch.float64:
+                save_array("denoiser_t.npy", t.unsqueeze(1).numpy())
+                save_array("denoiser_embedding.npy", module.embedding.weight.numpy())
+                save_array("denoiser_head_weight.npy", module.head.weight.numpy())
+                save_array("denoiser_head_bias.npy", module.head.bias.unsqueeze(1).numpy())
+                save_array("denoiser_position.npy", module.position.numpy())
+        save_array("denoiser_tokens.npy", tokens.numpy())
+        save_module(DenoiserWrongShape(vocabulary), "denoiser_wrong_shape.pt")
+        # Two class labels and the null label 2, float64.
+        labelled = save_module(LabelDenoiser(vocabulary, length, 5, 2).double(),
+                               "denoiser_labels_float64.pt")
+        labels = torch.tensor([0, 1, 2, 0, 1], dtype=torch.int64)
+        t = torch.tensor([0.0, 0.2, 0.5, 0.7, 0.95], dtype=torch.float64)
+        save_array("denoiser_labels.npy", labels.numpy())
+        save_array("denoiser_labels_posterior.npy",
+                   flat(torch.softmax(labelled(tokens, t, labels), dim=2)))
 
 
 if __name__ == "__main__":

@@ -71,6 +71,9 @@
 ///
 /// **Concurrency.** A field may be called from several threads at once only if the module may;
 /// the field keeps no buffers of its own.
+///
+/// The denoisers of discrete flow matching (TorchScriptDenoiser, logits [N, L, K] from int64
+/// tokens) are in interop/torch_denoiser.hpp and share the loading and the checks above.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -164,6 +167,121 @@ inline std::string error_summary(std::string_view message) {
     return std::string(message.substr(message.rfind('\n') + 1));
   }
   return std::string(message.substr(0, message.find('\n')));
+}
+
+/// The LibTorch dtype of @p Scalar (float or double).
+template <class Scalar>
+[[nodiscard]] constexpr c10::ScalarType torch_scalar_type() {
+  static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>,
+                "flowmatch/interop/torch.hpp: Scalar must be float or double");
+  return std::is_same_v<Scalar, float> ? c10::ScalarType::Float : c10::ScalarType::Double;
+}
+
+/// Loads the TorchScript module saved at @p path in eval mode. Throws io::io_error if the file
+/// cannot be read and io::format_error if it is not a TorchScript archive (a zip file).
+inline torch::jit::Module load_torchscript_module(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) throw io::io_error(path, "cannot open for reading");
+  char magic[4] = {};
+  file.read(magic, 4);
+  if (file.gcount() != 4 || std::string_view(magic, 4) != std::string_view("PK\x03\x04", 4)) {
+    throw io::format_error(path,
+                           "not a TorchScript archive (a zip file, saved by torch.jit.save or "
+                           "ScriptModule.save)");
+  }
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(path);
+  } catch (const c10::Error& error) {
+    throw io::format_error(path, "cannot be loaded as a TorchScript module: " +
+                                     error_summary(error.what_without_backtrace()));
+  } catch (const std::exception& error) {
+    throw io::format_error(
+        path, "cannot be loaded as a TorchScript module: " + error_summary(error.what()));
+  }
+  module.eval();
+  return module;
+}
+
+/// Throws torch_model_error, named after @p owner, unless the forward method of @p module
+/// (loaded from @p path) takes @p tensors Tensor arguments; @p expected spells them, "(x, t)".
+inline void require_forward_signature(std::string_view owner, const std::string& path,
+                                      const torch::jit::Module& module, std::size_t tensors,
+                                      std::string_view expected) {
+  const auto method = module.find_method("forward");
+  if (!method) {
+    reject_argument<torch_model_error>(argument_name(owner, "module '" + path + "'"),
+                                       "has no forward method", "forward" + std::string(expected));
+  }
+  const auto& arguments = method->function().getSchema().arguments();
+  std::string found = "(";
+  std::size_t tensor_arguments = 0;
+  for (std::size_t i = 1; i < arguments.size(); ++i) {  // argument 0 is self
+    if (i > 1) found += ", ";
+    found += arguments[i].name() + ": " + arguments[i].type()->str();
+    if (arguments[i].type()->kind() == c10::TypeKind::TensorType) ++tensor_arguments;
+  }
+  found += ")";
+  if (arguments.size() != tensors + 1 || tensor_arguments != tensors) {
+    reject_argument<torch_model_error>(argument_name(owner, "forward of module '" + path + "'"),
+                                       "takes " + found, std::string(expected) + ", each a Tensor");
+  }
+}
+
+/// Throws torch_model_error, named after @p owner, if a floating-point parameter or buffer of
+/// @p module (loaded from @p path) is not of dtype Scalar.
+template <class Scalar>
+void require_module_dtype(std::string_view owner, const std::string& path,
+                          const torch::jit::Module& module) {
+  constexpr c10::ScalarType wanted = torch_scalar_type<Scalar>();
+  const auto check = [&](const std::string& kind, const std::string& what,
+                         const torch::Tensor& tensor) {
+    if (tensor.is_floating_point() && tensor.scalar_type() != wanted) {
+      reject_argument<torch_model_error>(
+          argument_name(owner, kind + " '" + what + "' of module '" + path + "'"),
+          std::string("has dtype ") + c10::toString(tensor.scalar_type()),
+          std::string(c10::toString(wanted)) + " like the model (convert the module, " +
+              (std::is_same_v<Scalar, float> ? "model.float()" : "model.double()") +
+              ", or choose the Scalar to match)");
+    }
+  };
+  for (const auto& parameter : module.named_parameters()) {
+    check("parameter", parameter.name, parameter.value);
+  }
+  for (const auto& buffer : module.named_buffers()) check("buffer", buffer.name, buffer.value);
+}
+
+/// Runs forward(@p inputs) of @p module (loaded from @p path) and returns its output tensor,
+/// checked to be a Tensor of dtype Scalar. Any error LibTorch raises inside the module throws
+/// torch_model_error, named after @p owner, with @p input_text ("x of shape [1, 3]").
+template <class Scalar>
+torch::Tensor run_forward(std::string_view owner, const std::string& path,
+                          const torch::jit::Module& module, std::vector<torch::IValue> inputs,
+                          const std::string& input_text) {
+  const auto reject_failure = [&](std::string_view message) {
+    reject_argument<torch_model_error>(
+        argument_name(owner, "module '" + path + "'"),
+        "failed on " + input_text + " (" + error_summary(message) + ")",
+        "to run on the convention of " + std::string(owner) + " (flowmatch/interop)");
+  };
+  torch::IValue result;
+  try {
+    result = module.get_method("forward")(std::move(inputs));
+  } catch (const c10::Error& error) {
+    reject_failure(error.what_without_backtrace());
+  } catch (const std::exception& error) {  // torch::jit::JITException and others
+    reject_failure(error.what());
+  }
+  const std::string output = argument_name(owner, "output of module '" + path + "'");
+  if (!result.isTensor())
+    reject_argument<torch_model_error>(output, "is a " + result.tagKind(), "a Tensor");
+  torch::Tensor tensor = result.toTensor();
+  if (tensor.scalar_type() != torch_scalar_type<Scalar>()) {
+    reject_argument<torch_model_error>(
+        output, std::string("has dtype ") + c10::toString(tensor.scalar_type()),
+        c10::toString(torch_scalar_type<Scalar>()));
+  }
+  return tensor;
 }
 
 /// The loaded module and the convention around it: the common part of TorchScriptField and
@@ -262,25 +380,8 @@ class TorchScriptModel {
     inputs.emplace_back(x.reshape(input_shape));
     inputs.emplace_back(torch::full({samples}, t, tensor_options()));
     if (condition_) inputs.emplace_back(condition);
-    torch::IValue result;
-    try {
-      result = module_.get_method("forward")(std::move(inputs));
-    } catch (const c10::Error& error) {
-      reject_module_failure(input_shape, error.what_without_backtrace());
-    } catch (const std::exception& error) {  // torch::jit::JITException and others
-      reject_module_failure(input_shape, error.what());
-    }
-    if (!result.isTensor()) {
-      reject_argument<torch_model_error>(name("output of module '" + path_ + "'"),
-                                         "is a " + result.tagKind(), "a Tensor");
-    }
-    torch::Tensor velocity = result.toTensor();
-    if (velocity.scalar_type() != scalar_type()) {
-      reject_argument<torch_model_error>(
-          name("output of module '" + path_ + "'"),
-          std::string("has dtype ") + c10::toString(velocity.scalar_type()),
-          c10::toString(scalar_type()));
-    }
+    torch::Tensor velocity = run_forward<Scalar>(owner_, path_, module_, std::move(inputs),
+                                                 "x of shape " + tensor_shape_text(input_shape));
     if (!velocity.sizes().equals(input_shape)) {
       reject_argument<torch_model_error>(name("output of module '" + path_ + "'"),
                                          "has shape " + tensor_shape_text(velocity.sizes()),
@@ -427,19 +528,11 @@ class TorchScriptModel {
   }
 
   [[nodiscard]] static constexpr c10::ScalarType scalar_type() {
-    return std::is_same_v<Scalar, float> ? c10::ScalarType::Float : c10::ScalarType::Double;
+    return torch_scalar_type<Scalar>();
   }
 
   [[nodiscard]] static torch::TensorOptions tensor_options() {
     return torch::TensorOptions().dtype(scalar_type());
-  }
-
-  [[noreturn]] void reject_module_failure(const std::vector<std::int64_t>& input_shape,
-                                          std::string_view message) const {
-    reject_argument<torch_model_error>(name("module '" + path_ + "'"),
-                                       "failed on x of shape " + tensor_shape_text(input_shape) +
-                                           " (" + error_summary(message) + ")",
-                                       "to run on the convention of flowmatch/interop/torch.hpp");
   }
 
   /// ∂⟨output, weights⟩/∂input (zeros where the output does not depend on the input); with
@@ -475,69 +568,14 @@ class TorchScriptModel {
     }
   }
 
-  void load() {
-    std::ifstream file(path_, std::ios::binary);
-    if (!file) throw io::io_error(path_, "cannot open for reading");
-    char magic[4] = {};
-    file.read(magic, 4);
-    if (file.gcount() != 4 || std::string_view(magic, 4) != std::string_view("PK\x03\x04", 4)) {
-      throw io::format_error(path_,
-                             "not a TorchScript archive (a zip file, saved by torch.jit.save or "
-                             "ScriptModule.save)");
-    }
-    try {
-      module_ = torch::jit::load(path_);
-    } catch (const c10::Error& error) {
-      throw io::format_error(path_, "cannot be loaded as a TorchScript module: " +
-                                        error_summary(error.what_without_backtrace()));
-    } catch (const std::exception& error) {
-      throw io::format_error(
-          path_, "cannot be loaded as a TorchScript module: " + error_summary(error.what()));
-    }
-    module_.eval();
-  }
+  void load() { module_ = load_torchscript_module(path_); }
 
   void check_signature() const {
-    const auto method = module_.find_method("forward");
-    const char* expected = condition_ ? "(x, t, c)" : "(x, t)";
-    if (!method) {
-      reject_argument<torch_model_error>(name("module '" + path_ + "'"), "has no forward method",
-                                         std::string("forward") + expected);
-    }
-    const auto& arguments = method->function().getSchema().arguments();
-    std::string found = "(";
-    std::size_t tensors = 0;
-    for (std::size_t i = 1; i < arguments.size(); ++i) {  // argument 0 is self
-      if (i > 1) found += ", ";
-      found += arguments[i].name() + ": " + arguments[i].type()->str();
-      if (arguments[i].type()->kind() == c10::TypeKind::TensorType) ++tensors;
-    }
-    found += ")";
-    const std::size_t wanted = condition_ ? 3 : 2;
-    if (arguments.size() != wanted + 1 || tensors != wanted) {
-      reject_argument<torch_model_error>(name("forward of module '" + path_ + "'"),
-                                         "takes " + found,
-                                         std::string(expected) + ", each a Tensor");
-    }
+    require_forward_signature(owner_, path_, module_, condition_ ? 3 : 2,
+                              condition_ ? "(x, t, c)" : "(x, t)");
   }
 
-  void check_dtype() const {
-    const auto check = [&](const std::string& kind, const std::string& what,
-                           const torch::Tensor& tensor) {
-      if (tensor.is_floating_point() && tensor.scalar_type() != scalar_type()) {
-        reject_argument<torch_model_error>(
-            name(kind + " '" + what + "' of module '" + path_ + "'"),
-            std::string("has dtype ") + c10::toString(tensor.scalar_type()),
-            std::string(c10::toString(scalar_type())) + " like the field (convert the module, " +
-                (std::is_same_v<Scalar, float> ? "model.float()" : "model.double()") +
-                ", or choose the field's Scalar to match)");
-      }
-    };
-    for (const auto& parameter : module_.named_parameters()) {
-      check("parameter", parameter.name, parameter.value);
-    }
-    for (const auto& buffer : module_.named_buffers()) check("buffer", buffer.name, buffer.value);
-  }
+  void check_dtype() const { require_module_dtype<Scalar>(owner_, path_, module_); }
 
   /// One sample at t = 0 (zeros, label 0 or zero conditions) through forward: a wrong output
   /// type, dtype or shape is reported on load rather than at the first step.
