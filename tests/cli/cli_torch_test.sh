@@ -6,6 +6,7 @@
 # Usage: cli_torch_test.sh <flowmatch> <cli_check> <work-directory> <tests/data/torch>
 set -u
 export LC_ALL=C
+here=$(dirname "$(realpath "$0")")
 tool=$(realpath "$1")
 check=$(realpath "$2")
 work=$3
@@ -14,41 +15,8 @@ rm -rf "$work"
 mkdir -p "$work"
 cd "$work" || exit 1
 
-failures=0
-fail() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
-
-ok() {
-  local description=$1
-  shift
-  if ! "$@" > last.out 2> last.err; then
-    fail "$description: $(cat last.err)"
-    return 1
-  fi
-  echo "ok: $description"
-}
-
-# rejects <description> <command...>: non-zero exit, one line "flowmatch: error: ..." on stderr,
-# no out.npy left behind.
-rejects() {
-  local description=$1
-  shift
-  "$@" > last.out 2> last.err
-  local status=$?
-  if [ "$status" -eq 0 ]; then
-    fail "$description: exit status 0"
-  elif [ "$(wc -l < last.err)" -ne 1 ] || ! grep -q '^flowmatch: error: ' last.err; then
-    fail "$description: expected one line 'flowmatch: error: ...' on stderr:"
-    cat last.err
-  elif [ -e out.npy ]; then
-    fail "$description: left out.npy behind"
-  else
-    echo "ok: $description rejected: $(cat last.err)"
-  fi
-  rm -f out.npy
-}
+# shellcheck source=cli_support.sh
+source "$here/cli_support.sh"
 
 euler=(--method euler --step-size 0.1)
 
@@ -87,24 +55,20 @@ ok "score (exact)" "$tool" score --model "$data/mlp_float64.pt" --shape 3 --data
   --mode exact --out score.npy && { "$check" shape score.npy 6,3 || fail "score shape"; }
 
 # Errors: one line each.
-rejects "a TorchScript model without --shape" "$tool" sample --model "$data/mlp_float32.pt" \
+rejects "a TorchScript model without --shape" out.npy "$tool" sample --model "$data/mlp_float32.pt" \
   --noise "$data/mlp_x0.npy" --out out.npy
-rejects "a module without t" "$tool" sample --model "$data/wrong_signature.pt" --shape 3 \
+rejects "a module without t" out.npy "$tool" sample --model "$data/wrong_signature.pt" --shape 3 \
   --precision float --noise "$data/mlp_x0.npy" --out out.npy
-rejects "a module with the wrong output shape" "$tool" sample \
+rejects "a module with the wrong output shape" out.npy "$tool" sample \
   --model "$data/wrong_output_shape.pt" --shape 3 --precision float --noise "$data/mlp_x0.npy" \
   --out out.npy
-rejects "a float64 module at --precision float" "$tool" sample --model "$data/mlp_float64.pt" \
+rejects "a float64 module at --precision float" out.npy "$tool" sample --model "$data/mlp_float64.pt" \
   --shape 3 --precision float --noise "$data/mlp_x0.npy" --out out.npy
-rejects "a --shape that disagrees with the points" "$tool" sample \
+rejects "a --shape that disagrees with the points" out.npy "$tool" sample \
   --model "$data/mlp_float32.pt" --shape 4 --precision float --noise "$data/mlp_x0.npy" \
   --out out.npy
-rejects "guided labels without --null-label" "$tool" sample --model "$data/labels_float64.pt" \
+rejects "guided labels without --null-label" out.npy "$tool" sample --model "$data/labels_float64.pt" \
   --shape 2 --noise "$data/labels_x0.npy" --labels "$data/labels_labels.npy" --guidance 2 \
   --out out.npy
 
-if [ "$failures" -ne 0 ]; then
-  echo "$failures failure(s)"
-  exit 1
-fi
-echo "all TorchScript command-line checks passed"
+finish "TorchScript command-line checks"
