@@ -42,8 +42,11 @@ if(Torch_FOUND OR TORCH_FOUND)
   set_target_properties(flowmatch_torch PROPERTIES EXPORT_NAME torch)
   target_link_libraries(flowmatch_torch INTERFACE flowmatch ${TORCH_LIBRARIES})
   # LibTorch's headers are third-party code: as system headers, their warnings do not break the
-  # -Werror builds of the targets that include them.
-  target_include_directories(flowmatch_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
+  # -Werror builds of the targets that include them. Installed, the target finds them through
+  # LibTorch's own imported target `torch` (whose include directories a consumer sees as system
+  # headers); the package configuration looks for LibTorch first.
+  target_include_directories(flowmatch_torch SYSTEM INTERFACE
+    $<BUILD_INTERFACE:${TORCH_INCLUDE_DIRS}>)
   message(STATUS "flowmatch: LibTorch ${Torch_VERSION} found, flowmatch::torch enabled")
 elseif(NOT flowmatch_with_torch STREQUAL "AUTO" OR NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
   message(STATUS "flowmatch: LibTorch not found or disabled (FLOWMATCH_WITH_TORCH), "

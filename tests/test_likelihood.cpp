@@ -600,9 +600,27 @@ TEST_CASE("Hutchinson uses the vjp of a field that prefers reverse mode, the jvp
   const flowmatch::ParallelField parallel(std::cref(reverse), pool);
   STATIC_REQUIRE(flowmatch::prefers_reverse_mode<decltype(parallel)>);
   STATIC_REQUIRE_FALSE(flowmatch::prefers_reverse_mode<CountingLinearField<false>>);
+  STATIC_REQUIRE(flowmatch::prefers_reverse_mode<decltype(std::cref(reverse))>);
   flowmatch::hutchinson_divergence<double>(parallel, 0.5, x, probes, estimate);
   CHECK(reverse.vjp_calls == 2);
   CHECK(reverse.jvp_calls == 0);
+  // A field whose type is chosen at run time carries the preference as a run-time answer, and an
+  // adapter over it asks it at run time.
+  const flowmatch::AnyField<double> erased(std::cref(reverse));
+  CHECK(erased.reverse_mode_preferred());
+  CHECK_FALSE(flowmatch::AnyField<double>(std::cref(forward)).reverse_mode_preferred());
+  flowmatch::hutchinson_divergence<double>(erased, 0.5, x, probes, estimate);
+  CHECK(reverse.vjp_calls == 3);
+  const flowmatch::ParallelField parallel_erased(std::cref(erased), pool);
+  CHECK(parallel_erased.reverse_mode_preferred());
+  flowmatch::hutchinson_divergence<double>(parallel_erased, 0.5, x, probes, estimate);
+  CHECK(reverse.vjp_calls == 4);
+  CHECK(reverse.jvp_calls == 0);
+  CHECK((estimate - expected).cwiseAbs().maxCoeff() < 1e-12);
+  const flowmatch::AnyField<double> erased_forward(std::cref(forward));
+  flowmatch::hutchinson_divergence<double>(erased_forward, 0.5, x, probes, estimate);
+  CHECK(forward.jvp_calls == 2);
+  CHECK(forward.vjp_calls == 0);
 }
 
 TEST_CASE("conditional log-likelihoods bind the conditions to the samples", "[likelihood]") {

@@ -82,6 +82,11 @@ class AnyField {
     }
   }
 
+  /// Whether the held field's derivatives come from reverse mode (capabilities.hpp: its
+  /// prefers_reverse_mode, or its own reverse_mode_preferred()) and its vjp is available: then an
+  /// estimator that may use either Jacobian product uses the vjp.
+  [[nodiscard]] bool reverse_mode_preferred() const { return model_->reverse_mode; }
+
   /// @name The members of the field protocol
   /// Each throws std::invalid_argument if its capability is not available.
   ///@{
@@ -139,6 +144,7 @@ class AnyField {
                                                   MatrixRef<Scalar>, MatrixRef<Scalar>) const = 0;
 
     std::array<bool, capability::count> available{};
+    bool reverse_mode = false;
   };
 
   template <class Field>
@@ -149,6 +155,8 @@ class AnyField {
       [this]<class... Tags>(std::tuple<Tags...>*) {
         ((this->available[capability::index<Tags>] = Derivable<Tags, Held, Scalar>), ...);
       }(static_cast<capability::All*>(nullptr));
+      this->reverse_mode = flowmatch::reverse_mode_preferred(field) &&
+                           this->available[capability::index<capability::Vjp>];
     }
 
     // Each call is reached only when its capability is available (AnyField checks first).

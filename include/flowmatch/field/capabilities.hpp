@@ -125,13 +125,28 @@ concept HasVelocityVjpDivergenceGradient = requires(const F& field, Scalar t,
 /// zᵀ (∂u/∂x) z = ((∂u/∂x)ᵀ z)ᵀ z. The adapters of field_adapter.hpp pass the declaration on.
 template <class F>
 inline constexpr bool prefers_reverse_mode = [] {
-  using Field = std::unwrap_reference_t<std::remove_cvref_t<F>>;
+  // unwrap_reference_t of reference_wrapper<const T> is const T&: strip that as well.
+  using Field = std::remove_cvref_t<std::unwrap_reference_t<std::remove_cvref_t<F>>>;
   if constexpr (requires { Field::prefers_reverse_mode; }) {
     return static_cast<bool>(Field::prefers_reverse_mode);
   } else {
     return false;
   }
 }();
+
+/// The same preference asked of a field at run time: the field's member
+/// `reverse_mode_preferred()` when it has one (AnyField, whose held field is chosen at run time,
+/// and the adapters of field_adapter.hpp, which ask the field they wrap), prefers_reverse_mode<F>
+/// otherwise.
+template <class F>
+[[nodiscard]] bool reverse_mode_preferred(const F& field) {
+  const std::unwrap_reference_t<F>& held = field;
+  if constexpr (requires { held.reverse_mode_preferred(); }) {
+    return held.reverse_mode_preferred();
+  } else {
+    return prefers_reverse_mode<F>;
+  }
+}
 
 /// @name Conditional fields
 ///@{

@@ -75,6 +75,10 @@ class FieldAdapter {
 
   /// The wrapped field's preference of derivative mode (capabilities.hpp).
   static constexpr bool prefers_reverse_mode = flowmatch::prefers_reverse_mode<wrapped_type>;
+  /// The same, asked of the wrapped field at run time (capabilities.hpp).
+  [[nodiscard]] bool reverse_mode_preferred() const {
+    return flowmatch::reverse_mode_preferred(field_);
+  }
 
   /// No conditional member unless the adapter says otherwise.
   template <class Tag, class Scalar>

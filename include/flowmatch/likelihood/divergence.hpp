@@ -104,11 +104,12 @@ void hutchinson_divergence(const Field& field, Scalar t, const ConstMatrixRef<Sc
   const ConstMatrixRef<Scalar> points = count > 1 ? ConstMatrixRef<Scalar>(buffers.repeated) : x;
   buffers.products.resize(x.rows(), probes.cols());
   // J z, or Jᵀ z for a reverse-mode field: z·(J z) = (Jᵀ z)·z.
-  if constexpr (prefers_reverse_mode<Field> && HasVjp<std::unwrap_reference_t<Field>, Scalar>) {
-    derive(capability::Vjp{}, field, t, points, probes, buffers.products);
-  } else {
-    derive(capability::Jvp{}, field, t, points, probes, buffers.products);
+  bool transposed = false;
+  if constexpr (HasVjp<std::unwrap_reference_t<Field>, Scalar>) {
+    transposed = reverse_mode_preferred(field);
+    if (transposed) derive(capability::Vjp{}, field, t, points, probes, buffers.products);
   }
+  if (!transposed) derive(capability::Jvp{}, field, t, points, probes, buffers.products);
   // z·(J z) per column, then the mean over the K probes of each sample.
   out.setZero();
   for (Index k = 0; k < count; ++k) {
