@@ -161,7 +161,7 @@ inline int torch_threads() {
 /// (up to 1 GiB of free memory stays with the heap). LibTorch on the CPU allocates every tensor
 /// of a pass from malloc and frees them all at its end; by default glibc hands that memory back
 /// and the next pass faults the pages in and zeroes them again, which costs an exact divergence
-/// (d passes) about a fifth of its time. The same settings from the environment, before the
+/// (d passes) about a third of its time. The same settings from the environment, before the
 /// program starts:
 /// `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824`.
 /// The price is a process that keeps its peak heap size.
@@ -493,9 +493,10 @@ class TorchScriptModel {
     const torch::Tensor leaf = batch_tensor("x", x).detach().requires_grad_(true);
     const torch::Tensor cotangent_rows =
         cotangent ? batch_tensor("cotangent", *cotangent, samples) : torch::Tensor();
-    // The batch is repeated `chunk` times (and once more for the cotangent): one forward pass
-    // over the copies, then one backward pass through the same graph per chunk of directions,
-    // copy i of pass p carrying the cotangent e_{p·chunk + i} (zero past the last direction).
+    // The batch is repeated `chunk` times (and once more for the caller's cotangent, which the
+    // first backward pass carries and later ones zero): one forward pass over the copies, then
+    // one backward pass through the same graph per chunk of directions, copy i of pass p
+    // carrying the cotangent e_{p·chunk + i} (zero past the last direction).
     const auto ceil_div = [](Index a, Index b) { return (a + b - 1) / b; };
     const Index passes =
         wants_divergence ? ceil_div(dim_, std::max<Index>(1, options_.max_pass_rows / samples)) : 1;
