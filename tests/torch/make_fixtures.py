@@ -3,7 +3,9 @@
 
 Run with the system Python and python3-torch (Debian bookworm):
 
-    /usr/bin/python3 tests/torch/make_fixtures.py
+    /usr/bin/python3 tests/torch/make_fixtures.py [fields] [denoisers] [digits]
+
+(all groups without arguments). The digits group needs python3-sklearn too.
 
 The outputs are committed, so that the tests need neither Python nor PyTorch. Every module
 follows the convention of flowmatch/interop/torch.hpp: forward(x, t) or forward(x, t, c), with
@@ -17,7 +19,9 @@ velocities, exact divergences (traces of autograd Jacobians), and fixed-step Eul
 loops, so that the C++ side is checked against an independent implementation.
 """
 
+import argparse
 import os
+import sys
 
 import numpy as np
 import torch
@@ -25,6 +29,7 @@ from torch import nn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "data", "torch")
+sys.path.insert(0, os.path.join(HERE, "..", "..", "examples", "digits"))
 
 
 class MlpField(nn.Module):
@@ -203,8 +208,7 @@ def divergence(field, x, t, *extra):
     return torch.stack(values)
 
 
-def main():
-    os.makedirs(OUT, exist_ok=True)
+def field_fixtures():
     torch.manual_seed(7)
     generator = torch.Generator().manual_seed(11)
     samples = 6
@@ -268,8 +272,6 @@ def main():
     save_array("image64_x.npy", flat(x_img))
     save_array("image64_divergence_t0.6.npy", divergence(image64, x_img, t_img).detach().numpy())
 
-    denoiser_fixtures()
-
 
 def denoiser_fixtures():
     """The TorchScript denoisers over K = 4 tokens and L = 3 positions, their parameters (for an
@@ -302,6 +304,39 @@ def denoiser_fixtures():
         save_array("denoiser_labels.npy", labels.numpy())
         save_array("denoiser_labels_posterior.npy",
                    flat(torch.softmax(labelled(tokens, t, labels), dim=2)))
+
+
+def digits_fixtures():
+    """A small class-conditional digits model for the test of examples/digits_torch.cpp, in the
+    format of examples/digits/train_digits.py (model.pt, test_pixels.npy, test_labels.npy in
+    digits/): the network of that script at width 4 with one block, trained for 150 steps (a
+    few seconds; enough that its samples are not pure noise, small enough to stay a few KB),
+    and 24 test images of its test split."""
+    from train_digits import DigitsVelocity, export, split_digits, train
+
+    torch.manual_seed(17)
+    folder = os.path.join(OUT, "digits")
+    os.makedirs(folder, exist_ok=True)
+    train_pixels, train_labels, test_pixels, test_labels = split_digits()
+    model = DigitsVelocity(width=4, blocks=1, embedding=8, frequencies=4)
+    train(model, train_pixels, train_labels, steps=150, batch=64, learning_rate=1e-2,
+          label_dropout=0.15, seed=18)
+    export(model, os.path.join(folder, "model.pt"))
+    np.save(os.path.join(folder, "test_pixels.npy"), test_pixels[:24])
+    np.save(os.path.join(folder, "test_labels.npy"), test_labels[:24])
+
+
+GROUPS = {"fields": field_fixtures, "denoisers": denoiser_fixtures, "digits": digits_fixtures}
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Writes the TorchScript test fixtures.")
+    parser.add_argument("groups", nargs="*", choices=sorted(GROUPS),
+                        help="the groups to write (default: all)")
+    args = parser.parse_args()
+    os.makedirs(OUT, exist_ok=True)
+    for name in args.groups or list(GROUPS):
+        GROUPS[name]()
 
 
 if __name__ == "__main__":

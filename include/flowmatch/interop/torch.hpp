@@ -38,12 +38,13 @@
 ///     is linear in w; differentiating it again gives J v): one forward, one backward and one
 ///     double-backward pass. LibTorch 1.13's forward-mode AD is a beta interface without
 ///     formulas for every operator a scripted module may call, so it is not used;
-///   - exact divergence ∇·u = Σ_i e_iᵀ (∂u/∂x) e_i: the batch is repeated once per basis
-///     direction e_i, and one backward pass with the cotangent e_i on the i-th copy gives row
-///     e_iᵀ J of every sample; the diagonal entries summed are the trace. The d directions go in
-///     chunks of at most TorchScriptOptions::max_pass_rows rows (in all, the work of d forward
-///     and d backward passes over the batch, however they are chunked); velocity_divergence
-///     takes the velocity from the same forward pass;
+///   - exact divergence ∇·u = Σ_i e_iᵀ (∂u/∂x) e_i: the batch is repeated k times, and one
+///     backward pass with the cotangents e_i, …, e_{i+k−1} on the k copies gives rows e_iᵀ J
+///     of every sample; the diagonal entries summed are the trace. The copies take one forward
+///     pass, and the d directions go through its graph in ⌈d/k⌉ backward passes of k·N rows,
+///     with k·N at most TorchScriptOptions::max_pass_rows (k ≥ 1): in all, the work of k
+///     forward and about d backward passes over the batch, so at most d + 1 vector-Jacobian
+///     products. velocity_divergence takes the velocity from the same forward pass;
 ///   - gradient of the divergence ∇_x(∇·u): the divergence pass above with the autograd graph
 ///     kept, then one more backward pass (double backward);
 ///   - velocity_vjp_divergence_gradient: one extra copy of the batch with the cotangent w in the
@@ -92,6 +93,10 @@
 #include <utility>
 #include <vector>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "flowmatch/core/errors.hpp"
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/validate.hpp"
@@ -128,7 +133,13 @@ struct TorchScriptOptions {
   /// The most rows (copies of the batch × samples) of one derivative pass: the exact divergence
   /// and its gradient split the d basis directions into chunks of max(1, max_pass_rows / N)
   /// directions, which bounds the memory of the autograd graph (> 0).
-  Index max_pass_rows = 8192;
+  ///
+  /// The default keeps a pass's tensors small enough for the C library's heap: glibc maps a
+  /// block above 32 MiB afresh at every allocation, and its pages are faulted in and zeroed at
+  /// every pass. With 8192 rows, the activations of a convolutional network of 32 channels on
+  /// 8×8 images are 64 MiB each, and the exact divergence of d = 64 at N = 256 cost about 140
+  /// forward-and-backward passes of the batch; with 1024 rows (8 MiB), fewer than d + 1.
+  Index max_pass_rows = 1024;
 };
 
 /// Sets the number of threads LibTorch uses inside an operator (at::set_num_threads; by
@@ -142,6 +153,25 @@ inline void set_torch_threads(int threads) {
 /// The number of threads LibTorch uses inside an operator.
 inline int torch_threads() {
   return at::get_num_threads();
+}
+
+/// Makes the C library's allocator keep freed memory for reuse rather than return it to the
+/// system, for the whole process: with glibc, `mallopt(M_MMAP_THRESHOLD, 32 MiB)` (blocks up to
+/// 32 MiB come from the heap, not from fresh mappings) and `mallopt(M_TRIM_THRESHOLD, 1 GiB)`
+/// (up to 1 GiB of free memory stays with the heap). LibTorch on the CPU allocates every tensor
+/// of a pass from malloc and frees them all at its end; by default glibc hands that memory back
+/// and the next pass faults the pages in and zeroes them again, which costs an exact divergence
+/// (d passes) about a third of its time. The same settings from the environment, before the
+/// program starts:
+/// `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824`.
+/// The price is a process that keeps its peak heap size.
+/// @return true if the settings were applied; false with another C library (nothing changed).
+inline bool retain_freed_memory() {
+#if defined(__GLIBC__)
+  return mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1;
+#else
+  return false;
+#endif
 }
 
 namespace detail {
@@ -428,10 +458,10 @@ class TorchScriptModel {
     const torch::Tensor leaf = batch_tensor("x", x).detach().requires_grad_(true);
     const torch::Tensor velocity = forward(leaf, t, c);
     const torch::Tensor dual = torch::zeros_like(velocity).requires_grad_(true);
-    const torch::Tensor pulled = gradient(velocity, leaf, dual, true);
+    const torch::Tensor pulled = gradient(velocity, leaf, dual, true, true);
     torch::Tensor product;
     if (pulled.requires_grad()) {
-      product = gradient(pulled, dual, batch_tensor("tangent", tangent, x.cols()), false);
+      product = gradient(pulled, dual, batch_tensor("tangent", tangent, x.cols()), false, false);
     } else {
       product = torch::zeros_like(velocity);  // the Jacobian does not depend on the cotangent
     }
@@ -448,9 +478,9 @@ class TorchScriptModel {
 
   /// Velocity, divergence, vjp with @p cotangent and gradient of the divergence, as requested by
   /// @p outputs, from the passes described in the file comment: the batch repeated once per
-  /// basis direction of the chunk (and once more, in the first chunk, for the cotangent), one
-  /// forward and one backward pass per chunk, and one more backward pass per chunk for the
-  /// gradient of the divergence.
+  /// basis direction of a chunk (and once more for the cotangent), one forward pass over the
+  /// copies, one backward pass through it per chunk of directions, and one more backward pass
+  /// per chunk for the gradient of the divergence.
   void derivative_pass(Scalar t, const ConstMatrixRef<Scalar>& x,
                        const ConstMatrixRef<Scalar>* condition,
                        const ConstMatrixRef<Scalar>* cotangent, PassOutputs outputs) const {
@@ -463,57 +493,59 @@ class TorchScriptModel {
     const torch::Tensor leaf = batch_tensor("x", x).detach().requires_grad_(true);
     const torch::Tensor cotangent_rows =
         cotangent ? batch_tensor("cotangent", *cotangent, samples) : torch::Tensor();
-    const torch::Tensor basis = torch::eye(dim_, tensor_options());
-    const Index chunk = std::max<Index>(1, options_.max_pass_rows / samples);
+    // The batch is repeated `chunk` times (and once more for the caller's cotangent, which the
+    // first backward pass carries and later ones zero): one forward pass over the copies, then
+    // one backward pass through the same graph per chunk of directions, copy i of pass p
+    // carrying the cotangent e_{p·chunk + i} (zero past the last direction).
+    const auto ceil_div = [](Index a, Index b) { return (a + b - 1) / b; };
+    const Index passes =
+        wants_divergence ? ceil_div(dim_, std::max<Index>(1, options_.max_pass_rows / samples)) : 1;
+    const Index chunk = wants_divergence ? ceil_div(dim_, passes) : 0;
+    const Index extra = cotangent ? 1 : 0;
+    const Index copies = std::max<Index>(chunk + extra, 1);
+    const torch::Tensor repeated = leaf.repeat({copies, 1});
+    const torch::Tensor c_repeated = !c.defined()   ? c
+                                     : c.dim() == 1 ? c.repeat({copies})
+                                                    : c.repeat({copies, 1});
+    const torch::Tensor velocity = forward(repeated, t, c_repeated);
+    if (outputs.velocity) {
+      copy_checked("velocity", velocity.narrow(0, 0, samples), t, *outputs.velocity);
+    }
+    if (chunk + extra == 0) return;
+    const torch::Tensor basis = torch::cat(
+        {torch::eye(dim_, tensor_options()), torch::zeros({chunk, dim_}, tensor_options())}, 0);
 
     torch::Tensor divergence = torch::zeros({samples}, tensor_options());
     torch::Tensor divergence_gradient = torch::zeros({samples, dim_}, tensor_options());
-    Index first_direction = 0;
-    bool first_pass = true;
-    while (first_pass || (wants_divergence && first_direction < dim_)) {
-      const Index directions = wants_divergence ? std::min(chunk, dim_ - first_direction) : 0;
-      const Index extra = (first_pass && cotangent) ? 1 : 0;
-      const Index copies = std::max<Index>(directions + extra, 1);
-      // Copy i (rows [i·N, (i+1)·N)) of the batch carries the cotangent e_{first + i}, the
-      // extra copy the caller's cotangent.
-      const torch::Tensor repeated = leaf.repeat({copies, 1});
-      const torch::Tensor c_repeated = !c.defined()   ? c
-                                       : c.dim() == 1 ? c.repeat({copies})
-                                                      : c.repeat({copies, 1});
-      const torch::Tensor velocity = forward(repeated, t, c_repeated);
-      if (first_pass && outputs.velocity) {
-        copy_checked("velocity", velocity.narrow(0, 0, samples), t, *outputs.velocity);
+    for (Index pass = 0; pass < passes; ++pass) {
+      std::vector<torch::Tensor> cotangents;
+      if (chunk > 0) {
+        cotangents.push_back(basis.narrow(0, pass * chunk, chunk)
+                                 .unsqueeze(1)
+                                 .expand({chunk, samples, dim_})
+                                 .reshape({chunk * samples, dim_}));
       }
-      if (directions + extra > 0) {
-        std::vector<torch::Tensor> cotangents;
-        if (directions > 0) {
-          cotangents.push_back(basis.narrow(0, first_direction, directions)
-                                   .unsqueeze(1)
-                                   .expand({directions, samples, dim_})
-                                   .reshape({directions * samples, dim_}));
-        }
-        if (extra > 0) cotangents.push_back(cotangent_rows);
-        const torch::Tensor weights = torch::cat(cotangents, 0);
-        const torch::Tensor rows = gradient(velocity, repeated, weights, second_order);
-        if (extra > 0) {
-          copy_checked("vector-Jacobian product", rows.narrow(0, directions * samples, samples), t,
-                       *outputs.vjp);
-        }
-        if (directions > 0) {
-          // Row i·N + n of `rows` is e_iᵀ J(x_n); its entry i is the diagonal entry J_ii(x_n).
-          const torch::Tensor part =
-              (rows.narrow(0, 0, directions * samples) * weights.narrow(0, 0, directions * samples))
-                  .sum(1)
-                  .view({directions, samples})
-                  .sum(0);
-          if (second_order && part.requires_grad()) {
-            divergence_gradient += gradient(part.sum(), leaf, torch::Tensor(), false);
-          }
-          divergence += part.detach();
-        }
+      if (extra > 0) {
+        cotangents.push_back(pass == 0 ? cotangent_rows : torch::zeros_like(cotangent_rows));
       }
-      first_direction += directions;
-      first_pass = false;
+      const torch::Tensor weights = torch::cat(cotangents, 0);
+      const torch::Tensor rows = gradient(velocity, repeated, weights, second_order, true);
+      if (pass == 0 && extra > 0) {
+        copy_checked("vector-Jacobian product", rows.narrow(0, chunk * samples, samples), t,
+                     *outputs.vjp);
+      }
+      if (chunk > 0) {
+        // Row i·N + n of `rows` is e_iᵀ J(x_n); its entry i is the diagonal entry J_ii(x_n).
+        const torch::Tensor part =
+            (rows.narrow(0, 0, chunk * samples) * weights.narrow(0, 0, chunk * samples))
+                .sum(1)
+                .view({chunk, samples})
+                .sum(0);
+        if (second_order && part.requires_grad()) {
+          divergence_gradient += gradient(part.sum(), leaf, torch::Tensor(), false, true);
+        }
+        divergence += part.detach();
+      }
     }
     if (outputs.divergence) copy_checked("divergence", divergence, t, *outputs.divergence);
     if (outputs.divergence_gradient) {
@@ -536,16 +568,18 @@ class TorchScriptModel {
   }
 
   /// ∂⟨output, weights⟩/∂input (zeros where the output does not depend on the input); with
-  /// @p keep_graph the result can be differentiated again.
+  /// @p create_graph the result can be differentiated again, and with @p retain_graph the graph
+  /// of the output can be differentiated again.
   /// A module whose operators have no (double) backward formula throws torch_model_error.
   [[nodiscard]] torch::Tensor gradient(const torch::Tensor& output, const torch::Tensor& input,
-                                       const torch::Tensor& weights, bool keep_graph) const {
+                                       const torch::Tensor& weights, bool create_graph,
+                                       bool retain_graph) const {
     if (!output.requires_grad()) return torch::zeros_like(input);
     std::vector<torch::Tensor> grad_outputs;
     if (weights.defined()) grad_outputs.push_back(weights);
     torch::Tensor result;
     try {
-      result = torch::autograd::grad({output}, {input}, grad_outputs, keep_graph, keep_graph,
+      result = torch::autograd::grad({output}, {input}, grad_outputs, retain_graph, create_graph,
                                      /*allow_unused=*/true)[0];
     } catch (const c10::Error& error) {
       reject_argument<torch_model_error>(
