@@ -268,6 +268,29 @@ TEST_CASE("TorchScript exact divergence is the trace of PyTorch's Jacobian", "[t
     image64().divergence_gradient(0.6, x, gradient);
     field.divergence_gradient(0.6, x, chunked_gradient);
     CHECK(relative_error(chunked_gradient, gradient) < 1e-12);
+
+    // Chunks of 3 directions: 6 backward passes through one forward pass over 3 copies (and one
+    // for the cotangent), the last pass padded with zero directions past d = 16. The fused
+    // member's vjp, taken in the first pass, equals the plain one.
+    flowmatch::TorchScriptOptions uneven;
+    uneven.max_pass_rows = 3 * x.cols();
+    const TorchScriptField<double> padded(fixture("image_float64.pt"), {1, 4, 4}, uneven);
+    std::mt19937_64 generator(5);
+    Matrix<double> cotangent(16, x.cols());
+    for (Index k = 0; k < cotangent.size(); ++k) {
+      cotangent.data()[k] = std::normal_distribution<double>()(generator);
+    }
+    Matrix<double> fused_velocity(16, x.cols()), fused_vjp(16, x.cols());
+    Matrix<double> fused_gradient(16, x.cols()), plain_vjp(16, x.cols());
+    padded.velocity_vjp_divergence_gradient(0.6, x, cotangent, fused_velocity, fused_vjp,
+                                            fused_gradient);
+    image64().vjp(0.6, x, cotangent, plain_vjp);
+    CHECK(relative_error(fused_vjp, plain_vjp) < 1e-12);
+    CHECK(relative_error(fused_gradient, gradient) < 1e-12);
+    CHECK(relative_error(fused_velocity, flowmatch::evaluate_velocity<double>(field, 0.6, x)) <
+          1e-13);
+    padded.velocity_divergence(0.6, x, velocity, chunked_divergence);
+    CHECK(relative_error(chunked_divergence, expected.transpose()) < 1e-12);
   }
 }
 

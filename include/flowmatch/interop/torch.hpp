@@ -493,8 +493,8 @@ class TorchScriptModel {
     const torch::Tensor leaf = batch_tensor("x", x).detach().requires_grad_(true);
     const torch::Tensor cotangent_rows =
         cotangent ? batch_tensor("cotangent", *cotangent, samples) : torch::Tensor();
-    // The batch is repeated `chunk` times (and once more for the caller's cotangent, which the
-    // first backward pass carries and later ones zero): one forward pass over the copies, then
+    // The batch is repeated `chunk` times (and once more for the caller's cotangent, whose
+    // product is read from the first backward pass): one forward pass over the copies, then
     // one backward pass through the same graph per chunk of directions, copy i of pass p
     // carrying the cotangent e_{p·chunk + i} (zero past the last direction).
     const auto ceil_div = [](Index a, Index b) { return (a + b - 1) / b; };
@@ -526,7 +526,7 @@ class TorchScriptModel {
                                  .reshape({chunk * samples, dim_}));
       }
       if (extra > 0) {
-        cotangents.push_back(pass == 0 ? cotangent_rows : torch::zeros_like(cotangent_rows));
+        cotangents.push_back(cotangent_rows);
       }
       const torch::Tensor weights = torch::cat(cotangents, 0);
       const torch::Tensor rows = gradient(velocity, repeated, weights, second_order, true);
