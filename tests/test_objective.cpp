@@ -598,6 +598,46 @@ TEST_CASE("conditional training with label dropout learns each class and the nul
   CHECK((shares.array() - 1.0 / 3).abs().maxCoeff() < 0.094);
 }
 
+TEST_CASE("a trainer compiled for the independent coupling only takes the same steps",
+          "[training]") {
+  using flowmatch::CouplingSupport;
+  const auto mixture = three_component_mixture();
+  const auto data = [mixture](Index count, std::mt19937_64& generator) {
+    return mixture.sample(count, generator);
+  };
+  flowmatch::TrainerOptions<double> options;
+  options.batch_size = 16;
+  const auto objective = FlowMatchingObjective<double>::independent(0.1);
+  flowmatch::FlowMatchingTrainer<double> general(small_network(2, {8}, 3), objective, data, options,
+                                                 5);
+  flowmatch::FlowMatchingTrainer<double, std::mt19937_64, CouplingSupport::independent> restricted(
+      small_network(2, {8}, 3), objective, data, options, 5);
+  for (int step = 0; step < 3; ++step) CHECK(restricted.step() == general.step());
+  CHECK(restricted.model().parameters() == general.model().parameters());
+
+  // Objectives with another coupling are refused before any step, and by make_batch_into.
+  using Restricted =
+      flowmatch::FlowMatchingTrainer<double, std::mt19937_64, CouplingSupport::independent>;
+  CHECK_THROWS_AS(
+      Restricted(small_network(2, {8}, 3), FlowMatchingObjective<double>::optimal_transport(0.1),
+                 data, options, 5),
+      std::invalid_argument);
+  CHECK_THROWS_WITH(
+      Restricted(small_network(2, {8}, 3), FlowMatchingObjective<double>::schrodinger_bridge(0.3),
+                 data, options, 5),
+      Catch::Matchers::Contains("CouplingSupport::independent"));
+  std::mt19937_64 generator(9);
+  const Matrix<double> x0 = standard_normal(2, 8, generator);
+  const Matrix<double> x1 = standard_normal(2, 8, generator);
+  flowmatch::FlowMatchingBatch<double> batch;
+  auto transport = FlowMatchingObjective<double>::independent(0.0);
+  transport.coupling = CouplingKind::exact_ot;
+  CHECK_THROWS_AS(transport.make_batch_into<CouplingSupport::independent>(x0, x1, generator, batch),
+                  std::invalid_argument);
+  transport.make_batch_into(x0, x1, generator, batch);  // the default runs every coupling
+  CHECK(batch.x_t.cols() == 8);
+}
+
 TEST_CASE("a run resumed from a checkpoint file continues bit for bit", "[training]") {
   auto uninterrupted = small_trainer(99);
   uninterrupted.train(20);

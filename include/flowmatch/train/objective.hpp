@@ -61,6 +61,17 @@ enum class CouplingKind {
   entropic_ot,  ///< pairs drawn from the entropic OT (Sinkhorn) plan.
 };
 
+/// The couplings that code compiled for an objective can run: a template argument of
+/// FlowMatchingObjective::make_batch_into and of FlowMatchingTrainer. Choosing the coupling at
+/// run time (FlowMatchingObjective::coupling) compiles the exact and the entropic OT solvers
+/// into every translation unit that makes batches, about a fifth of the compile time of a
+/// program that trains (the README's "Compile times" gives the figures); a program that only
+/// pairs samples independently leaves them out with CouplingSupport::independent.
+enum class CouplingSupport {
+  all,          ///< every CouplingKind, chosen at run time (the default).
+  independent,  ///< CouplingKind::independent only: the OT solvers are not compiled.
+};
+
 /// The distribution of training times (sampled by train/time_sampler.hpp).
 template <class Scalar = double>
 struct TimeDistribution {
@@ -191,16 +202,22 @@ struct FlowMatchingObjective {
     return objective;
   }
 
-  /// Throws std::invalid_argument for an invalid setting: coupling outside the enumeration,
-  /// entropic_ot with ε_reg not finite and > 0, sinkhorn_max_iterations < 1,
-  /// sinkhorn_tolerance < 0 or not finite, an invalid time
+  /// Throws std::invalid_argument for an invalid setting: coupling outside the enumeration or
+  /// outside what @p support runs, entropic_ot with ε_reg not finite and > 0,
+  /// sinkhorn_max_iterations < 1, sinkhorn_tolerance < 0 or not finite, an invalid time
   /// distribution, or label_dropout outside [0, 1].
-  void validate() const {
+  void validate(CouplingSupport support = CouplingSupport::all) const {
     if (coupling != CouplingKind::independent && coupling != CouplingKind::exact_ot &&
         coupling != CouplingKind::entropic_ot) {
       detail::reject_argument("FlowMatchingObjective: coupling",
                               detail::is_value(static_cast<int>(coupling)),
                               "CouplingKind::independent, exact_ot or entropic_ot");
+    }
+    if (support == CouplingSupport::independent && coupling != CouplingKind::independent) {
+      detail::reject_argument(
+          "FlowMatchingObjective: coupling",
+          coupling == CouplingKind::exact_ot ? "is exact_ot" : "is entropic_ot",
+          "CouplingKind::independent for code compiled with CouplingSupport::independent");
     }
     if (coupling == CouplingKind::entropic_ot) {
       detail::require_positive("FlowMatchingObjective: entropic_regularisation (entropic_ot)",
@@ -292,14 +309,18 @@ struct FlowMatchingObjective {
 
   /// As make_batch, into @p batch, whose matrices are reused: with the independent coupling,
   /// once they have the batch's shape, nothing is allocated. The same draws as make_batch.
-  template <std::uniform_random_bit_generator Generator>
+  /// With @p support CouplingSupport::independent the OT couplings are not compiled, and an
+  /// objective with another coupling is rejected (std::invalid_argument).
+  template <CouplingSupport support = CouplingSupport::all,
+            std::uniform_random_bit_generator Generator>
   void make_batch_into(const Matrix<Scalar>& x0, const Matrix<Scalar>& x1, Generator& generator,
                        FlowMatchingBatch<Scalar>& batch) const {
-    fill_batch(x0, x1, nullptr, generator, batch);
+    fill_batch<support>(x0, x1, nullptr, generator, batch);
   }
 
   /// As make_batch with conditions, into @p batch (see the other make_batch_into).
-  template <std::uniform_random_bit_generator Generator>
+  template <CouplingSupport support = CouplingSupport::all,
+            std::uniform_random_bit_generator Generator>
   void make_batch_into(const Matrix<Scalar>& x0, const Matrix<Scalar>& x1,
                        const Matrix<Scalar>& cond, Generator& generator,
                        FlowMatchingBatch<Scalar>& batch) const {
@@ -309,19 +330,19 @@ struct FlowMatchingObjective {
                               "a k×N matrix, k >= 1");
     }
     detail::require_finite("FlowMatchingObjective::make_batch: cond", cond);
-    fill_batch(x0, x1, &cond, generator, batch);
+    fill_batch<support>(x0, x1, &cond, generator, batch);
   }
 
  private:
-  template <class Generator>
+  template <CouplingSupport support, class Generator>
   void fill_batch(const Matrix<Scalar>& x0, const Matrix<Scalar>& x1, const Matrix<Scalar>* cond,
                   Generator& generator, FlowMatchingBatch<Scalar>& batch) const {
+    validate(support);
     if (coupling == CouplingKind::independent) {
-      validate();
       detail::require_batch_pair("FlowMatchingObjective::couple", x0, x1, true);
       fill_paired_batch(x0, x1, generator, batch);
       if (cond != nullptr) batch.cond = *cond;
-    } else {
+    } else if constexpr (support == CouplingSupport::all) {
       const auto [source, data] = couple(x0, x1, generator);
       const Index count = x0.cols();
       Matrix<Scalar> paired_x0(x0.rows(), count);

@@ -84,7 +84,11 @@ struct TrainerOptions {
 };
 
 /// Trains an Mlp with Adam under a flow-matching objective (see the file comment).
-template <class Scalar = double, std::uniform_random_bit_generator Generator = std::mt19937_64>
+/// @p couplings says which couplings the trainer is compiled for: CouplingSupport::independent
+/// leaves the OT solvers out of the program (a shorter compile) and accepts only objectives with
+/// the independent coupling.
+template <class Scalar = double, std::uniform_random_bit_generator Generator = std::mt19937_64,
+          CouplingSupport couplings = CouplingSupport::all>
 class FlowMatchingTrainer {
  public:
   /// Draws a d×B batch of data samples: data(B, generator).
@@ -101,7 +105,7 @@ class FlowMatchingTrainer {
 
   /// A trainer of the unconditional @p model with its generator seeded by @p seed.
   /// @throws std::invalid_argument if the model is conditional, or an option or the objective
-  ///         is invalid.
+  ///         is invalid (or its coupling outside @p couplings).
   FlowMatchingTrainer(Mlp<Scalar> model, FlowMatchingObjective<Scalar> objective, DataSampler data,
                       TrainerOptions<Scalar> options, std::uint64_t seed)
       : FlowMatchingTrainer(std::move(model), std::move(objective), batch_drawer(std::move(data)),
@@ -111,7 +115,7 @@ class FlowMatchingTrainer {
   /// conditions, and the objective's label_dropout replaces conditions by its null condition
   /// (the zero column by default), as classifier-free guidance expects.
   /// @throws std::invalid_argument if the model is unconditional, or an option or the objective
-  ///         is invalid.
+  ///         is invalid (or its coupling outside @p couplings).
   FlowMatchingTrainer(Mlp<Scalar> model, FlowMatchingObjective<Scalar> objective,
                       ConditionedDataSampler data, TrainerOptions<Scalar> options,
                       std::uint64_t seed)
@@ -245,7 +249,7 @@ class FlowMatchingTrainer {
           "is " + detail::to_text(options_.threads) + " with options.chunk_columns 0",
           "chunk_columns >= 1 to split the batch between the threads");
     }
-    objective_.validate();
+    objective_.validate(couplings);
     const Index chunks = (options_.batch_size + chunk_width() - 1) / chunk_width();
     chunk_workspaces_.resize(static_cast<std::size_t>(chunks));
     chunk_gradients_.assign(static_cast<std::size_t>(chunks), model_.zero_gradient());
@@ -302,9 +306,10 @@ class FlowMatchingTrainer {
     source_.resize(dim, batch_size);
     StandardNormal::sample_into<Scalar>(source_, generator_);
     if (model_.cond_dim() > 0) {
-      objective_.make_batch_into(source_, x1, drawn_.conditions, generator_, batch_);
+      objective_.template make_batch_into<couplings>(source_, x1, drawn_.conditions, generator_,
+                                                     batch_);
     } else {
-      objective_.make_batch_into(source_, x1, generator_, batch_);
+      objective_.template make_batch_into<couplings>(source_, x1, generator_, batch_);
     }
     const Scalar loss = batch_loss_and_gradient(batch_);
     // θ is one vector inside the model: Adam and the moving average work on it in place.
