@@ -252,13 +252,11 @@ class ProductBuffers : private Eigen::internal::level3_blocking<Scalar, Scalar> 
 
  private:
   // Whether a rows×depth by depth×cols product takes the register tiles: a vectorised scalar
-  // type, at least one tile of rows and one of columns (narrower products are as fast through
-  // Eigen). Shallow products take them too: a network's first layer (depth d) then needs
-  // neither Eigen's packing nor a zeroed result. Both kernels sum over k in order with one
-  // fused multiply-add per step from a first product, so either gives the same bits.
+  // type, at least one tile of rows, and enough work for the tiles to pay (small products are
+  // as fast through Eigen, whose results they then keep).
   static bool use_tiles(Index rows, Index depth, Index cols) {
     using Shape = TiledProductShape<Scalar>;
-    return Shape::vectorised && rows >= Shape::rows && depth >= 1 && cols >= Shape::columns;
+    return Shape::vectorised && rows >= Shape::rows && depth >= 8 && cols >= Shape::columns;
   }
 
   // The tiled rows of out (+)= lhs·op(rhs) (see tiled_product), or none.
