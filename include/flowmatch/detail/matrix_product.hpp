@@ -23,9 +23,11 @@
 #pragma once
 
 #include <algorithm>
+#include <type_traits>
 
 #include "flowmatch/core/types.hpp"
 #include "flowmatch/detail/eigen_core.hpp"
+#include "flowmatch/detail/tile_unit_product.hpp"
 
 // The kernel's interface used below (with the result's inner stride) is that of Eigen 3.4.
 static_assert(EIGEN_VERSION_AT_LEAST(3, 4, 0), "flowmatch needs Eigen 3.4 or later");
@@ -198,6 +200,43 @@ Index tiled_product(const ConstMatrixRef<Scalar>& lhs, const ConstMatrixRef<Scal
   return tiled_rows;
 }
 
+/// out (+)= lhsᵀ·rhs for an out of a few rows, given lhsᵀ (k×r, column-major): each entry the
+/// dot product of a column of lhsᵀ with a column of rhs, both read in packets along the depth
+/// into two accumulators, reduced across lanes, plus the depth's last entries one by one.
+/// Every entry depends only on its own column of rhs, wherever that column sits.
+template <class Scalar>
+void dot_product_rows(const ConstMatrixRef<Scalar>& lhs_transposed,
+                      const ConstMatrixRef<Scalar>& rhs, MatrixRef<Scalar> out, bool accumulate) {
+  namespace packet = Eigen::internal;
+  using Packet = typename TiledProductShape<Scalar>::Packet;
+  constexpr Index size = TiledProductShape<Scalar>::packet_size;
+  const Index depth = rhs.rows();
+  const Index packed_depth = depth - depth % size;
+  for (Index col = 0; col < out.cols(); ++col) {
+    const Scalar* column = rhs.data() + col * rhs.outerStride();
+    for (Index row = 0; row < out.rows(); ++row) {
+      const Scalar* weights = lhs_transposed.data() + row * lhs_transposed.outerStride();
+      Packet even = packet::pset1<Packet>(Scalar(0));
+      Packet odd = even;
+      Index k = 0;
+      for (; k + 2 * size <= packed_depth; k += 2 * size) {
+        even = packet::pmadd(packet::ploadu<Packet>(weights + k),
+                             packet::ploadu<Packet>(column + k), even);
+        odd = packet::pmadd(packet::ploadu<Packet>(weights + k + size),
+                            packet::ploadu<Packet>(column + k + size), odd);
+      }
+      if (k < packed_depth) {
+        even = packet::pmadd(packet::ploadu<Packet>(weights + k),
+                             packet::ploadu<Packet>(column + k), even);
+        k += size;
+      }
+      Scalar sum = packet::predux(packet::padd(even, odd));
+      for (; k < depth; ++k) sum += weights[k] * column[k];
+      out(row, col) = accumulate ? out(row, col) + sum : sum;
+    }
+  }
+}
+
 #pragma GCC diagnostic pop
 
 /// Packing buffers for products of column-major operands, either of them possibly transposed,
@@ -214,9 +253,24 @@ class ProductBuffers : private Eigen::internal::level3_blocking<Scalar, Scalar> 
   void multiply(const ConstMatrixRef<Scalar>& lhs, const ConstMatrixRef<Scalar>& rhs,
                 MatrixRef<Scalar> out, bool accumulate = false) {
     eigen_assert(lhs.cols() == rhs.rows() && out.rows() == lhs.rows() && out.cols() == rhs.cols());
+    if constexpr (std::is_same_v<Scalar, float>) {
+      if (!accumulate && TileUnitProduct::applies(lhs.rows(), lhs.cols(), rhs.cols())) {
+        tile_unit_.multiply(lhs, rhs, out);
+        return;
+      }
+    }
     const Index tiled_rows = tiled(lhs, rhs, out, accumulate, false);
     if (tiled_rows == lhs.rows()) return;
     MatrixRef<Scalar> rest = out.bottomRows(lhs.rows() - tiled_rows);
+    if (use_dot_products(rest.rows(), lhs.cols())) {
+      // The rows' weights, transposed into a kept buffer so that each row reads contiguously.
+      if (narrow_lhs_.size() < rest.rows() * lhs.cols())
+        narrow_lhs_.resize(rest.rows() * lhs.cols());
+      Eigen::Map<Matrix<Scalar>> transposed(narrow_lhs_.data(), lhs.cols(), rest.rows());
+      transposed = lhs.bottomRows(rest.rows()).transpose();
+      dot_product_rows<Scalar>(transposed, rhs, rest, accumulate);
+      return;
+    }
     run<Eigen::ColMajor, Eigen::ColMajor>(rest.rows(), rhs.cols(), lhs.cols(),
                                           lhs.bottomRows(rest.rows()), rhs, rest, accumulate);
   }
@@ -257,6 +311,14 @@ class ProductBuffers : private Eigen::internal::level3_blocking<Scalar, Scalar> 
   static bool use_tiles(Index rows, Index depth, Index cols) {
     using Shape = TiledProductShape<Scalar>;
     return Shape::vectorised && rows >= Shape::rows && depth >= 8 && cols >= Shape::columns;
+  }
+
+  // Whether the last @p rows rows of a product of depth @p depth (those below the tiles) are
+  // dot products (dot_product_rows): a vectorised scalar type, a few rows, and depth for at
+  // least one packet. Eigen's product packs all of rhs for them.
+  static bool use_dot_products(Index rows, Index depth) {
+    using Shape = TiledProductShape<Scalar>;
+    return Shape::vectorised && rows <= 8 && depth >= Shape::packet_size;
   }
 
   // The tiled rows of out (+)= lhs·op(rhs) (see tiled_product), or none.
@@ -304,6 +366,8 @@ class ProductBuffers : private Eigen::internal::level3_blocking<Scalar, Scalar> 
   Vector<Scalar> lhs_block_;
   Vector<Scalar> rhs_block_;
   Vector<Scalar> transposed_lhs_;  // lhsᵀ of multiply_transposed_lhs, column-major
+  Vector<Scalar> narrow_lhs_;      // the transposed rows of a product's dot products
+  TileUnitProduct tile_unit_;      // float products on the AMX tile unit, where it applies
 };
 
 }  // namespace flowmatch::detail

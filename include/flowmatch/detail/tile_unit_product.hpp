@@ -1,0 +1,302 @@
+/// @file tile_unit_product.hpp
+/// @brief Float matrix products on the AMX tile unit at float accuracy (internal).
+///
+/// Processors with AMX (Intel Xeon from Sapphire Rapids on) multiply bfloat16 tiles into float
+/// accumulators: one instruction adds a 16×32 by 32×16 product to a 16×16 float tile, sixteen
+/// times the multiply-adds of an AVX-512 instruction. bfloat16 keeps 8 of float's 24
+/// significant bits, so a float x is split into three bfloat16 parts, each the nearest to what
+/// the parts before it leave:
+///
+///     x = x₀ + x₁ + x₂,   |x₁| ≤ 2⁻⁹·|x|,   |x₂| ≤ 2⁻¹⁸·|x|,
+///
+/// exactly for every x of magnitude above about 10⁻³³ (three 8-bit parts with rounding cover
+/// the 24 bits; a part below 2⁻¹²⁶ is flushed to zero by the conversion and by the tile unit).
+/// Then w·x = Σ_{i,j} w_i·x_j, each product exact in float, and the six terms with i + j ≤ 2
+/// are kept: the three left out are below 3·2⁻²⁷·|w·x|, under an eighth of float's unit
+/// roundoff. The tile unit sums the kept terms in float, with one rounding per term. Measured
+/// against a long double reference on 128-deep products of normal random numbers, the error
+/// relative to Σ|w_k·x_k| is half that of a loop of fused multiply-adds (README, "Where the
+/// time goes"). The results therefore differ from the register-tiled kernel's in the last bits,
+/// like those of any two summation orders; each column of the result still depends only on its
+/// own column of the rhs, wherever it sits in the batch.
+///
+/// Six tile products per step cost 6/16 of the bfloat16 peak, still more than twice the float
+/// peak of the vector units. The kernel splits lhs (a layer's weights) at every call, into the
+/// unit's pair-interleaved layout, and the rhs 32 columns at a time into row-major tiles; the
+/// result is written through tile stores with the result's column stride.
+///
+/// The unit is used only when the compiler targets it (-march=native on such a processor enables
+/// AMX-TILE, AMX-BF16 and AVX512-BF16), the operating system grants the process the
+/// tile state (Linux 5.16 or later, arch_prctl(ARCH_REQ_XCOMP_PERM)), and FLOWMATCH_NO_TILE_UNIT
+/// is not defined; otherwise TileUnitProduct::applies is false and the products take the
+/// register-tiled kernel.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "flowmatch/core/types.hpp"
+#include "flowmatch/detail/eigen_core.hpp"
+
+// GCC spells the instruction-set macros __AMX_TILE__ and __AMX_BF16__, Clang __AMXTILE__ and
+// __AMXBF16__.
+#if (defined(__AMX_TILE__) || defined(__AMXTILE__)) &&                            \
+    (defined(__AMX_BF16__) || defined(__AMXBF16__)) && defined(__AVX512BF16__) && \
+    defined(__linux__) && !defined(FLOWMATCH_NO_TILE_UNIT)
+#define FLOWMATCH_TILE_UNIT 1
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#else
+#define FLOWMATCH_TILE_UNIT 0
+#endif
+
+namespace flowmatch::detail {
+
+#if FLOWMATCH_TILE_UNIT
+
+/// Whether this process may use the tile unit: asks the kernel once for the tile state.
+inline bool tile_unit_available() {
+  static const bool available = [] {
+    constexpr long request_permission = 0x1023;  // ARCH_REQ_XCOMP_PERM
+    constexpr long tile_data = 18;               // XFEATURE_XTILEDATA
+    return syscall(SYS_arch_prctl, request_permission, tile_data) == 0;
+  }();
+  return available;
+}
+
+/// out = lhs·rhs in float on the tile unit (see the file comment). One object must not be used
+/// by two threads at once; its buffers only grow.
+class TileUnitProduct {
+ public:
+  /// Whether a rows×depth by depth×cols product takes the tile unit: rows a multiple of 32
+  /// (two 16-row output tiles), a depth of at least one tile step and at least a tile of
+  /// columns.
+  static bool applies(Index rows, Index depth, Index cols) {
+    return rows % 32 == 0 && rows > 0 && depth >= kDepthStep && cols >= 16 && tile_unit_available();
+  }
+
+  /// out = lhs·rhs; lhs m×k, rhs k×n, out m×n, all column-major with unit inner stride, and
+  /// applies(m, k, n).
+  ///
+  /// The rhs is split 32 columns at a time, into two buffers in turn: while the unit multiplies
+  /// one block, the vector units split the next one, a few columns after each depth step, so
+  /// that the splitting runs in the shadow of the tile products.
+  void multiply(const ConstMatrixRef<float>& lhs, const ConstMatrixRef<float>& rhs,
+                MatrixRef<float>& out) {
+    const Index cols = rhs.cols();
+    steps_ = (lhs.cols() + kDepthStep - 1) / kDepthStep;
+    row_tiles_ = lhs.rows() / 16;
+    lhs_part_ = static_cast<std::size_t>(row_tiles_ * steps_) * kTileEntries;
+    rhs_part_ = static_cast<std::size_t>(2 * steps_) * kTileEntries;
+    lhs_parts_.reserve(3 * lhs_part_);
+    rhs_parts_.reserve(2 * 3 * rhs_part_);
+    split_lhs(lhs);
+    configure_tiles();
+    for (Index column = 0; column < kBlockColumns; ++column) {
+      split_rhs_column(rhs, 0, column, rhs_block(0));
+    }
+    // Columns of the next block to split after each depth step, so that all are split by the
+    // block's last step.
+    const Index per_step =
+        (kBlockColumns + row_tiles_ / 2 * steps_ - 1) / (row_tiles_ / 2 * steps_);
+    for (Index col = 0, block = 0; col < cols; col += kBlockColumns, ++block) {
+      const std::uint16_t* current = rhs_block(block % 2);
+      std::uint16_t* upcoming = rhs_block((block + 1) % 2);
+      const Index next = col + kBlockColumns;
+      Index split_columns = next < cols ? 0 : kBlockColumns;
+      const auto split_next = [&] {
+        for (const Index end = std::min(split_columns + per_step, kBlockColumns);
+             split_columns < end; ++split_columns) {
+          split_rhs_column(rhs, next, split_columns, upcoming);
+        }
+      };
+      const Index width = std::min<Index>(kBlockColumns, cols - col);
+      for (Index row_tile = 0; row_tile < row_tiles_; row_tile += 2) {
+        multiply_block(row_tile, current, split_next);
+        if (width == kBlockColumns) {
+          store_block(out.data() + col * out.outerStride() + row_tile * 16, out.outerStride());
+        } else {
+          store_block(partial_.data(), kBlockColumns);
+          for (Index j = 0; j < width; ++j) {
+            std::copy_n(partial_.data() + j * kBlockColumns, kBlockColumns,
+                        out.data() + (col + j) * out.outerStride() + row_tile * 16);
+          }
+        }
+      }
+    }
+    _tile_release();
+  }
+
+ private:
+  static constexpr Index kDepthStep = 32;           // depth entries of one tile product
+  static constexpr Index kBlockColumns = 32;        // rhs columns per block: two tiles of rows
+  static constexpr std::size_t kTileEntries = 512;  // bfloat16 entries of a 1 KiB tile
+
+  // bfloat16 entries 64-byte aligned (a tile row that straddles two cache lines halves the
+  // unit's speed), grown on demand.
+  class TileBuffer {
+   public:
+    void reserve(std::size_t entries) {
+      if (storage_.size() < entries + kAlignment) storage_.resize(entries + kAlignment);
+      const auto address = reinterpret_cast<std::uintptr_t>(storage_.data());
+      start_ = (kAlignment - address / sizeof(std::uint16_t) % kAlignment) % kAlignment;
+    }
+    std::uint16_t* data() { return storage_.data() + start_; }
+
+   private:
+    static constexpr std::size_t kAlignment = 64 / sizeof(std::uint16_t);
+    std::vector<std::uint16_t> storage_;
+    std::size_t start_ = 0;
+  };
+
+  // The three bfloat16 parts of 16 floats, each the nearest to what the earlier ones leave.
+  static void split(__m512 value, __m256i parts[3]) {
+    parts[0] = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(value));
+    const __m512 rest = _mm512_sub_ps(value, widen(parts[0]));
+    parts[1] = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(rest));
+    parts[2] = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_sub_ps(rest, widen(parts[1]))));
+  }
+
+  // The floats of 16 bfloat16 values.
+  static __m512 widen(__m256i bfloat16) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bfloat16), 16));
+  }
+
+  // The parts of lhs (m×k) as the unit's right operands: for part q, 16-row tile r and depth
+  // step s, a tile whose row p holds, for each of its 16 rows i, the pair lhs[16r + i, 32s +
+  // 2p], lhs[16r + i, 32s + 2p + 1]. Depth past k is zero.
+  void split_lhs(const ConstMatrixRef<float>& lhs) {
+    const Index depth = lhs.cols();
+    const __m512 zero = _mm512_setzero_ps();
+    std::uint16_t* parts = lhs_parts_.data();
+    for (Index row_tile = 0; row_tile < row_tiles_; ++row_tile) {
+      for (Index k = 0; k < steps_ * kDepthStep; k += 2) {
+        const float* column =
+            lhs.data() + std::min(k, depth - 1) * lhs.outerStride() + row_tile * 16;
+        __m256i even[3];
+        __m256i odd[3];
+        split(k < depth ? _mm512_loadu_ps(column) : zero, even);
+        split(k + 1 < depth ? _mm512_loadu_ps(column + lhs.outerStride()) : zero, odd);
+        const std::size_t offset =
+            static_cast<std::size_t>(row_tile * steps_ + k / kDepthStep) * kTileEntries +
+            static_cast<std::size_t>(k % kDepthStep) * 16;
+        for (int part = 0; part < 3; ++part) {
+          const __m512i pairs =
+              _mm512_or_si512(_mm512_cvtepu16_epi32(even[part]),
+                              _mm512_slli_epi32(_mm512_cvtepu16_epi32(odd[part]), 16));
+          _mm512_storeu_si512(parts + part * lhs_part_ + offset, pairs);
+        }
+      }
+    }
+  }
+
+  // Column @p column of the rhs block starting at column @p col, as row column % 16 of the
+  // unit's left operands in @p block: for part q, 16-column half h and depth step s, a tile
+  // whose row j holds rhs[32s : 32s + 32, col + 16h + j]. Depth past k, and columns past the
+  // rhs, are zero.
+  void split_rhs_column(const ConstMatrixRef<float>& rhs, Index col, Index column,
+                        std::uint16_t* block) const {
+    const Index depth = rhs.rows();
+    const bool inside = col + column < rhs.cols();
+    const float* values = rhs.data() + (inside ? (col + column) * rhs.outerStride() : 0);
+    std::uint16_t* row = block + static_cast<std::size_t>((column / 16) * steps_) * kTileEntries +
+                         static_cast<std::size_t>(column % 16) * kDepthStep;
+    for (Index k = 0; k < steps_ * kDepthStep; k += 16) {
+      const Index valid = inside ? std::clamp<Index>(depth - k, 0, 16) : 0;
+      const __m512 value =
+          valid == 16
+              ? _mm512_loadu_ps(values + k)
+              : _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << valid) - 1u), values + k);
+      __m256i parts[3];
+      split(value, parts);
+      std::uint16_t* entries = row + static_cast<std::size_t>(k / kDepthStep) * kTileEntries +
+                               static_cast<std::size_t>(k % kDepthStep);
+      for (int part = 0; part < 3; ++part) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(entries + part * rhs_part_), parts[part]);
+      }
+    }
+  }
+
+  // The rhs split buffer @p index (0 or 1).
+  std::uint16_t* rhs_block(Index index) { return rhs_parts_.data() + index * 3 * rhs_part_; }
+
+  static void configure_tiles() {
+    struct alignas(64) Config {
+      std::uint8_t palette = 1;
+      std::uint8_t start_row = 0;
+      std::uint8_t reserved[14] = {};
+      std::uint16_t row_bytes[16] = {};
+      std::uint8_t rows[16] = {};
+    } config;
+    for (int tile = 0; tile < 8; ++tile) {
+      config.row_bytes[tile] = 64;
+      config.rows[tile] = 16;
+    }
+    _tile_loadconfig(&config);
+  }
+
+  // Tiles 0–3 accumulate the 32×32 block [rhs half h, lhs row tile row_tile + c] as tile
+  // 2h + c: Σ over the depth steps of the six part products with i + j ≤ 2 (see the file
+  // comment), the rhs parts from @p rhs_tiles. Tiles 4–5 hold rhs parts, 6–7 lhs parts.
+  // @p after_step runs after each depth step's products.
+  template <class AfterStep>
+  void multiply_block(Index row_tile, const std::uint16_t* rhs_tiles, const AfterStep& after_step) {
+    const std::uint16_t* lhs_tiles = lhs_parts_.data() + row_tile * steps_ * kTileEntries;
+    const std::size_t next_tile_row = static_cast<std::size_t>(steps_) * kTileEntries;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (Index step = 0; step < steps_; ++step) {
+      const std::uint16_t* lhs_step = lhs_tiles + step * kTileEntries;
+      const std::uint16_t* rhs_step = rhs_tiles + step * kTileEntries;
+      for (int rhs_part = 0; rhs_part < 3; ++rhs_part) {
+        const std::uint16_t* rhs_tile = rhs_step + rhs_part * rhs_part_;
+        _tile_loadd(4, rhs_tile, 64);
+        _tile_loadd(5, rhs_tile + next_tile_row, 64);
+        for (int lhs_part = 0; lhs_part + rhs_part < 3; ++lhs_part) {
+          const std::uint16_t* lhs_tile = lhs_step + lhs_part * lhs_part_;
+          _tile_loadd(6, lhs_tile, 64);
+          _tile_loadd(7, lhs_tile + next_tile_row, 64);
+          _tile_dpbf16ps(0, 4, 6);
+          _tile_dpbf16ps(1, 4, 7);
+          _tile_dpbf16ps(2, 5, 6);
+          _tile_dpbf16ps(3, 5, 7);
+        }
+      }
+      after_step();
+    }
+  }
+
+  // Writes the accumulated 32×32 block to out, whose columns are column_stride floats apart.
+  static void store_block(float* out, Index column_stride) {
+    const auto stride = static_cast<long>(column_stride * Index(sizeof(float)));
+    _tile_stored(0, out, stride);
+    _tile_stored(1, out + 16, stride);
+    _tile_stored(2, out + 16 * column_stride, stride);
+    _tile_stored(3, out + 16 * column_stride + 16, stride);
+  }
+
+  Index steps_ = 0;
+  Index row_tiles_ = 0;
+  std::size_t lhs_part_ = 0;
+  std::size_t rhs_part_ = 0;
+  TileBuffer lhs_parts_;
+  TileBuffer rhs_parts_;  // two blocks, three parts each
+  std::vector<float> partial_ = std::vector<float>(kBlockColumns * kBlockColumns);
+};
+
+#else
+
+/// Without the tile unit: never applies.
+class TileUnitProduct {
+ public:
+  static bool applies(Index, Index, Index) { return false; }
+  void multiply(const ConstMatrixRef<float>&, const ConstMatrixRef<float>&, MatrixRef<float>&) {}
+};
+
+#endif
+
+}  // namespace flowmatch::detail
