@@ -1,10 +1,12 @@
 // Tests of the float products on the AMX tile unit (detail/tile_unit_product.hpp): accuracy
-// against a long double reference, columns independent of their place in the batch, and
-// non-finite entries confined to their column. Where the build or the processor has no tile
+// against a long double reference, columns independent of their place in the batch, non-finite
+// entries confined to their column, kept splits of the weights that follow changes to them, and
+// the blocks handed to multiply_and_finish. Where the build or the processor has no tile
 // unit, the cases say so and check only that nothing claims to use it.
 #include <cmath>
 #include <limits>
 #include <random>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
@@ -130,6 +132,70 @@ TEST_CASE("a non-finite rhs entry on the tile unit spoils only its own column", 
     } else {
       CHECK(spoilt.col(j) == clean.col(j));
     }
+  }
+}
+
+TEST_CASE("a kept split of the weights is used only while they hold the same values",
+          "[tile_unit]") {
+  const Shape shape{64, 64, 48};
+  if (tile_unit_missing(shape)) return;
+  std::mt19937 generator(64);
+  Matrix<float> lhs = random_matrix(shape.rows, shape.depth, 0.2f, generator);
+  const Matrix<float> rhs = random_matrix(shape.depth, shape.cols, 1.0f, generator);
+  // A fresh object for each expected result: nothing kept from earlier products.
+  const auto fresh_product = [&](const Matrix<float>& weights) {
+    TileUnitProduct product;
+    Matrix<float> out(shape.rows, shape.cols);
+    MatrixRef<float> out_ref(out);
+    product.multiply(weights, rhs, out_ref);
+    return out;
+  };
+  TileUnitProduct product;
+  Matrix<float> out(shape.rows, shape.cols);
+  MatrixRef<float> out_ref(out);
+  product.multiply(lhs, rhs, out_ref);
+  CHECK(out == fresh_product(lhs));
+  // The same matrix, one weight changed in place (same address and shape).
+  lhs(7, 40) += 0.5f;
+  product.multiply(lhs, rhs, out_ref);
+  CHECK(out == fresh_product(lhs));
+  // More weight matrices in turn than splits are kept, each changed between its products.
+  std::vector<Matrix<float>> layers;
+  for (int layer = 0; layer < 6; ++layer) {
+    layers.push_back(random_matrix(shape.rows, shape.depth, 0.2f, generator));
+  }
+  for (int round = 0; round < 3; ++round) {
+    for (Matrix<float>& weights : layers) {
+      if (round == 2) weights(3, 3) *= -1.0f;
+      product.multiply(weights, rhs, out_ref);
+      CHECK(out == fresh_product(weights));
+    }
+  }
+}
+
+TEST_CASE("multiply_and_finish finishes every block of the result once, after its product",
+          "[tile_unit]") {
+  // On the tile unit in 32-row blocks while later ones are computed; elsewhere in one call.
+  std::mt19937 generator(65);
+  for (const Shape& shape : kShapes) {
+    INFO(shape.rows << "x" << shape.depth << " times " << shape.depth << "x" << shape.cols);
+    const Matrix<float> lhs = random_matrix(shape.rows, shape.depth, 0.2f, generator);
+    const Matrix<float> rhs = random_matrix(shape.depth, shape.cols, 1.0f, generator);
+    flowmatch::detail::ProductBuffers<float> products;
+    Matrix<float> expected(shape.rows, shape.cols);
+    products.multiply(lhs, rhs, expected);
+    Matrix<float> out = Matrix<float>::Zero(shape.rows, shape.cols);
+    Eigen::MatrixXi finished = Eigen::MatrixXi::Zero(shape.rows, shape.cols);
+    bool complete_when_finished = true;
+    products.multiply_and_finish(lhs, rhs, out, [&](Index row, Index col, Index rows, Index cols) {
+      complete_when_finished = complete_when_finished && out.block(row, col, rows, cols) ==
+                                                             expected.block(row, col, rows, cols);
+      finished.block(row, col, rows, cols).array() += 1;
+      out.block(row, col, rows, cols).array() *= 2.0f;  // the finishing work itself
+    });
+    CHECK(complete_when_finished);
+    CHECK((finished.array() == 1).all());
+    CHECK(out == 2.0f * expected);
   }
 }
 

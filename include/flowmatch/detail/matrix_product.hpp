@@ -275,6 +275,26 @@ class ProductBuffers : private Eigen::internal::level3_blocking<Scalar, Scalar> 
                                           lhs.bottomRows(rest.rows()), rhs, rest, accumulate);
   }
 
+  /// out = lhs·rhs, then finish(row, col, rows, cols) on blocks of out that together cover it
+  /// once, each called when its block holds the product: on the tile unit in 32-row blocks
+  /// while the unit computes later ones (TileUnitProduct), elsewhere once on all of out. With
+  /// @p lhs_unchanged the caller promises that lhs holds the values it held at the previous
+  /// product of this object, which may then reuse its work on lhs.
+  template <class Finish>
+  void multiply_and_finish(const ConstMatrixRef<Scalar>& lhs, const ConstMatrixRef<Scalar>& rhs,
+                           MatrixRef<Scalar> out, Finish&& finish, bool lhs_unchanged = false) {
+    if constexpr (std::is_same_v<Scalar, float>) {
+      if (TileUnitProduct::applies(lhs.rows(), lhs.cols(), rhs.cols())) {
+        eigen_assert(lhs.cols() == rhs.rows() && out.rows() == lhs.rows() &&
+                     out.cols() == rhs.cols());
+        tile_unit_.multiply(lhs, rhs, out, finish, lhs_unchanged);
+        return;
+      }
+    }
+    multiply(lhs, rhs, out);
+    finish(Index(0), Index(0), out.rows(), out.cols());
+  }
+
   /// out = lhsᵀ·rhs, or out += lhsᵀ·rhs if @p accumulate; lhs k×m, rhs k×n, out m×n.
   void multiply_transposed_lhs(const ConstMatrixRef<Scalar>& lhs, const ConstMatrixRef<Scalar>& rhs,
                                MatrixRef<Scalar> out, bool accumulate = false) {

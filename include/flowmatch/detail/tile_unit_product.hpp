@@ -33,7 +33,9 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "flowmatch/core/types.hpp"
@@ -85,36 +87,70 @@ class TileUnitProduct {
   /// that the splitting runs in the shadow of the tile products.
   void multiply(const ConstMatrixRef<float>& lhs, const ConstMatrixRef<float>& rhs,
                 MatrixRef<float>& out) {
+    multiply(lhs, rhs, out, [](Index, Index, Index, Index) {});
+  }
+
+  /// multiply, then finish(row, col, rows, cols) on blocks of out that cover it once, each
+  /// called once its block holds the product: a 32-row block of out is finished a few columns
+  /// after each depth step of a later block, so that the vector units' work on the result
+  /// (scaling it by a layer's slopes) also runs in the shadow of the tile products.
+  /// The split of lhs is kept for later products with the same lhs (address, shape and values,
+  /// the values compared with a copy), up to kKeptSplits of them: the weights of a network's
+  /// layers are split once, not at every call. With @p lhs_unchanged the caller promises that
+  /// lhs holds the values it held at the previous call, so that they need not be compared.
+  template <class Finish>
+  void multiply(const ConstMatrixRef<float>& lhs, const ConstMatrixRef<float>& rhs,
+                MatrixRef<float>& out, Finish&& finish, bool lhs_unchanged = false) {
     const Index cols = rhs.cols();
     steps_ = (lhs.cols() + kDepthStep - 1) / kDepthStep;
     row_tiles_ = lhs.rows() / 16;
     lhs_part_ = static_cast<std::size_t>(row_tiles_ * steps_) * kTileEntries;
     rhs_part_ = static_cast<std::size_t>(2 * steps_) * kTileEntries;
-    lhs_parts_.reserve(3 * lhs_part_);
+    lhs_tiles_ = kept_split(lhs, lhs_unchanged);
     rhs_parts_.reserve(2 * 3 * rhs_part_);
-    split_lhs(lhs);
     configure_tiles();
     for (Index column = 0; column < kBlockColumns; ++column) {
       split_rhs_column(rhs, 0, column, rhs_block(0));
     }
-    // Columns of the next block to split after each depth step, so that all are split by the
-    // block's last step.
-    const Index per_step =
+    // Columns of the next rhs block to split after each depth step, so that all are split by
+    // the column block's last step, and of the last stored block of out to finish, so that all
+    // are finished by the next block's last step.
+    const Index split_per_step =
         (kBlockColumns + row_tiles_ / 2 * steps_ - 1) / (row_tiles_ / 2 * steps_);
+    const Index finish_per_step = (kBlockColumns + steps_ - 1) / steps_;
+    // A block of out is finished while the unit computes the block after the next one, so
+    // that its tile stores are complete when the vector units read it.
+    struct StoredBlock {
+      Index row = 0;
+      Index col = 0;
+      Index width = 0;
+      Index finished = 0;  // its columns finished so far
+    };
+    StoredBlock older;  // the block stored before the last one
+    StoredBlock newer;  // the last stored block
+    const auto finish_older = [&](Index columns) {
+      const Index end = std::min(older.finished + columns, older.width);
+      if (end > older.finished) {
+        finish(older.row, older.col + older.finished, Index(32), end - older.finished);
+      }
+      older.finished = end;
+    };
     for (Index col = 0, block = 0; col < cols; col += kBlockColumns, ++block) {
       const std::uint16_t* current = rhs_block(block % 2);
       std::uint16_t* upcoming = rhs_block((block + 1) % 2);
       const Index next = col + kBlockColumns;
       Index split_columns = next < cols ? 0 : kBlockColumns;
-      const auto split_next = [&] {
-        for (const Index end = std::min(split_columns + per_step, kBlockColumns);
+      const auto after_step = [&] {
+        for (const Index end = std::min(split_columns + split_per_step, kBlockColumns);
              split_columns < end; ++split_columns) {
           split_rhs_column(rhs, next, split_columns, upcoming);
         }
+        finish_older(finish_per_step);
       };
       const Index width = std::min<Index>(kBlockColumns, cols - col);
       for (Index row_tile = 0; row_tile < row_tiles_; row_tile += 2) {
-        multiply_block(row_tile, current, split_next);
+        multiply_block(row_tile, current, after_step);
+        finish_older(kBlockColumns);
         if (width == kBlockColumns) {
           store_block(out.data() + col * out.outerStride() + row_tile * 16, out.outerStride());
         } else {
@@ -124,9 +160,14 @@ class TileUnitProduct {
                         out.data() + (col + j) * out.outerStride() + row_tile * 16);
           }
         }
+        older = newer;
+        newer = StoredBlock{row_tile * 16, col, width, 0};
       }
     }
     _tile_release();
+    finish_older(kBlockColumns);
+    older = newer;
+    finish_older(kBlockColumns);
   }
 
  private:
@@ -138,8 +179,10 @@ class TileUnitProduct {
   // unit's speed), grown on demand.
   class TileBuffer {
    public:
+    // Room for @p entries (the contents are lost when it grows).
     void reserve(std::size_t entries) {
-      if (storage_.size() < entries + kAlignment) storage_.resize(entries + kAlignment);
+      if (storage_.size() >= entries + kAlignment) return;
+      storage_.resize(entries + kAlignment);
       const auto address = reinterpret_cast<std::uintptr_t>(storage_.data());
       start_ = (kAlignment - address / sizeof(std::uint16_t) % kAlignment) % kAlignment;
     }
@@ -152,7 +195,7 @@ class TileUnitProduct {
   };
 
   // The three bfloat16 parts of 16 floats, each the nearest to what the earlier ones leave.
-  static void split(__m512 value, __m256i parts[3]) {
+  static void split_into_parts(__m512 value, __m256i parts[3]) {
     parts[0] = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(value));
     const __m512 rest = _mm512_sub_ps(value, widen(parts[0]));
     parts[1] = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(rest));
@@ -164,21 +207,76 @@ class TileUnitProduct {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bfloat16), 16));
   }
 
+  static constexpr std::size_t kKeptSplits = 4;  // splits of lhs kept for later products
+
+  // A split of an lhs: its address and shape, a copy of its values and their parts.
+  struct KeptSplit {
+    const float* data = nullptr;
+    Index rows = 0;
+    Index cols = 0;
+    Index outer_stride = 0;
+    std::vector<float> values;  // column by column
+    TileBuffer parts;
+    std::uint64_t last_use = 0;
+
+    bool holds(const ConstMatrixRef<float>& lhs) const {
+      if (data != lhs.data() || rows != lhs.rows() || cols != lhs.cols() ||
+          outer_stride != lhs.outerStride()) {
+        return false;
+      }
+      for (Index col = 0; col < cols; ++col) {
+        if (std::memcmp(values.data() + col * rows, lhs.data() + col * outer_stride,
+                        static_cast<std::size_t>(rows) * sizeof(float)) != 0) {
+          return false;
+        }
+      }
+      return true;
+    }
+  };
+
+  // The parts of lhs: those of a kept split of the same lhs (see multiply), or a new split in
+  // place of the least recently used one.
+  const std::uint16_t* kept_split(const ConstMatrixRef<float>& lhs, bool lhs_unchanged) {
+    KeptSplit* oldest = &kept_splits_[0];
+    for (KeptSplit& split : kept_splits_) {
+      // With lhs_unchanged, the split of the previous product needs no comparison.
+      const bool previous = lhs_unchanged && split.last_use == uses_ && split.data == lhs.data() &&
+                            split.rows == lhs.rows() && split.cols == lhs.cols() &&
+                            split.outer_stride == lhs.outerStride();
+      if (split.last_use > 0 && (previous || split.holds(lhs))) {
+        split.last_use = ++uses_;
+        return split.parts.data();
+      }
+      if (split.last_use < oldest->last_use) oldest = &split;
+    }
+    KeptSplit& split = *oldest;
+    split.parts.reserve(3 * lhs_part_);
+    split_lhs(lhs, split);
+    split.data = lhs.data();
+    split.rows = lhs.rows();
+    split.cols = lhs.cols();
+    split.outer_stride = lhs.outerStride();
+    split.values.resize(static_cast<std::size_t>(lhs.size()));
+    Eigen::Map<Matrix<float>>(split.values.data(), lhs.rows(), lhs.cols()) = lhs;
+    split.last_use = ++uses_;
+    return split.parts.data();
+  }
+
   // The parts of lhs (m×k) as the unit's right operands: for part q, 16-row tile r and depth
   // step s, a tile whose row p holds, for each of its 16 rows i, the pair lhs[16r + i, 32s +
   // 2p], lhs[16r + i, 32s + 2p + 1]. Depth past k is zero.
-  void split_lhs(const ConstMatrixRef<float>& lhs) {
+  void split_lhs(const ConstMatrixRef<float>& lhs, KeptSplit& kept) {
     const Index depth = lhs.cols();
     const __m512 zero = _mm512_setzero_ps();
-    std::uint16_t* parts = lhs_parts_.data();
+    std::uint16_t* parts = kept.parts.data();
     for (Index row_tile = 0; row_tile < row_tiles_; ++row_tile) {
       for (Index k = 0; k < steps_ * kDepthStep; k += 2) {
         const float* column =
             lhs.data() + std::min(k, depth - 1) * lhs.outerStride() + row_tile * 16;
         __m256i even[3];
         __m256i odd[3];
-        split(k < depth ? _mm512_loadu_ps(column) : zero, even);
-        split(k + 1 < depth ? _mm512_loadu_ps(column + lhs.outerStride()) : zero, odd);
+        split_into_parts(k < depth ? _mm512_loadu_ps(column) : zero, even);
+        split_into_parts(k + 1 < depth ? _mm512_loadu_ps(column + lhs.outerStride()) : zero, odd);
         const std::size_t offset =
             static_cast<std::size_t>(row_tile * steps_ + k / kDepthStep) * kTileEntries +
             static_cast<std::size_t>(k % kDepthStep) * 16;
@@ -210,7 +308,7 @@ class TileUnitProduct {
               ? _mm512_loadu_ps(values + k)
               : _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << valid) - 1u), values + k);
       __m256i parts[3];
-      split(value, parts);
+      split_into_parts(value, parts);
       std::uint16_t* entries = row + static_cast<std::size_t>(k / kDepthStep) * kTileEntries +
                                static_cast<std::size_t>(k % kDepthStep);
       for (int part = 0; part < 3; ++part) {
@@ -243,7 +341,7 @@ class TileUnitProduct {
   // @p after_step runs after each depth step's products.
   template <class AfterStep>
   void multiply_block(Index row_tile, const std::uint16_t* rhs_tiles, const AfterStep& after_step) {
-    const std::uint16_t* lhs_tiles = lhs_parts_.data() + row_tile * steps_ * kTileEntries;
+    const std::uint16_t* lhs_tiles = lhs_tiles_ + row_tile * steps_ * kTileEntries;
     const std::size_t next_tile_row = static_cast<std::size_t>(steps_) * kTileEntries;
     _tile_zero(0);
     _tile_zero(1);
@@ -283,8 +381,10 @@ class TileUnitProduct {
   Index row_tiles_ = 0;
   std::size_t lhs_part_ = 0;
   std::size_t rhs_part_ = 0;
-  TileBuffer lhs_parts_;
-  TileBuffer rhs_parts_;  // two blocks, three parts each
+  std::array<KeptSplit, kKeptSplits> kept_splits_;
+  std::uint64_t uses_ = 0;                    // products so far, for the kept splits' last use
+  const std::uint16_t* lhs_tiles_ = nullptr;  // the parts of the current product's lhs
+  TileBuffer rhs_parts_;                      // two blocks, three parts each
   std::vector<float> partial_ = std::vector<float>(kBlockColumns * kBlockColumns);
 };
 
@@ -295,6 +395,9 @@ class TileUnitProduct {
  public:
   static bool applies(Index, Index, Index) { return false; }
   void multiply(const ConstMatrixRef<float>&, const ConstMatrixRef<float>&, MatrixRef<float>&) {}
+  template <class Finish>
+  void multiply(const ConstMatrixRef<float>&, const ConstMatrixRef<float>&, MatrixRef<float>&,
+                Finish&&, bool = false) {}
 };
 
 #endif

@@ -315,14 +315,29 @@ struct MlpDerivatives {
         }
         const auto previous =
             workspace.direction_tangents_[layer - 1].middleCols(direction * batch, batch);
+        // Each block of the product is scaled by σ' as soon as it is complete. The product
+        // before this one, if any, was the previous direction's, with the same weights.
+        const Matrix<Scalar>& slopes = workspace.slopes_[layer];
+        const bool same_weights = direction > 0;
         if (keep_preactivations) {
           auto preactivation =
               workspace.preactivation_tangents_[layer].middleCols(direction * batch, batch);
-          workspace.products_.multiply(network.layer_weight(layer), previous, preactivation);
-          scaled.array() = preactivation.array() * workspace.slopes_[layer].array();
+          workspace.products_.multiply_and_finish(
+              network.layer_weight(layer), previous, preactivation,
+              [&](Index row, Index col, Index rows, Index cols) {
+                scaled.block(row, col, rows, cols).array() =
+                    preactivation.block(row, col, rows, cols).array() *
+                    slopes.block(row, col, rows, cols).array();
+              },
+              same_weights);
         } else {
-          workspace.products_.multiply(network.layer_weight(layer), previous, scaled);
-          scaled.array() *= workspace.slopes_[layer].array();
+          workspace.products_.multiply_and_finish(
+              network.layer_weight(layer), previous, scaled,
+              [&](Index row, Index col, Index rows, Index cols) {
+                scaled.block(row, col, rows, cols).array() *=
+                    slopes.block(row, col, rows, cols).array();
+              },
+              same_weights);
         }
       }
     }
