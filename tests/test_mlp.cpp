@@ -392,25 +392,29 @@ TEST_CASE("an Mlp is a velocity field with an exact jvp and divergence", "[mlp]"
   CHECK(through_concept == expected);
 }
 
-// Columns in batches wide enough for the register-tiled products of every layer (d = 32: the
-// output layer is a whole tile high too), with a last partial tile and SiLU's last partial
-// packet: the batch reversed, and a sub-batch starting mid-tile, give each column the same bits
-// as in the original batch (a column's result does not depend on where it sits among its
-// neighbours). Layers narrower than a tile go through Eigen's product, whose last N mod 4
-// columns may round differently.
+// Columns in batches wide enough for the register-tiled products of every layer, with a last
+// partial tile and SiLU's last partial packet: the batch reversed, and a sub-batch starting
+// mid-tile, give each column the same bits as in the original batch (a column's result does
+// not depend on where it sits among its neighbours). Two networks: d = 32, whose output layer
+// is a whole tile high too, and d = 2, whose input layer is a shallow product and whose output
+// layer is two dot-product rows. Layers of other heights go partly through Eigen's product,
+// whose last N mod 4 columns may round differently.
 template <class Scalar>
 void check_columns_independent_of_position() {
   std::mt19937_64 generator(5);
-  const Mlp<Scalar> mlp(MlpConfig{32, 0, {64, 64}, Activation::silu, {}}, generator);
-  const Matrix<Scalar> x = Matrix<Scalar>::Random(32, 45) * Scalar(2);
-  const Scalar t = Scalar(0.3);
-  const Matrix<Scalar> batch = flowmatch::evaluate_velocity<Scalar>(mlp, t, x);
-  const Matrix<Scalar> reversed_x = x.rowwise().reverse();
-  const Matrix<Scalar> reversed = flowmatch::evaluate_velocity<Scalar>(mlp, t, reversed_x);
-  CHECK(Matrix<Scalar>(reversed.rowwise().reverse()) == batch);
-  const Matrix<Scalar> middle_x = x.middleCols(7, 31);
-  const Matrix<Scalar> middle = flowmatch::evaluate_velocity<Scalar>(mlp, t, middle_x);
-  CHECK(middle == batch.middleCols(7, 31));
+  for (const Index dim : {Index(32), Index(2)}) {
+    INFO("d = " << dim);
+    const Mlp<Scalar> mlp(MlpConfig{dim, 0, {64, 64}, Activation::silu, {}}, generator);
+    const Matrix<Scalar> x = Matrix<Scalar>::Random(dim, 45) * Scalar(2);
+    const Scalar t = Scalar(0.3);
+    const Matrix<Scalar> batch = flowmatch::evaluate_velocity<Scalar>(mlp, t, x);
+    const Matrix<Scalar> reversed_x = x.rowwise().reverse();
+    const Matrix<Scalar> reversed = flowmatch::evaluate_velocity<Scalar>(mlp, t, reversed_x);
+    CHECK(Matrix<Scalar>(reversed.rowwise().reverse()) == batch);
+    const Matrix<Scalar> middle_x = x.middleCols(7, 31);
+    const Matrix<Scalar> middle = flowmatch::evaluate_velocity<Scalar>(mlp, t, middle_x);
+    CHECK(middle == batch.middleCols(7, 31));
+  }
 }
 
 TEST_CASE("an Mlp gives a column the same bits wherever it sits in a wide batch", "[mlp]") {

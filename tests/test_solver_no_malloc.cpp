@@ -58,8 +58,9 @@ TEST_CASE("a forbidden allocation is detected", "[solver][no-malloc]") {
 
 // ProductBuffers against Eigen's product expressions, on shapes that pack more than the stack
 // limit, on blocks of larger matrices (outer stride ≠ rows) and with accumulation, through each
-// of its kernels (the tiles, the tile unit, dot products for a few rows below the tiles, Eigen's
-// product for shallow depths); once sized, products of the same or smaller shapes allocate
+// of its kernels (the tiles, the tile unit, dot products for a few rows below the tiles, the
+// shallow kernel for depths below the tiles', with and without a last partial packet of rows,
+// Eigen's product for the rest); once sized, products of the same or smaller shapes allocate
 // nothing.
 template <class Scalar>
 void check_product_buffers() {
@@ -72,7 +73,8 @@ void check_product_buffers() {
   for (const auto& [rows, depth, cols] :
        {std::array<Index, 3>{256, 256, 300}, std::array<Index, 3>{3, 128, 257},
         std::array<Index, 3>{200, 2, 1}, std::array<Index, 3>{5, 7, 3},
-        std::array<Index, 3>{34, 37, 45}}) {
+        std::array<Index, 3>{34, 37, 45}, std::array<Index, 3>{37, 3, 41},
+        std::array<Index, 3>{64, 1, 20}, std::array<Index, 3>{60, 37, 5}}) {
     INFO(rows << "x" << depth << " times " << depth << "x" << cols);
     const Matrix<Scalar> lhs = Matrix<Scalar>::Random(rows, depth);
     const Matrix<Scalar> lhs_transposed = lhs.transpose();

@@ -202,6 +202,44 @@ Index tiled_product(const ConstMatrixRef<Scalar>& lhs, const ConstMatrixRef<Scal
   return tiled_rows;
 }
 
+/// out (+)= lhs·rhs for a product a few entries deep (a network's input layer), column by
+/// column: each packet of rows of a column is Σₖ lhs(rows, k)·rhs(k, col), a product followed
+/// by fused multiply-adds in the order of k. @p lhs_padded holds lhs column-major with its rows
+/// padded with zeros to @p padded_rows, a whole number of packets, so that the last rows are
+/// computed as the others; every entry depends only on its own column of rhs, wherever that
+/// column sits. Packs nothing and reads rhs in place. Needs a depth of at least 1.
+template <class Scalar>
+void shallow_product(const Scalar* lhs_padded, Index padded_rows, const ConstMatrixRef<Scalar>& rhs,
+                     MatrixRef<Scalar> out, bool accumulate) {
+  namespace packet = Eigen::internal;
+  using Packet = typename TiledProductShape<Scalar>::Packet;
+  constexpr Index size = TiledProductShape<Scalar>::packet_size;
+  const Index depth = rhs.rows();
+  for (Index col = 0; col < out.cols(); ++col) {
+    const Scalar* factors = rhs.data() + col * rhs.outerStride();
+    Scalar* column = out.data() + col * out.outerStride();
+    for (Index row = 0; row < padded_rows; row += size) {
+      const Scalar* weights = lhs_padded + row;
+      Packet sum = packet::pmul(packet::ploadu<Packet>(weights), packet::pset1<Packet>(factors[0]));
+      for (Index k = 1; k < depth; ++k) {
+        sum = packet::pmadd(packet::ploadu<Packet>(weights + k * padded_rows),
+                            packet::pset1<Packet>(factors[k]), sum);
+      }
+      const Index count = std::min(size, out.rows() - row);
+      if (count == size) {
+        if (accumulate) sum = packet::padd(packet::ploadu<Packet>(column + row), sum);
+        packet::pstoreu(column + row, sum);
+        continue;
+      }
+      Scalar lanes[size];
+      packet::pstoreu(lanes, sum);
+      for (Index i = 0; i < count; ++i) {
+        column[row + i] = accumulate ? column[row + i] + lanes[i] : lanes[i];
+      }
+    }
+  }
+}
+
 /// out (+)= lhsᵀ·rhs for an out of a few rows, given lhsᵀ (k×r, column-major): each entry the
 /// dot product of a column of lhsᵀ with a column of rhs, both read in packets along the depth
 /// into two accumulators, reduced across lanes, plus the depth's last entries one by one.
@@ -260,6 +298,19 @@ class ProductBuffers : private Eigen::internal::level3_blocking<Scalar, Scalar> 
         tile_unit_.multiply(lhs, rhs, out);
         return;
       }
+    }
+    if (use_shallow_product(lhs.cols())) {
+      // lhs with its rows padded to whole packets, in a kept buffer.
+      constexpr Index size = TiledProductShape<Scalar>::packet_size;
+      const Index padded_rows = (lhs.rows() + size - 1) / size * size;
+      if (padded_lhs_.size() < padded_rows * lhs.cols()) {
+        padded_lhs_.resize(padded_rows * lhs.cols());
+      }
+      Eigen::Map<Matrix<Scalar>> padded(padded_lhs_.data(), padded_rows, lhs.cols());
+      padded.topRows(lhs.rows()) = lhs;
+      padded.bottomRows(padded_rows - lhs.rows()).setZero();
+      shallow_product<Scalar>(padded_lhs_.data(), padded_rows, rhs, out, accumulate);
+      return;
     }
     const Index tiled_rows = tiled(lhs, rhs, out, accumulate, false);
     if (tiled_rows == lhs.rows()) return;
@@ -332,8 +383,19 @@ class ProductBuffers : private Eigen::internal::level3_blocking<Scalar, Scalar> 
   // as fast through Eigen, whose results they then keep).
   static bool use_tiles(Index rows, Index depth, Index cols) {
     using Shape = TiledProductShape<Scalar>;
-    return Shape::vectorised && rows >= Shape::rows && depth >= 8 && cols >= Shape::columns;
+    return Shape::vectorised && rows >= Shape::rows && depth >= kTileDepth &&
+           cols >= Shape::columns;
   }
+
+  // Whether a product of depth @p depth is a shallow product (shallow_product): a vectorised
+  // scalar type and a depth below the tiles' (a network's input layer). Eigen's product packs
+  // both operands and clears the result first, which costs more than the product itself there.
+  static bool use_shallow_product(Index depth) {
+    return TiledProductShape<Scalar>::vectorised && depth >= 1 && depth < kTileDepth;
+  }
+
+  // The least depth of a product on the register tiles.
+  static constexpr Index kTileDepth = 8;
 
   // Whether the last @p rows rows of a product of depth @p depth (those below the tiles) are
   // dot products (dot_product_rows): a vectorised scalar type, a few rows, and depth for at
@@ -389,6 +451,7 @@ class ProductBuffers : private Eigen::internal::level3_blocking<Scalar, Scalar> 
   Vector<Scalar> rhs_block_;
   Vector<Scalar> transposed_lhs_;  // lhsᵀ of multiply_transposed_lhs, column-major
   Vector<Scalar> narrow_lhs_;      // the transposed rows of a product's dot products
+  Vector<Scalar> padded_lhs_;      // lhs of a shallow product, its rows padded to whole packets
   TileUnitProduct tile_unit_;      // float products on the AMX tile unit, where it applies
 };
 

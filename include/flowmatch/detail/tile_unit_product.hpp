@@ -7,13 +7,14 @@
 /// significant bits, so a float x is split into three bfloat16 parts, each the nearest to what
 /// the parts before it leave:
 ///
-///     x = x₀ + x₁ + x₂,   |x₁| ≤ 2⁻⁹·|x|,   |x₂| ≤ 2⁻¹⁸·|x|,
+///     x = x₀ + x₁ + x₂,   |x₁| ≤ 2⁻⁸·|x|,   |x₂| ≤ 2⁻¹⁶·|x|,
 ///
 /// exactly for every x of magnitude above about 10⁻³³ (three 8-bit parts with rounding cover
 /// the 24 bits; a part below 2⁻¹²⁶ is flushed to zero by the conversion and by the tile unit).
 /// Then w·x = Σ_{i,j} w_i·x_j, each product exact in float, and the six terms with i + j ≤ 2
-/// are kept: the three left out are below 3·2⁻²⁷·|w·x|, under an eighth of float's unit
-/// roundoff. The tile unit sums the kept terms in float, with one rounding per term. Measured
+/// are kept: the three left out are at most (2⁻²³ + 2⁻³²)·|w·x|, about one unit in the last
+/// place, and far smaller unless both operands sit near a rounding midpoint of their first
+/// parts. The tile unit sums the kept terms in float, with one rounding per term. Measured
 /// against a long double reference on 128-deep products of normal random numbers, the error
 /// relative to Σ|w_k·x_k| is half that of a loop of fused multiply-adds (README, "Where the
 /// time goes"). The results therefore differ from the register-tiled kernel's in the last bits,
@@ -194,17 +195,22 @@ class TileUnitProduct {
     std::size_t start_ = 0;
   };
 
-  // The three bfloat16 parts of 16 floats, each the nearest to what the earlier ones leave.
-  static void split_into_parts(__m512 value, __m256i parts[3]) {
-    parts[0] = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(value));
-    const __m512 rest = _mm512_sub_ps(value, widen(parts[0]));
-    parts[1] = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(rest));
-    parts[2] = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_sub_ps(rest, widen(parts[1]))));
+  // The three parts of 16 floats (see the file comment), as floats that bfloat16 holds
+  // exactly: a part is rounded to its 8 leading bits by adding half a unit of the 16 bits below
+  // them and clearing those (ties away from zero, a nearest rounding), and the rest is exact.
+  static void split_into_parts(__m512 value, __m512 parts[3]) {
+    parts[0] = leading_bits(value);
+    const __m512 rest = _mm512_sub_ps(value, parts[0]);
+    parts[1] = leading_bits(rest);
+    parts[2] = _mm512_sub_ps(rest, parts[1]);
   }
 
-  // The floats of 16 bfloat16 values.
-  static __m512 widen(__m256i bfloat16) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bfloat16), 16));
+  // The nearest float with 8 significant bits: the bfloat16 nearest to each of 16 floats
+  // (infinity above bfloat16's range, as the conversion gives; NaN stays NaN).
+  static __m512 leading_bits(__m512 value) {
+    const __m512i rounded = _mm512_add_epi32(_mm512_castps_si512(value), _mm512_set1_epi32(0x8000));
+    return _mm512_castsi512_ps(
+        _mm512_and_si512(rounded, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
   }
 
   static constexpr std::size_t kKeptSplits = 4;  // splits of lhs kept for later products
@@ -273,17 +279,19 @@ class TileUnitProduct {
       for (Index k = 0; k < steps_ * kDepthStep; k += 2) {
         const float* column =
             lhs.data() + std::min(k, depth - 1) * lhs.outerStride() + row_tile * 16;
-        __m256i even[3];
-        __m256i odd[3];
+        __m512 even[3];
+        __m512 odd[3];
         split_into_parts(k < depth ? _mm512_loadu_ps(column) : zero, even);
         split_into_parts(k + 1 < depth ? _mm512_loadu_ps(column + lhs.outerStride()) : zero, odd);
         const std::size_t offset =
             static_cast<std::size_t>(row_tile * steps_ + k / kDepthStep) * kTileEntries +
             static_cast<std::size_t>(k % kDepthStep) * 16;
         for (int part = 0; part < 3; ++part) {
+          // The parts hold bfloat16 values: the high half of each float is its bfloat16.
           const __m512i pairs =
-              _mm512_or_si512(_mm512_cvtepu16_epi32(even[part]),
-                              _mm512_slli_epi32(_mm512_cvtepu16_epi32(odd[part]), 16));
+              _mm512_or_si512(_mm512_srli_epi32(_mm512_castps_si512(even[part]), 16),
+                              _mm512_and_si512(_mm512_castps_si512(odd[part]),
+                                               _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
           _mm512_storeu_si512(parts + part * lhs_part_ + offset, pairs);
         }
       }
@@ -293,26 +301,30 @@ class TileUnitProduct {
   // Column @p column of the rhs block starting at column @p col, as row column % 16 of the
   // unit's left operands in @p block: for part q, 16-column half h and depth step s, a tile
   // whose row j holds rhs[32s : 32s + 32, col + 16h + j]. Depth past k, and columns past the
-  // rhs, are zero.
+  // rhs, are zero. Each tile row is one 64-byte store.
   void split_rhs_column(const ConstMatrixRef<float>& rhs, Index col, Index column,
                         std::uint16_t* block) const {
     const Index depth = rhs.rows();
     const bool inside = col + column < rhs.cols();
     const float* values = rhs.data() + (inside ? (col + column) * rhs.outerStride() : 0);
+    const auto load = [&](Index k) {
+      const Index valid = inside ? std::clamp<Index>(depth - k, 0, 16) : 0;
+      return valid == 16
+                 ? _mm512_loadu_ps(values + k)
+                 : _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << valid) - 1u), values + k);
+    };
     std::uint16_t* row = block + static_cast<std::size_t>((column / 16) * steps_) * kTileEntries +
                          static_cast<std::size_t>(column % 16) * kDepthStep;
-    for (Index k = 0; k < steps_ * kDepthStep; k += 16) {
-      const Index valid = inside ? std::clamp<Index>(depth - k, 0, 16) : 0;
-      const __m512 value =
-          valid == 16
-              ? _mm512_loadu_ps(values + k)
-              : _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << valid) - 1u), values + k);
-      __m256i parts[3];
-      split_into_parts(value, parts);
-      std::uint16_t* entries = row + static_cast<std::size_t>(k / kDepthStep) * kTileEntries +
-                               static_cast<std::size_t>(k % kDepthStep);
+    for (Index step = 0; step < steps_; ++step) {
+      __m512 low[3];   // depth entries 32s to 32s + 15
+      __m512 high[3];  // 32s + 16 to 32s + 31
+      split_into_parts(load(step * kDepthStep), low);
+      split_into_parts(load(step * kDepthStep + 16), high);
+      std::uint16_t* entries = row + static_cast<std::size_t>(step) * kTileEntries;
       for (int part = 0; part < 3; ++part) {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(entries + part * rhs_part_), parts[part]);
+        // Exact: the parts are bfloat16 values.
+        _mm512_store_si512(entries + part * rhs_part_,
+                           reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(high[part], low[part])));
       }
     }
   }
