@@ -202,12 +202,15 @@ Index tiled_product(const ConstMatrixRef<Scalar>& lhs, const ConstMatrixRef<Scal
   return tiled_rows;
 }
 
+/// The greatest depth of a shallow product (shallow_product); deeper products take the tiles.
+inline constexpr Index kShallowDepth = 7;
+
 /// out (+)= lhs·rhs for a product a few entries deep (a network's input layer), column by
 /// column: each packet of rows of a column is Σₖ lhs(rows, k)·rhs(k, col), a product followed
 /// by fused multiply-adds in the order of k. @p lhs_padded holds lhs column-major with its rows
 /// padded with zeros to @p padded_rows, a whole number of packets, so that the last rows are
 /// computed as the others; every entry depends only on its own column of rhs, wherever that
-/// column sits. Packs nothing and reads rhs in place. Needs a depth of at least 1.
+/// column sits. Packs nothing and reads rhs in place. Needs a depth from 1 to kShallowDepth.
 template <class Scalar>
 void shallow_product(const Scalar* lhs_padded, Index padded_rows, const ConstMatrixRef<Scalar>& rhs,
                      MatrixRef<Scalar> out, bool accumulate) {
@@ -215,17 +218,21 @@ void shallow_product(const Scalar* lhs_padded, Index padded_rows, const ConstMat
   using Packet = typename TiledProductShape<Scalar>::Packet;
   constexpr Index size = TiledProductShape<Scalar>::packet_size;
   const Index depth = rhs.rows();
+  const Index rows = out.rows();
+  eigen_assert(depth >= 1 && depth <= kShallowDepth);
+  Packet factors[kShallowDepth];
   for (Index col = 0; col < out.cols(); ++col) {
-    const Scalar* factors = rhs.data() + col * rhs.outerStride();
+    for (Index k = 0; k < depth; ++k) {
+      factors[k] = packet::pset1<Packet>(rhs(k, col));
+    }
     Scalar* column = out.data() + col * out.outerStride();
     for (Index row = 0; row < padded_rows; row += size) {
       const Scalar* weights = lhs_padded + row;
-      Packet sum = packet::pmul(packet::ploadu<Packet>(weights), packet::pset1<Packet>(factors[0]));
+      Packet sum = packet::pmul(packet::ploadu<Packet>(weights), factors[0]);
       for (Index k = 1; k < depth; ++k) {
-        sum = packet::pmadd(packet::ploadu<Packet>(weights + k * padded_rows),
-                            packet::pset1<Packet>(factors[k]), sum);
+        sum = packet::pmadd(packet::ploadu<Packet>(weights + k * padded_rows), factors[k], sum);
       }
-      const Index count = std::min(size, out.rows() - row);
+      const Index count = std::min(size, rows - row);
       if (count == size) {
         if (accumulate) sum = packet::padd(packet::ploadu<Packet>(column + row), sum);
         packet::pstoreu(column + row, sum);
@@ -383,7 +390,7 @@ class ProductBuffers : private Eigen::internal::level3_blocking<Scalar, Scalar> 
   // as fast through Eigen, whose results they then keep).
   static bool use_tiles(Index rows, Index depth, Index cols) {
     using Shape = TiledProductShape<Scalar>;
-    return Shape::vectorised && rows >= Shape::rows && depth >= kTileDepth &&
+    return Shape::vectorised && rows >= Shape::rows && depth > kShallowDepth &&
            cols >= Shape::columns;
   }
 
@@ -391,11 +398,8 @@ class ProductBuffers : private Eigen::internal::level3_blocking<Scalar, Scalar> 
   // scalar type and a depth below the tiles' (a network's input layer). Eigen's product packs
   // both operands and clears the result first, which costs more than the product itself there.
   static bool use_shallow_product(Index depth) {
-    return TiledProductShape<Scalar>::vectorised && depth >= 1 && depth < kTileDepth;
+    return TiledProductShape<Scalar>::vectorised && depth >= 1 && depth <= kShallowDepth;
   }
-
-  // The least depth of a product on the register tiles.
-  static constexpr Index kTileDepth = 8;
 
   // Whether the last @p rows rows of a product of depth @p depth (those below the tiles) are
   // dot products (dot_product_rows): a vectorised scalar type, a few rows, and depth for at
