@@ -1,8 +1,9 @@
 /// @file matrix_product.hpp
 /// @brief Matrix products for the network's layers: the AMX tile unit for float layers where the
 /// build and the processor have it (tile_unit_product.hpp), register-tiled kernels for the
-/// shapes of hidden layers, dot products for the few rows below the tiles, and Eigen's blocked
-/// product with packing buffers that outlive it for the rest.
+/// shapes of hidden layers, dot products for the few rows below the tiles, a column-wise kernel
+/// for products a few entries deep (an input layer), and Eigen's blocked product with packing
+/// buffers that outlive it for the rest.
 ///
 /// The products of a network's hidden layers are W·H with W a few hundred rows deep and H a
 /// panel of a few hundred columns. For them a register-tiled kernel (below) reads both operands
