@@ -208,9 +208,13 @@ class TileUnitProduct {
   // The nearest float with 8 significant bits: the bfloat16 nearest to each of 16 floats
   // (infinity above bfloat16's range, as the conversion gives; NaN stays NaN).
   static __m512 leading_bits(__m512 value) {
-    const __m512i rounded = _mm512_add_epi32(_mm512_castps_si512(value), _mm512_set1_epi32(0x8000));
     return _mm512_castsi512_ps(
-        _mm512_and_si512(rounded, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+        high_halves(_mm512_add_epi32(_mm512_castps_si512(value), _mm512_set1_epi32(0x8000))));
+  }
+
+  // The high 16 bits of each 32-bit lane, the low ones cleared.
+  static __m512i high_halves(__m512i lanes) {
+    return _mm512_and_si512(lanes, _mm512_set1_epi32(static_cast<int>(0xffff0000u)));
   }
 
   static constexpr std::size_t kKeptSplits = 4;  // splits of lhs kept for later products
@@ -290,8 +294,7 @@ class TileUnitProduct {
           // The parts hold bfloat16 values: the high half of each float is its bfloat16.
           const __m512i pairs =
               _mm512_or_si512(_mm512_srli_epi32(_mm512_castps_si512(even[part]), 16),
-                              _mm512_and_si512(_mm512_castps_si512(odd[part]),
-                                               _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+                              high_halves(_mm512_castps_si512(odd[part])));
           _mm512_storeu_si512(parts + part * lhs_part_ + offset, pairs);
         }
       }
