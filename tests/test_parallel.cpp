@@ -12,6 +12,10 @@
 
 #include <catch2/catch.hpp>
 
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
 #include "flowmatch/autodiff/field_derivatives.hpp"
 #include "flowmatch/guidance/classifier_free.hpp"
 #include "flowmatch/likelihood/conditioned_field.hpp"
@@ -95,6 +99,47 @@ TEST_CASE("a thread pool runs every task exactly once", "[parallel]") {
     }
   }
 }
+
+#if defined(__linux__)
+// Task i runs on thread i mod T, so in a call of T tasks, task w ≥ 1 runs on worker w: each
+// reports the affinity mask of the thread that runs it.
+TEST_CASE("a pool pins its workers to distinct processors when they fit", "[parallel]") {
+  cpu_set_t allowed;
+  REQUIRE(sched_getaffinity(0, sizeof(allowed), &allowed) == 0);
+  const int processors = CPU_COUNT(&allowed);
+  for (int threads = 2; threads <= std::min(processors, 4); ++threads) {
+    INFO("threads " << threads << " of " << processors << " processors");
+    ThreadPool pool(threads);
+    std::vector<cpu_set_t> masks(static_cast<std::size_t>(threads));
+    pool.parallel_for(threads, [&](Index task) {
+      sched_getaffinity(0, sizeof(cpu_set_t), &masks[static_cast<std::size_t>(task)]);
+    });
+    CHECK(CPU_EQUAL(&masks[0], &allowed));  // the caller is never pinned
+    cpu_set_t taken;
+    CPU_ZERO(&taken);
+    for (int worker = 1; worker < threads; ++worker) {
+      cpu_set_t& mask = masks[static_cast<std::size_t>(worker)];
+      REQUIRE(CPU_COUNT(&mask) == 1);
+      cpu_set_t outside;
+      CPU_AND(&outside, &mask, &allowed);
+      CHECK(CPU_EQUAL(&outside, &mask));  // one of the caller's processors
+      cpu_set_t shared;
+      CPU_AND(&shared, &mask, &taken);
+      CHECK(CPU_COUNT(&shared) == 0);  // not another worker's
+      CPU_OR(&taken, &taken, &mask);
+    }
+  }
+  // More threads than processors: nobody is pinned, and every task still runs.
+  ThreadPool crowded(processors + 1);
+  std::vector<int> pinned(static_cast<std::size_t>(processors + 1));
+  crowded.parallel_for(processors + 1, [&](Index task) {
+    cpu_set_t mask;
+    sched_getaffinity(0, sizeof(mask), &mask);
+    pinned[static_cast<std::size_t>(task)] = CPU_EQUAL(&mask, &allowed) ? 0 : 1;
+  });
+  CHECK(std::count(pinned.begin(), pinned.end(), 1) == 0);
+}
+#endif
 
 TEST_CASE("an exception thrown by a task propagates and the pool stays usable", "[parallel]") {
   for (const int threads : {1, 2}) {

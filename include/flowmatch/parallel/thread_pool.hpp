@@ -13,10 +13,18 @@
 /// pointer to the caller's task object, not as a std::function. Calls from several threads
 /// are serialised; a task must not call parallel_for on the pool that runs it (deadlock).
 ///
-/// Waking a sleeping thread takes tens of microseconds, as long as a whole evaluation of a small
-/// network on a thousand points. After a call, the workers (and the caller, waiting for them)
-/// therefore poll for about spin_duration before they sleep: the calls of a solver, which follow
-/// each other within microseconds, find them awake.
+/// Placement: when the threads fit on the processors the creating thread may run on, each
+/// worker is pinned to one of them other than the creator's, one worker per processor; the
+/// caller is never pinned, and a call that finds it on a worker's processor first moves it off
+/// (detail/processor_placement.hpp). Left to the scheduler, a new or newly woken worker is
+/// often placed on the processor of the thread that started or woke it, and the two then share
+/// it for tens of milliseconds before the load balancing separates them.
+///
+/// Waking a sleeping thread takes tens of microseconds, and milliseconds on a virtual machine
+/// whose idle processor must itself be woken: longer than a whole evaluation of a small network
+/// on a thousand points. After a call, the workers (and the caller, waiting for them) therefore
+/// poll for about spin_duration before they sleep: the calls of a solver, which follow each
+/// other within microseconds, find them awake.
 #pragma once
 
 #include <atomic>
@@ -31,6 +39,7 @@
 #include <vector>
 
 #include "flowmatch/core/types.hpp"
+#include "flowmatch/detail/processor_placement.hpp"
 #include "flowmatch/detail/validate.hpp"
 
 namespace flowmatch {
@@ -38,13 +47,18 @@ namespace flowmatch {
 /// Persistent worker threads for data-parallel loops (see the file comment).
 class ThreadPool {
  public:
-  /// Starts @p threads − 1 workers (the caller of parallel_for is the remaining thread).
+  /// Starts @p threads − 1 workers (the caller of parallel_for is the remaining thread), each
+  /// pinned to its own processor if there are enough (see the file comment).
   /// @throws std::invalid_argument unless threads >= 1.
   explicit ThreadPool(int threads) : thread_count_(threads) {
     detail::require_count("ThreadPool: threads", threads, 1);
     workers_.reserve(static_cast<std::size_t>(threads - 1));
+    const std::vector<int> processors = detail::other_allowed_processors();
+    const bool pin = processors.size() >= static_cast<std::size_t>(threads - 1);
     for (int worker = 1; worker < threads; ++worker) {
       workers_.emplace_back([this, worker] { work(worker); });
+      const int processor = pin ? processors[static_cast<std::size_t>(worker - 1)] : -1;
+      if (pin && detail::pin_thread(workers_.back(), processor)) worker_processors_.add(processor);
     }
   }
 
@@ -84,6 +98,7 @@ class ThreadPool {
       return;
     }
     const std::lock_guard<std::mutex> call_lock(call_mutex_);
+    if (!worker_processors_.empty()) detail::move_off(worker_processors_);
     {
       const std::lock_guard<std::mutex> lock(mutex_);
       function_ = function;
@@ -127,7 +142,7 @@ class ThreadPool {
         return stopping_.load(std::memory_order_acquire) ||
                generation_.load(std::memory_order_acquire) != seen_generation;
       };
-      poll_until(called);
+      if (seen_generation != 0) poll_until(called);  // a new worker has nothing to wait for yet
       {
         std::unique_lock<std::mutex> lock(mutex_);
         work_ready_.wait(lock, called);
@@ -144,7 +159,7 @@ class ThreadPool {
   }
 
   // How long a thread polls for the next call, or for the workers to finish, before it sleeps.
-  static constexpr std::chrono::microseconds spin_duration{100};
+  static constexpr std::chrono::microseconds spin_duration{2000};
 
   // Returns once @p done() holds or spin_duration has passed.
   template <class Condition>
@@ -165,8 +180,9 @@ class ThreadPool {
 
   int thread_count_;
   std::vector<std::thread> workers_;
-  std::mutex call_mutex_;  // one parallel_for at a time
-  std::mutex mutex_;       // guards the call state below; the atomics are also polled
+  detail::ProcessorSet worker_processors_;  // the processors the workers are pinned to
+  std::mutex call_mutex_;                   // one parallel_for at a time
+  std::mutex mutex_;  // guards the call state below; the atomics are also polled
   std::condition_variable work_ready_;
   std::condition_variable work_done_;
   std::atomic<bool> stopping_{false};
