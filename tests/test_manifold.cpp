@@ -298,6 +298,9 @@ TEMPLATE_TEST_CASE("sphere: exp then log returns the tangent, also for tiny tang
   // |v| <= 3 keeps log well conditioned (its condition grows like 1/(π − |v|)); tangents
   // below the resolution of the points come back as rounding errors, never NaN.
   CHECK(max_column_error<Scalar>(back, v) < 16 * rounding<Scalar>());
+  // A zero tangent: exp gives the point itself and log exactly zero, whatever the rounding of
+  // the point's norm.
+  CHECK(y.col(20) == x.col(20));
   CHECK(back.col(20).norm() == Scalar(0));
   // Small angles keep their relative accuracy (acos(⟨x, y⟩) would lose half the digits):
   // y = cos δ·x + sin δ·u for a unit tangent u.

@@ -72,21 +72,30 @@ class Sphere {
     }
   }
 
-  /// cos θ·x + sinc θ·v (θ = |v|), renormalised against rounding.
+  /// cos θ·x + sinc θ·v (θ = |v|), renormalised against rounding; x itself for v = 0.
   void exp(const ConstMatrixRef<Scalar>& points, const ConstMatrixRef<Scalar>& tangents,
            MatrixRef<Scalar> out) const {
     for (Index col = 0; col < points.cols(); ++col) {
       const Scalar angle = tangents.col(col).norm();
+      if (angle == Scalar(0)) {
+        out.col(col) = points.col(col);
+        continue;
+      }
       out.col(col) = std::cos(angle) * points.col(col) + sinc(angle) * tangents.col(col);
       out.col(col) /= out.col(col).norm();
     }
   }
 
-  /// θ·w/|w| with w = y − ⟨x, y⟩·x and θ = atan2(|w|, ⟨x, y⟩); 0 for y = x, the documented
-  /// choice of length π where y = −x to rounding. @p out may alias @p targets, not @p points.
+  /// θ·w/|w| with w = y − ⟨x, y⟩·x and θ = atan2(|w|, ⟨x, y⟩); exactly 0 for y = x (w would
+  /// be a rounding error of x wherever |x| is not exactly 1), the documented choice of length
+  /// π where y = −x to rounding. @p out may alias @p targets, not @p points.
   void log(const ConstMatrixRef<Scalar>& points, const ConstMatrixRef<Scalar>& targets,
            MatrixRef<Scalar> out) const {
     for (Index col = 0; col < points.cols(); ++col) {
+      if (targets.col(col) == points.col(col)) {
+        out.col(col).setZero();
+        continue;
+      }
       const Scalar cosine = points.col(col).dot(targets.col(col));
       const Scalar sine = tangent_part(points.col(col), targets.col(col), cosine, out.col(col));
       if (cosine < Scalar(0) && sine <= std::numeric_limits<Scalar>::epsilon()) {
