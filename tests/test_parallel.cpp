@@ -129,6 +129,27 @@ TEST_CASE("a pool pins its workers to distinct processors when they fit", "[para
       CPU_OR(&taken, &taken, &mask);
     }
   }
+  if (processors >= 2) {
+    // A caller that has come onto its worker's processor is moved off it by the next call, and
+    // keeps its own mask.
+    ThreadPool pool(2);
+    cpu_set_t worker_mask;
+    pool.parallel_for(2, [&](Index task) {
+      if (task == 1) sched_getaffinity(0, sizeof(worker_mask), &worker_mask);
+    });
+    REQUIRE(CPU_COUNT(&worker_mask) == 1);
+    REQUIRE(sched_setaffinity(0, sizeof(worker_mask), &worker_mask) == 0);  // moves there
+    REQUIRE(sched_setaffinity(0, sizeof(allowed), &allowed) == 0);  // free again, still there
+    int caller_processor = -1;
+    cpu_set_t caller_mask;
+    pool.parallel_for(2, [&](Index task) {
+      if (task != 0) return;
+      caller_processor = sched_getcpu();
+      sched_getaffinity(0, sizeof(caller_mask), &caller_mask);
+    });
+    CHECK_FALSE(CPU_ISSET(caller_processor, &worker_mask));
+    CHECK(CPU_EQUAL(&caller_mask, &allowed));
+  }
   // More threads than processors: nobody is pinned, and every task still runs.
   ThreadPool crowded(processors + 1);
   std::vector<int> pinned(static_cast<std::size_t>(processors + 1));

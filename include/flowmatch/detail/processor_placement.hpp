@@ -61,6 +61,16 @@ class ProcessorSet {
 #endif
 };
 
+#if defined(__linux__)
+/// The mask of processor @p processor alone.
+inline cpu_set_t single_processor_mask(int processor) {
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  CPU_SET(processor, &mask);
+  return mask;
+}
+#endif
+
 /// The processor the calling thread runs on now, or −1 where that is unknown.
 inline int current_processor() {
 #if defined(__linux__)
@@ -89,9 +99,7 @@ inline std::vector<int> other_allowed_processors() {
 /// was) if the system refuses or there is no such control.
 inline bool pin_thread(std::thread& thread, int processor) {
 #if defined(__linux__)
-  cpu_set_t only;
-  CPU_ZERO(&only);
-  CPU_SET(processor, &only);
+  const cpu_set_t only = single_processor_mask(processor);
   return pthread_setaffinity_np(thread.native_handle(), sizeof(only), &only) == 0;
 #else
   static_cast<void>(thread);
@@ -110,9 +118,7 @@ inline void move_off(const ProcessorSet& occupied) {
   if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) return;
   for (int processor = 0; processor < CPU_SETSIZE; ++processor) {
     if (!CPU_ISSET(processor, &allowed) || occupied.contains(processor)) continue;
-    cpu_set_t target;
-    CPU_ZERO(&target);
-    CPU_SET(processor, &target);
+    const cpu_set_t target = single_processor_mask(processor);
     // A mask without the current processor migrates the thread before the call returns.
     if (sched_setaffinity(0, sizeof(target), &target) == 0) {
       sched_setaffinity(0, sizeof(allowed), &allowed);

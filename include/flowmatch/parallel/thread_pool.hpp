@@ -57,8 +57,9 @@ class ThreadPool {
     const bool pin = processors.size() >= static_cast<std::size_t>(threads - 1);
     for (int worker = 1; worker < threads; ++worker) {
       workers_.emplace_back([this, worker] { work(worker); });
-      const int processor = pin ? processors[static_cast<std::size_t>(worker - 1)] : -1;
-      if (pin && detail::pin_thread(workers_.back(), processor)) worker_processors_.add(processor);
+      if (!pin) continue;
+      const int processor = processors[static_cast<std::size_t>(worker - 1)];
+      if (detail::pin_thread(workers_.back(), processor)) worker_processors_.add(processor);
     }
   }
 
